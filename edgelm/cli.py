@@ -1,0 +1,281 @@
+"""The `edgelm` command: a thin click group. Stage commands are generated from each stage's typed config, so
+a parameter added to a stage appears on the CLI, in recipes and in `edgelm stages` at once.
+
+Exit codes: 0 ok · 2 bad input (one line, no traceback unless --debug) · 3 gate failed · 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import typing
+from pathlib import Path
+
+import click
+
+from edgelm.errors import EdgelmError, GateFailed, StageFailed
+
+SCHEMA_VERSION = 1
+
+
+# --- error handling ---------------------------------------------------------------------------------------
+class EdgelmGroup(click.Group):
+    def invoke(self, ctx):
+        debug = "--debug" in sys.argv or bool(os.environ.get("EDGELM_DEBUG"))
+        try:
+            return super().invoke(ctx)
+        except GateFailed as exc:
+            _print_gate_table(exc.table)
+            _fail(str(exc), exc.exit_code, debug)
+        except EdgelmError as exc:
+            _fail(str(exc), exc.exit_code, debug)
+        except StageFailed as exc:
+            cause = exc.cause
+            code = cause.exit_code if isinstance(cause, EdgelmError) else 1
+            hint = "" if isinstance(cause, EdgelmError) or debug else " (internal error; re-run with --debug for the traceback)"
+            _fail(f"stage {exc.stage} failed: {type(cause).__name__}: {cause}{hint}".splitlines()[0], code, debug)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted; finished stages are kept and a re-run resumes", 130, debug)
+        except Exception as exc:  # a bug: say so in one line
+            _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                  "(re-run with --debug for the traceback)", 1, debug)
+
+
+def _fail(message: str, code: int, debug: bool):
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _print_gate_table(rows):
+    if rows:
+        click.echo(f"{'gate':<40} {'target':<16} {'measured':<14} ok", err=True)
+        for r in rows:
+            click.echo(f"{r['gate']:<40} {r['target']:<16} {str(r['measured']):<14} {'yes' if r['ok'] else 'NO'}", err=True)
+
+
+def _quiet_libraries():
+    """Third-party import chatter (torchao kernels, transformers advice) is noise for CLI users."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "torch.onnx", "onnxscript", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+@click.group(cls=EdgelmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="show tracebacks")
+@click.version_option(package_name="edgelm")
+def main(debug):
+    """edgelm: compress, export, verify and benchmark language models for phones and edge boxes."""
+    _quiet_libraries()
+
+
+def emit_json(data: dict) -> None:
+    click.echo(json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=2, default=str))
+
+
+# --- options shared by model-taking commands ----------------------------------------------------------------
+def model_options(f):
+    f = click.option("--task", type=click.Choice(["sequence-classification", "feature-extraction", "causal-lm"]),
+                     help="override the task detected from the config")(f)
+    f = click.option("--allow-pickle", is_flag=True, help="allow pickle weights (they can execute code)")(f)
+    f = click.option("--trust-remote-code", is_flag=True, help="run model code shipped with the checkpoint")(f)
+    return f
+
+
+def data_options(f):
+    f = click.option("--data", help="DATA: CSV/TSV/JSONL/TXT file or HF dataset name:split")(f)
+    f = click.option("--eval-data", help="held-out evaluation DATA")(f)
+    f = click.option("--text-column", help="text column (auto-detected by default)")(f)
+    f = click.option("--label-column", help="label column (auto-detected by default)")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True, help="random seed")(f)
+    return f
+
+
+def data_config(data, text_column, label_column, max_samples=None, seed=0):
+    from edgelm.data import DataConfig
+
+    if data is None:
+        return None
+    return DataConfig(path=data, text_column=text_column, label_column=label_column, max_samples=max_samples, seed=seed)
+
+
+# --- stage commands generated from configs ------------------------------------------------------------------
+class GreedyOption(click.Option):
+    """`--format onnx ort pte`: a list option that also takes the values that follow it."""
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if opt is None:
+                continue
+            original = opt.process
+
+            def process(value, state, original=original):
+                values = [value]
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    values.append(state.rargs.pop(0))
+                for v in values:
+                    original(v, state)
+
+            opt.process = process
+
+
+def _field_option(name: str, field) -> click.Option:
+    extra = field.json_schema_extra or {}
+    flag = extra.get("cli", "--" + name.replace("_", "-"))
+    ann = field.annotation
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        ann = inner[0] if len(inner) == 1 else str
+        origin, args = typing.get_origin(ann), typing.get_args(ann)
+    help_text = field.description or ""
+    if ann is bool:
+        base = flag[2:]
+        return click.Option([f"--{base}/--no-{base}", name], default=None, help=help_text)
+    if origin is list:
+        item = args[0] if args else str
+        choice = click.Choice(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else None
+        return GreedyOption([flag, name], multiple=True, type=choice, help=help_text + " (several allowed)")
+    if origin is typing.Literal:
+        return click.Option([flag, name], type=click.Choice([str(a) for a in args]), default=None, help=help_text)
+    click_type = {int: int, float: float}.get(ann, str)
+    return click.Option([flag, name], type=click_type, default=None, help=help_text)
+
+
+def add_stage_command(kind: str, command_name: str | None = None):
+    from edgelm.stages.base import get_stage
+
+    stage = get_stage(kind)
+    fields = stage.Config.model_fields
+    params = [click.Argument(["model"], metavar="MODEL"),
+              click.Option(["-o", "--out", "out"], required=True, type=click.Path(path_type=Path), help="output folder"),
+              click.Option(["--force"], is_flag=True, help="replace an existing OUT"),
+              click.Option(["--json", "as_json"], is_flag=True, help="print the result as JSON")]
+    params += [_field_option(n, f) for n, f in fields.items()]
+
+    def callback(model, out, force, as_json, task, allow_pickle, trust_remote_code, data, eval_data, text_column,
+                 label_column, seed, **stage_kwargs):
+        from edgelm.recipe import _validate_config
+        from edgelm.runner import run_single
+
+        given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in stage_kwargs.items()
+                 if v is not None and not (isinstance(v, tuple) and not v)}
+        config = _validate_config(kind, given, f"edgelm {kind} options")
+        result = run_single(kind, config, model, out, task=task, data=data_config(data, text_column, label_column, seed=seed),
+                            eval_data=data_config(eval_data, text_column, label_column, seed=seed), seed=seed,
+                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, force=force)
+        if as_json:
+            emit_json({"out": str(out), **result})
+        else:
+            click.echo(f"{kind}: {result.get('status')} -> {out}")
+
+    cmd = click.Command(command_name or kind, params=params, callback=callback,
+                        help=f"{stage.summary}." + ("" if stage.implemented else " (NOT IMPLEMENTED YET)"))
+    cmd = data_options(model_options(cmd))
+    main.add_command(cmd)
+
+
+for _kind in ("export", "quantize", "finetune", "lowrank", "prune", "distill"):
+    add_stage_command(_kind)
+
+
+# --- commands that are not a single stage -------------------------------------------------------------------
+@main.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@model_options
+def info(model, as_json, task, allow_pickle, trust_remote_code):
+    """Architecture, task, parameters and shapes of MODEL."""
+    from edgelm.loading import load_model, model_info
+
+    facts = model_info(load_model(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code))
+    if as_json:
+        emit_json(facts)
+        return
+    for key, value in facts.items():
+        click.echo(f"{key:>16}: {value}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="run folder (default: runs/<recipe name>)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a recipe key, e.g. stages.0.ratio=0.5")
+@click.option("--json", "as_json", is_flag=True, help="print run.json")
+def run(recipe, out, overrides, as_json):
+    """Run (or resume) a recipe: one folder per stage, run.json and a report."""
+    from edgelm.recipe import load_recipe
+    from edgelm.runner import run_recipe
+
+    parsed = load_recipe(resolve_recipe_path(recipe), overrides)
+    out = out or Path("runs") / (parsed.name or Path(recipe).stem)
+    result = run_recipe(parsed, out)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"run finished: {out} (report: {out / 'report.md'})")
+
+
+def resolve_recipe_path(recipe: Path) -> Path:
+    """A recipe path, or the name of a shipped one (`minilm-l6` -> edgelm/recipes/minilm-l6.yaml)."""
+    if recipe.exists() or recipe.suffix:
+        return recipe
+    shipped = Path(__file__).parent / "recipes" / f"{recipe}.yaml"
+    return shipped if shipped.exists() else recipe
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def stages(as_json):
+    """Registered stage kinds with their parameters and help."""
+    from edgelm.stages.base import all_stages
+
+    table = {}
+    for kind, stage in all_stages().items():
+        table[kind] = {"summary": stage.summary, "implemented": stage.implemented,
+                       "parameters": {n: {"type": _type_name(f.annotation), "default": f.get_default(call_default_factory=True),
+                                          "help": f.description} for n, f in stage.Config.model_fields.items()}}
+    if as_json:
+        emit_json({"stages": table})
+        return
+    for kind, entry in table.items():
+        click.echo(f"{kind}{'' if entry['implemented'] else '  (not implemented yet)'}: {entry['summary']}")
+        for name, p in entry["parameters"].items():
+            click.echo(f"    {name} = {p['default']!r}  [{p['type']}]  {p['help']}")
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir):
+    """Re-render report files of RUN_DIR from its JSON."""
+    from edgelm.report import render_run
+
+    for path in render_run(run_dir):
+        click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

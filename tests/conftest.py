@@ -1,0 +1,58 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import build_tiny
+
+os.environ.setdefault("EDGELM_QUIET", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """tiny_model(arch, task=None) -> path of a cached tiny HF folder (built once per session)."""
+    cache = {}
+
+    def make(arch: str, task: str | None = None, num_labels: int = 2) -> Path:
+        key = (arch, task, num_labels)
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"tiny-{arch}-{task or 'default'}")
+            cache[key] = build_tiny(folder, arch, task, num_labels)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path_factory.getbasetemp() / "edgelm-cache"))
+
+
+@pytest.fixture
+def sst2_dir():
+    folder = SHARED_DATA / "sst2"
+    if not (folder / "dev.tsv").is_file():
+        pytest.skip(f"real data absent: {folder} (see ../shared/data/README.md)")
+    return folder
+
+
+@pytest.fixture
+def wikitext_valid():
+    path = SHARED_DATA / "wikitext-2" / "valid.txt"
+    if not path.is_file():
+        pytest.skip(f"real data absent: {path}")
+    return path
+
+
+def require_builtin(name: str) -> Path:
+    from edgelm.errors import EdgelmError
+    from edgelm.loading import builtin_path
+
+    try:
+        return builtin_path(name)
+    except EdgelmError as exc:
+        pytest.skip(f"real model absent: {exc}")
