@@ -56,3 +56,13 @@ def require_builtin(name: str) -> Path:
         return builtin_path(name)
     except EdgelmError as exc:
         pytest.skip(f"real model absent: {exc}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests (long real-model runs) are skipped with the reason unless EDGELM_SLOW=1."""
+    if os.environ.get("EDGELM_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow real-model test; set EDGELM_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
