@@ -27,11 +27,6 @@ def tiny_model(tmp_path_factory):
     return make
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path_factory.getbasetemp() / "edgelm-cache"))
-
-
 @pytest.fixture
 def sst2_dir():
     folder = SHARED_DATA / "sst2"
