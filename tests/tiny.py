@@ -40,7 +40,7 @@ def build_tokenizer(decoder: bool):
     from transformers import PreTrainedTokenizerFast
 
     specials = DECODER_SPECIALS if decoder else ENCODER_SPECIALS
-    vocab = {tok: i for i, tok in enumerate(specials + WORDS)}
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(specials + WORDS))}  # WORDS repeats "great"
     tok = Tokenizer(models.WordLevel(vocab, unk_token=specials[1]))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if decoder:
