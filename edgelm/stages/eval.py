@@ -1,22 +1,214 @@
-"""Evaluate accuracy / perplexity / ICL / embedding fidelity. Placeholder until issue 8 lands: registered so recipes validate, refuses to run."""
+"""Evaluate accuracy / perplexity / ICL / embedding fidelity of a bundle (its torch model or an exported artifact
+on a runtime) against a reference model, so gates can read `accuracy_drop_pt`.
+
+Reference (config `reference`): `auto` = the float torch model of the most recent `finetune` stage of this run
+(what the compressed model should still match), else the run's input model; `input` = the run's input model;
+`NN-kind` = that stage folder of the run; `none` = no comparison.
+
+Data: labelled eval examples come from the eval data, else from a held-out 10% split of the run's data; the ICL
+probe draws its demonstrations from the run's data (or, with none, from a built-in 80-sentence sentiment probe
+scored leave-one-out); perplexity reads the eval text (a .txt file, or the eval texts), else calibration prose.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from edgelm.stages.base import Stage, StageConfig, not_implemented, register_stage
+from edgelm.errors import EdgelmError
+from edgelm.stages.base import Stage, StageConfig, StageResult, register_stage
+
+Metric = Literal["accuracy", "perplexity", "icl", "fidelity", "generation"]
+DEFAULT_METRICS = {"sequence-classification": ["accuracy"], "feature-extraction": ["fidelity"],
+                   "causal-lm": ["perplexity", "icl", "generation"]}
+PROBE_DATA = Path(__file__).resolve().parents[1] / "recipes" / "sentiment-probe.tsv"
+GEN_PROMPTS = ["The capital of France is", "Once upon a time, there was a", "To make a cup of tea, you",
+               "The best way to learn a new language is"]
 
 
 class EvalConfig(StageConfig):
-    metrics: list[Literal["accuracy", "perplexity", "icl", "fidelity"]] = Field(default_factory=list, description="metrics to compute (default: by task)", json_schema_extra={"cli": "--metric"})
+    metrics: list[Metric] = Field(default_factory=list, description="metrics to compute (default by task: accuracy | fidelity | perplexity+icl+generation)", json_schema_extra={"cli": "--metric"})
+    runtime: list[str] = Field(default_factory=lambda: ["auto"], description="where the candidate runs: auto (the bundle's artifact: ort > onnx > pte, else torch), torch, ort-cpu, ort-mobile, executorch; the first one feeds the gates")
+    reference: str = Field("auto", description="reference model: auto (latest finetune stage, else the input model), input, a stage folder NN-kind, or none")
+    max_samples: int | None = Field(1000, gt=0, description="evaluate at most this many examples (seeded sample)")
+    max_length: int = Field(128, gt=1, description="token limit per example for classification / embeddings")
+    batch_size: int = Field(32, gt=0, description="examples per forward pass")
+    k_shot: int = Field(4, ge=0, description="ICL probe: demonstrations per prompt")
+    label_words: list[str] = Field(default_factory=lambda: ["negative", "positive"], description="ICL probe: the word for label 0, 1, ...")
+    icl_samples: int = Field(200, gt=0, description="ICL probe: at most this many queries")
+    ppl_window: int = Field(512, gt=1, description="perplexity: tokens of context per window")
+    ppl_stride: int = Field(256, gt=0, description="perplexity: tokens the window advances")
+    ppl_max_tokens: int = Field(4096, gt=1, description="perplexity: score at most this many tokens of the text")
+    fidelity_texts: int = Field(256, gt=0, description="fidelity: texts embedded when there is no eval data")
+    gen_tokens: int = Field(16, gt=0, description="generation parity: greedy tokens per prompt")
 
 
 @register_stage
 class EvalStage(Stage):
     kind = "eval"
     Config = EvalConfig
-    summary = "Evaluate accuracy / perplexity / ICL / embedding fidelity"
-    implemented = False
-    run = not_implemented("eval", "issue 8")
+    summary = "Evaluate accuracy / perplexity / ICL / embedding fidelity against a reference model"
+
+    def run(self, bundle, config: EvalConfig, ctx) -> StageResult:
+        from edgelm.evaluate import torch_model
+
+        metrics = config.metrics or DEFAULT_METRICS[bundle.task]
+        reference_bundle, reference_name = find_reference(bundle, config.reference, ctx)
+        reference = torch_model(reference_bundle, f"reference:{reference_name}") if reference_bundle else None
+        data = EvalData(ctx, config)
+        ref_scores = {m: score(m, reference, None, data, config) for m in metrics if reference and m in COMPARABLE}
+        by_runtime = {}
+        for runtime in config.runtime:
+            candidate = candidate_model(bundle, runtime)
+            by_runtime[candidate.name] = {**compare(metrics, candidate, reference, data, config, ref_scores),
+                                          **candidate.info}
+        primary = next(iter(by_runtime.values()))
+        out = {**primary, "reference": reference_name, "by_runtime": by_runtime}
+        return StageResult(bundle.derive(), out, [])
+
+
+COMPARABLE = ("accuracy", "perplexity", "icl")
+
+
+def compare(metrics, candidate, reference, data, config, ref_scores) -> dict:
+    out = {"runtime": candidate.name}
+    for metric in metrics:
+        out.update(score(metric, candidate, reference, data, config))
+    ref = {k: v for scores in ref_scores.values() for k, v in scores.items()}
+    if "accuracy" in ref_scores:
+        out["reference_accuracy"] = ref["accuracy"]
+        out["accuracy_drop_pt"] = round(ref["accuracy"] - out["accuracy"], 3)
+    if "icl" in ref_scores:
+        out["reference_icl_accuracy"] = ref["icl_accuracy"]
+        out["icl_drop_pt"] = round(ref["icl_accuracy"] - out["icl_accuracy"], 3)
+        out.setdefault("accuracy_drop_pt", out["icl_drop_pt"])  # a decoder's accuracy is its ICL accuracy
+    if "perplexity" in ref_scores:
+        out["reference_perplexity"] = ref["perplexity"]
+        out["perplexity_ratio"] = round(out["perplexity"] / ref["perplexity"], 4)
+    return out
+
+
+def score(metric: str, model, reference, data: "EvalData", config: EvalConfig) -> dict:
+    from edgelm import evaluate as ev
+
+    if metric == "accuracy":
+        result = ev.evaluate_classification(model, data.labelled(), max_length=config.max_length, batch_size=config.batch_size)
+        result.pop("predictions")
+        return result
+    if metric == "perplexity":
+        return ev.perplexity(model, data.text(), window=config.ppl_window, stride=config.ppl_stride,
+                             max_tokens=config.ppl_max_tokens)
+    if metric == "icl":
+        demos, queries, leave_one_out = data.icl_sets()
+        return ev.icl_probe(model, demos, queries, k=config.k_shot, label_words=config.label_words,
+                            seed=data.seed, leave_one_out=leave_one_out)
+    if reference is None:
+        raise EdgelmError(f"eval metric {metric!r} compares with a reference model; set reference to auto or input, not none")
+    if metric == "fidelity":
+        return ev.embedding_fidelity(model, reference, data.texts(config.fidelity_texts), max_length=config.max_length,
+                                     batch_size=config.batch_size)
+    return ev.generation_parity(model, reference, GEN_PROMPTS, max_new_tokens=config.gen_tokens)
+
+
+def find_reference(bundle, spec: str, ctx):
+    """(reference bundle or None, its name) following the rule in this module's docstring."""
+    if spec == "none":
+        return None, "none"
+    previous = list(ctx.previous)
+    if spec == "auto":
+        tuned = [name for name in previous if name.split("-", 1)[-1] == "finetune"]
+        spec = tuned[-1] if tuned else "input"
+    if spec == "input":
+        if ctx.initial_bundle is None:
+            raise EdgelmError("eval reference 'input': this run has no input model to compare with")
+        return ctx.initial_bundle(), "input"
+    from edgelm.bundle import ModelBundle
+
+    folder = Path(ctx.run_dir or ".") / spec
+    if spec not in previous or not folder.is_dir():
+        raise EdgelmError(f"eval reference {spec!r}: no such earlier stage in this run (have: {', '.join(previous) or 'none'})")
+    ref = ModelBundle.load(folder, allow_pickle=ctx.allow_pickle, trust_remote_code=ctx.trust_remote_code)
+    if ref.model is None:
+        raise EdgelmError(f"eval reference {spec!r}: that stage holds no torch model")
+    return ref, spec
+
+
+def candidate_model(bundle, runtime: str):
+    from edgelm.evaluate import torch_model
+
+    if runtime == "auto":
+        runtime = next((rt for fmt, rt in (("ort", "ort-mobile"), ("onnx", "ort-cpu"), ("pte", "executorch"))
+                        if fmt in bundle.artifacts), "torch")
+    if runtime == "torch":
+        return torch_model(bundle, "torch")
+    from edgelm.evaluate_artifacts import artifact_model
+
+    return artifact_model(bundle, runtime)
+
+
+class EvalData:
+    """The examples and texts each metric reads, loaded once and sampled with the stage seed."""
+
+    def __init__(self, ctx, config: EvalConfig):
+        self.ctx, self.config, self.seed = ctx, config, ctx.seed
+        self._cache: dict = {}
+
+    def _load(self, spec):
+        from edgelm.data import as_config, load_examples
+
+        return load_examples(as_config(spec, seed=self.seed))
+
+    def _train_and_eval(self):
+        if "split" not in self._cache:
+            train = self._load(self.ctx.data) if self.ctx.data else None
+            held = self._load(self.ctx.eval_data) if self.ctx.eval_data else None
+            if held is None and train is not None and train.labels is not None:
+                train, held = train.split(0.1, seed=self.seed)
+            self._cache["split"] = (train, held)
+        return self._cache["split"]
+
+    def _sample(self, examples, n):
+        if examples is None or len(examples) <= n:
+            return examples
+        import random
+
+        return examples.subset(sorted(random.Random(self.seed).sample(range(len(examples)), n)))
+
+    def labelled(self):
+        _, held = self._train_and_eval()
+        if held is None or held.labels is None:
+            raise EdgelmError("eval metric 'accuracy' needs labelled data: pass --eval-data (or --data) with a label column")
+        return self._sample(held, self.config.max_samples)
+
+    def texts(self, n: int) -> list[str]:
+        _, held = self._train_and_eval()
+        if held is not None:
+            return self._sample(held, min(n, self.config.max_samples or n)).texts
+        from edgelm.data import calibration_texts
+
+        return calibration_texts(n, seed=self.seed)
+
+    def text(self) -> str:
+        for spec in (self.ctx.eval_data, self.ctx.data):
+            if spec is not None:
+                path = Path(getattr(spec, "path", spec))
+                if path.suffix.lower() == ".txt" and path.is_file():
+                    from edgelm.data import load_text
+
+                    return load_text(path)
+                return "\n\n".join(self._load(spec).texts)
+        from edgelm.data import calibration_texts
+
+        return "\n\n".join(calibration_texts(64, seed=self.seed))
+
+    def icl_sets(self):
+        """(demonstrations, queries, leave_one_out)."""
+        train, held = self._train_and_eval()
+        if train is not None and train.labels is not None and held is not None and held.labels is not None:
+            return train, self._sample(held, self.config.icl_samples), False
+        from edgelm.data import load_examples
+
+        probe = load_examples(str(PROBE_DATA))
+        return probe, probe, True

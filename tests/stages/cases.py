@@ -7,4 +7,8 @@ Each issue's work owns its own rows; add cases for every task the stage supports
 
 CASES: list[tuple[str, str, str, dict, str | None]] = [
     # (kind, arch, task, config, data)
+    # eval (issue 8): torch runtime, reference = the run's input model
+    ("eval", "bert", "sequence-classification", {"metrics": ["accuracy"], "runtime": ["torch"]}, "labelled"),
+    ("eval", "bert", "feature-extraction", {"runtime": ["torch"], "fidelity_texts": 8}, None),
+    ("eval", "llama", "causal-lm", {"runtime": ["torch"], "ppl_max_tokens": 64, "icl_samples": 8, "gen_tokens": 4}, None),
 ]

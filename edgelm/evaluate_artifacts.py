@@ -1,0 +1,104 @@
+"""EvalModel over an exported artifact (.onnx / .ort / .pte) run by the bench runtimes, so evaluation scores
+exactly what ships. Encoders go through `edgelm.bench.runtimes.open_runner`; causal LMs with a KV cache go
+through `edgelm.generate` (full-sequence logits for perplexity / ICL, greedy decoding for parity)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.errors import EdgelmError
+from edgelm.evaluate import EvalModel
+
+FORMAT_FOR_RUNTIME = {"ort-cpu": ("onnx", "ort"), "ort-cuda": ("onnx",), "ort-mobile": ("ort", "onnx"),
+                      "executorch": ("pte",)}
+
+
+def artifact_model(bundle, runtime: str) -> EvalModel:
+    """EvalModel running the bundle's artifact on `runtime`; a missing runtime or artifact is a clear error."""
+    if runtime not in FORMAT_FOR_RUNTIME:
+        raise EdgelmError(f"eval runtime {runtime!r}: use auto, torch, {', '.join(FORMAT_FOR_RUNTIME)}")
+    fmt = next((f for f in FORMAT_FOR_RUNTIME[runtime] if f in bundle.artifacts), None)
+    if fmt is None:
+        raise EdgelmError(f"eval runtime {runtime!r}: the bundle has no {' or '.join(FORMAT_FOR_RUNTIME[runtime])} "
+                          f"artifact (has: {', '.join(bundle.artifacts) or 'none'}); add an export stage before eval")
+    artifact = Path(bundle.artifacts[fmt])
+    tokenizer = bundle.tokenizer or _tokenizer_beside(artifact)
+    manifest = read_manifest(artifact.parent)
+    info = {"artifact": artifact.name, "artifact_format": fmt}
+    if bundle.task == "causal-lm":
+        return _causal_model(bundle, artifact, runtime, tokenizer, info)
+    runner = _open_runner(runtime, artifact.parent, fmt)
+    names = [i["name"] for i in manifest.get("inputs", [])] or ["input_ids", "attention_mask"]
+
+    def forward(feeds):
+        return first_output(runner.run({n: feeds[n] for n in names if n in feeds}))
+
+    return EvalModel(forward, tokenizer, names, bundle.task, runtime, None, info)
+
+
+def first_output(result) -> np.ndarray:
+    if isinstance(result, dict):
+        return np.asarray(next(iter(result.values())))
+    if isinstance(result, (list, tuple)):
+        return np.asarray(result[0])
+    return np.asarray(result)
+
+
+def read_manifest(folder: Path) -> dict:
+    path = Path(folder) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _tokenizer_beside(artifact: Path):
+    from edgelm.loading import load_tokenizer
+
+    return load_tokenizer(artifact.parent)
+
+
+def _open_runner(runtime: str, export_dir: Path, fmt: str):
+    try:
+        runtimes = importlib.import_module("edgelm.bench.runtimes")
+    except ImportError as exc:
+        raise EdgelmError(f"eval runtime {runtime!r}: the bench runtimes are not available ({exc}); use runtime torch") from None
+    try:
+        return runtimes.open_runner(runtime, export_dir)
+    except TypeError:  # an older signature taking the artifact format as well
+        return runtimes.open_runner(runtime, export_dir, fmt)
+
+
+def _causal_model(bundle, artifact: Path, runtime: str, tokenizer, info: dict) -> EvalModel:
+    try:
+        from edgelm.generate import OnnxCausalLM
+    except ImportError as exc:
+        raise EdgelmError(f"eval runtime {runtime!r}: decoder artifacts need edgelm.generate ({exc}); use runtime torch") from None
+    lm = OnnxCausalLM(artifact.parent, runtime=runtime) if _takes_runtime(OnnxCausalLM) else OnnxCausalLM(artifact.parent)
+
+    def forward(feeds):
+        return np.stack([np.asarray(lm.logits(row[mask.astype(bool)].tolist()))
+                         if mask.all() else _padded_logits(lm, row, mask)
+                         for row, mask in zip(feeds["input_ids"], feeds["attention_mask"])])
+
+    def generate(prompt_ids, max_new_tokens):
+        return list(lm.generate(prompt_ids, max_new_tokens=max_new_tokens))[:max_new_tokens]
+
+    return EvalModel(forward, tokenizer, ["input_ids", "attention_mask"], "causal-lm", runtime, generate, info)
+
+
+def _padded_logits(lm, row, mask):
+    """Right-padded row: run the real tokens, repeat the last logits over the padding (never read)."""
+    n = int(mask.sum())
+    logits = np.asarray(lm.logits(row[:n].tolist()))
+    return np.concatenate([logits, np.repeat(logits[-1:], len(row) - n, axis=0)])
+
+
+def _takes_runtime(cls) -> bool:
+    import inspect
+
+    return "runtime" in inspect.signature(cls).parameters
