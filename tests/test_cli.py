@@ -25,7 +25,7 @@ def test_info_json(tiny_model):
 @pytest.mark.parametrize("args,message", [
     (["info", "/no/such/model"], "no such file"),
     (["run", "/no/such/recipe.yaml"], "no such recipe file"),
-    (["export", "/no/such/model", "-o", "x"], "no such file"),
+    (["export", "/no/such/model", "-o", "/tmp/edgelm-test-never-written"], "no such file"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message):
     code, out = run_cli(*args)
