@@ -63,15 +63,15 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
         return {**existing, "status": "up to date"}
     out.parent.mkdir(parents=True, exist_ok=True)
     lockdir = out.parent / f".{out.name}.lockdir"
-    try:
-        with locked(lockdir):
+    with locked(lockdir):
+        try:
             bundle = load_model(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
             ctx = StageContext(workdir=out.parent / f".{out.name}.tmp", data=data, eval_data=eval_data, seed=seed,
                                allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, run_dir=None,
                                initial_bundle=lambda: bundle)
             record, _ = run_one(kind, config, bundle, ctx, out, step_hash)
-    finally:
-        shutil.rmtree(lockdir, ignore_errors=True)
+        finally:  # only the holder removes the lock folder
+            shutil.rmtree(lockdir, ignore_errors=True)
     return {**_read_metrics(out), "status": record.status}
 
 
