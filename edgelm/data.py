@@ -59,9 +59,16 @@ class Examples:
         n_eval = max(1, int(round(len(order) * eval_fraction)))
         return self.subset(sorted(order[n_eval:])), self.subset(sorted(order[:n_eval]))
 
-    def require_labels(self) -> "Examples":
+    def require_labels(self, num_labels: int | None = None) -> "Examples":
+        """These examples with labels; with num_labels, every label must index the model's head."""
         if self.labels is None:
             raise EdgelmError(f"{self.source}: no label column found; name it with --label-column")
+        if num_labels is not None and self.labels:
+            top = max(self.labels)
+            if top >= num_labels:
+                name = self.label_names[top] if self.label_names and top < len(self.label_names) else top
+                raise EdgelmError(f"{self.source}: label {name!r} is class {top}, but the model's head has {num_labels} "
+                                  f"classes (0..{num_labels - 1}); fix the labels or use a model with {top + 1} labels")
         return self
 
 
@@ -204,7 +211,9 @@ def _encode_labels(raw: list, source: str, column: str) -> tuple[list[int], list
         names = sorted({v.strip() for v in raw})
         index = {n: i for i, n in enumerate(names)}
         return [index[v.strip()] for v in raw], names
-    bad = next(v for v in raw if not isinstance(v, (int, str)) or isinstance(v, bool) or (isinstance(v, str) and not v.strip()))
+    bad = next((v for v in raw if not isinstance(v, (int, str)) or isinstance(v, bool) or (isinstance(v, str) and not v.strip())), None)
+    if bad is None:
+        raise EdgelmError(f"{source}: label column {column!r} mixes integers and names; use one kind of label")
     raise EdgelmError(f"{source}: label column {column!r} has value {bad!r}; labels must be integers or names")
 
 

@@ -28,6 +28,8 @@ BUILTIN_MODELS = {
         "about": "HuggingFaceTB/SmolLM2-135M-Instruct (LLaMA decoder, 134.5M params, from its Q4_1 GGUF)",
     },
 }
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model", "merges.txt")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -163,7 +165,8 @@ def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_
 
             model = load_restructured(cls, folder, extra["structure"], trust_remote_code)
         else:
-            model = cls.from_pretrained(folder, dtype="float32", **kwargs)
+            model, loading = cls.from_pretrained(folder, dtype="float32", output_loading_info=True, **kwargs)
+            check_weights_fit_task(model, loading.get("missing_keys"), task, folder)
     except EdgelmError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
@@ -172,9 +175,30 @@ def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_
     return model, load_tokenizer(folder, trust_remote_code)
 
 
+def check_weights_fit_task(model, missing_keys, task: str, folder: Path) -> None:
+    """Refuse a model whose checkpoint lacks weights the task needs (they would be silently random).
+
+    Only a new classification head may be missing: fine-tuning trains it. A missing LM head or missing body
+    weights mean the checkpoint was made for another task or architecture.
+    """
+    missing = sorted(missing_keys or ())
+    if task == "sequence-classification":
+        prefix = getattr(model, "base_model_prefix", "")
+        missing = [k for k in missing if prefix and k.startswith(prefix + ".")]
+    if missing:
+        natural = detect_task(model.config, folder)
+        hint = f"pass --task {natural}" if natural != task else "check that the weights match config.json"
+        raise EdgelmError(f"{folder}: the checkpoint has no weights for {len(missing)} tensors that task {task!r} needs "
+                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); {hint}")
+
+
 def load_tokenizer(folder: Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would build an empty tokenizer from config.json alone and tokenize everything to [UNK]
+        raise EdgelmError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); "
+                          "copy the tokenizer of the original model into this folder")
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as exc:
@@ -250,8 +274,9 @@ def _dequantize_gguf(path: Path):
     try:
         loaded = transformers.AutoModelForCausalLM.from_pretrained(path.parent, dtype="float32", **kw)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, **kw)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise EdgelmError(f"{path}: cannot read this GGUF ({_first_line(exc)})") from None
+    except Exception as exc:  # a corrupt file can fail anywhere in the parser (struct, numpy, index errors)
+        raise EdgelmError(f"{path}: cannot read this GGUF ({type(exc).__name__}: {_first_line(exc)[:160]}); "
+                          "re-download it") from None
     config = loaded.config
     for attr in ("quantization_config", "_name_or_path"):
         if hasattr(config, attr):

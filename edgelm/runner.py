@@ -33,6 +33,7 @@ def _input_key(model: str, task, data: DataConfig | None, eval_data: DataConfig 
 def run_recipe(recipe: Recipe, out: Path) -> dict:
     """Run (or resume) a whole recipe into OUT; returns run.json's content. Gates raise GateFailed."""
     out = Path(out)
+    check_run_folder(out)
     with locked(out):
         (out / "recipe.resolved.yaml").write_text(dump_recipe(recipe))
         key = _input_key(recipe.model, recipe.task, recipe.data, recipe.eval_data, recipe.seed)
@@ -55,6 +56,7 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
                seed: int = 0, allow_pickle=False, trust_remote_code=False, force=False) -> dict:
     """One CLI stage command: OUT itself is the stage folder, published atomically; an up-to-date OUT is kept."""
     out = Path(out).resolve()
+    check_stage_out(out, model)
     step_hash = fingerprint([_input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
     existing = _read_metrics(out)
     if out.exists() and any(out.iterdir()) and existing is None and not force:
@@ -73,6 +75,34 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
         finally:  # only the holder removes the lock folder
             shutil.rmtree(lockdir, ignore_errors=True)
     return {**_read_metrics(out), "status": record.status}
+
+
+RUN_MARKERS = (".lock", "recipe.resolved.yaml", "run.json")
+
+
+def check_run_folder(out: Path) -> None:
+    """A run folder is new, empty or an earlier edgelm run: a re-run deletes stale `NN-kind` folders in it."""
+    if out.exists() and not out.is_dir():
+        raise EdgelmError(f"{out}: is a file; -o needs a folder for the run")
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in RUN_MARKERS):
+        raise EdgelmError(f"{out}: folder exists and is not an edgelm run folder; choose a new or empty -o")
+
+
+def check_stage_out(out: Path, model: str) -> None:
+    """OUT is replaced on publish: never a file, the input model, a folder holding it, home, or the cwd."""
+    if out.exists() and not out.is_dir():
+        raise EdgelmError(f"{out}: is a file; -o needs a folder")
+    protected = [Path.home().resolve(), Path.cwd().resolve(), Path(out.anchor)]
+    try:
+        source = Path(model).expanduser().resolve()
+    except (OSError, RuntimeError):
+        source = None
+    if source is not None and source.exists():
+        protected.append(source)
+    for keep in protected:
+        if out == keep or out in keep.parents:
+            raise EdgelmError(f"{out}: -o would replace {keep} (home, the current folder or the input model); "
+                              "choose a new folder")
 
 
 def _read_metrics(folder: Path) -> dict | None:
