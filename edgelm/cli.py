@@ -270,11 +270,93 @@ def _type_name(annotation) -> str:
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def report(run_dir):
-    """Re-render report files of RUN_DIR from its JSON."""
-    from edgelm.report import render_run
+    """Re-render report.md/report.html of RUN_DIR (or the .md/.html of a bench JSON) from its JSON."""
+    from edgelm.report import render_path
 
-    for path in render_run(run_dir):
+    for path in render_path(run_dir):
         click.echo(str(path))
+
+
+# --- bench_command (issue 4) --------------------------------------------------------------------------------
+@main.command("bench", context_settings={"show_default": True})
+@click.argument("outs", nargs=-1, required=True, metavar="OUT...")
+@click.option("--runtime", "runtimes", cls=GreedyOption, multiple=True, help="runtimes to time (several allowed; "
+              "torch-cpu torch-cuda ort-cpu ort-cuda ort-mobile executorch) [default: torch-cpu ort-cpu]")
+@click.option("--threads", cls=GreedyOption, multiple=True, type=int, help="intra-op threads (several allowed) "
+              "[default: runtime default; ort-mobile 1 2 4]")
+@click.option("--shapes", cls=GreedyOption, multiple=True, help="fixed BATCHxSEQ shapes [default: 1x128 for encoders]")
+@click.option("--data", help="DATA whose sentences are timed one per call at their own lengths")
+@click.option("--max-samples", type=int, default=200, help="dataset sentences to time")
+@click.option("--pad", is_flag=True, help="pad dataset sentences to the longest one")
+@click.option("--prompt-len", type=int, default=32, help="decoder prompt tokens")
+@click.option("--new-tokens", type=int, default=128, help="decoder tokens generated per timed run")
+@click.option("--seconds", type=float, default=5.0, help="time budget per case and runtime")
+@click.option("--baseline", type=click.Path(path_type=Path), help="folder the speedups are against [default: the first OUT when several]")
+@click.option("--no-compare", is_flag=True, help="skip the interleaved baseline comparison")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the bench JSON here")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), help="write the HTML report here")
+@click.option("--md", "md_path", type=click.Path(path_type=Path), help="write the Markdown report here")
+def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, prompt_len, new_tokens, seconds, baseline,
+                  no_compare, json_path, html_path, md_path):
+    """Time exported artifacts (OUT folders) on CPU, CUDA and mobile-class runtimes, each in a fresh process."""
+    from edgelm.bench.runtimes import resolve_target
+    from edgelm.bench.suite import BenchSettings, run_bench, write_bench_json
+    from edgelm.report import bench_markdown, bench_html_body, page
+
+    targets = [resolve_target(o) for o in outs]
+    names = [t.name for t in targets]
+    for i, t in enumerate(targets):  # same folder name twice (a/export, b/export): make the names unique
+        if names.count(t.name) > 1:
+            t.name = f"{t.path.parent.name}/{t.name}"
+    base = resolve_target(baseline) if baseline else (targets[0] if len(targets) > 1 else None)
+    settings = BenchSettings(runtimes=list(runtimes) or ["torch-cpu", "ort-cpu"], threads=list(threads) or None,
+                             shapes=list(shapes) or None, data=data, max_samples=max_samples, pad=pad, prompt_len=prompt_len,
+                             new_tokens=new_tokens, seconds=seconds, compare=not no_compare)
+    result = run_bench(targets, settings, baseline=base)
+    if json_path:
+        write_bench_json(result, json_path)
+    if html_path:
+        Path(html_path).write_text(page("edgelm bench", bench_html_body(result)))
+    markdown_text = bench_markdown(result)
+    if md_path:
+        Path(md_path).write_text(markdown_text)
+    click.echo(markdown_text)
+
+
+# --- eval_command (issue 8) ---------------------------------------------------------------------------------
+@main.command("eval")
+@click.argument("model", metavar="MODEL_OR_OUT")
+@click.option("--metric", "metrics", multiple=True, cls=GreedyOption,
+              type=click.Choice(["accuracy", "perplexity", "icl", "fidelity", "generation"]),
+              help="metrics (default by task: accuracy | fidelity | perplexity icl generation); several allowed")
+@click.option("--runtime", "runtimes", multiple=True, cls=GreedyOption,
+              help="auto (the artifact: ort > onnx > pte, else torch), torch, ort-cpu, ort-mobile, executorch; several allowed")
+@click.option("--reference", help="MODEL to compare with (accuracy_drop_pt, fidelity, generation parity)")
+@click.option("--k-shot", type=int, help="ICL probe: demonstrations per prompt (default 4)")
+@click.option("--label-words", help="ICL probe: comma-separated words for labels 0,1,... (default negative,positive)")
+@click.option("--max-samples", type=int, help="evaluate at most this many examples (default 1000)")
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
+@model_options
+@data_options
+def eval_command(model, metrics, runtimes, reference, k_shot, label_words, max_samples, as_json, task, allow_pickle,
+                 trust_remote_code, data, eval_data, text_column, label_column, seed):
+    """Evaluate MODEL_OR_OUT (a model, stage folder or run folder) on its artifact or torch model."""
+    from edgelm.recipe import _validate_config
+    from edgelm.stages.eval import evaluate_standalone
+
+    given = {"metrics": list(metrics) or None, "runtime": list(runtimes) or None, "k_shot": k_shot,
+             "label_words": label_words.split(",") if label_words else None, "max_samples": max_samples}
+    config = _validate_config("eval", {k: v for k, v in given.items() if v is not None}, "edgelm eval options")
+    result = evaluate_standalone(model, config, data=data_config(data, text_column, label_column, seed=seed),
+                                 eval_data=data_config(eval_data, text_column, label_column, seed=seed),
+                                 reference=reference, seed=seed, task=task, allow_pickle=allow_pickle,
+                                 trust_remote_code=trust_remote_code)
+    if as_json:
+        emit_json(result)
+        return
+    for key, value in result.items():
+        if key not in ("by_runtime", "samples"):
+            click.echo(f"{key:>24}: {value}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,34 @@
-"""Benchmark latency on CPU, CUDA and mobile-class runtimes. Placeholder until issue 4 lands: registered so recipes validate, refuses to run."""
+"""Benchmark latency on CPU, CUDA and mobile-class runtimes: times the stage's input (an export folder or a
+torch model) and, interleaved, a named baseline, reporting `speedup: {runtime: x}` for gates."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 
-from edgelm.stages.base import Stage, StageConfig, not_implemented, register_stage
+from edgelm.errors import EdgelmError
+from edgelm.stages.base import Stage, StageConfig, StageResult, register_stage
+
+Runtime = Literal["torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-mobile", "executorch"]
+ARTIFACT_OF = {"ort-cpu": "onnx", "ort-cuda": "onnx", "ort-mobile": "ort", "executorch": "pte"}
 
 
 class BenchConfig(StageConfig):
-    runtimes: list[str] = Field(default_factory=lambda: ["ort-cpu"], description="runtimes to time", json_schema_extra={"cli": "--runtime"})
+    runtimes: list[Runtime] = Field(default_factory=lambda: ["ort-cpu"], description="runtimes to time",
+                                    json_schema_extra={"cli": "--runtime"})
+    threads: list[int] | None = Field(None, description="intra-op thread counts (default: runtime default; ort-mobile 1 2 4)")
+    shapes: list[str] | None = Field(None, description="fixed BATCHxSEQ shapes, e.g. 1x128 (default: 1x128 for encoders)")
+    data: str | None = Field(None, description="DATA whose sentences are timed one by one at their own lengths "
+                                               "(default: the run's eval data, else its data)")
+    max_samples: int = Field(200, gt=0, description="dataset sentences to time (seeded sample)")
+    pad: bool = Field(False, description="pad dataset sentences to the longest instead of their natural length")
+    prompt_len: int = Field(32, gt=0, description="decoder prompt length in tokens")
+    new_tokens: int = Field(128, ge=0, description="decoder tokens to generate per timed generation")
+    seconds: float = Field(5.0, gt=0, description="time budget per case (stops earlier once the median is stable)")
+    baseline: str = Field("source", description="speedup baseline: 'source' (the run's input model, exported like "
+                                                "this one when needed), a stage folder name, a path, or 'none'")
 
 
 @register_stage
@@ -16,5 +36,94 @@ class BenchStage(Stage):
     kind = "bench"
     Config = BenchConfig
     summary = "Benchmark latency on CPU, CUDA and mobile-class runtimes"
-    implemented = False
-    run = not_implemented("bench", "issue 4")
+
+    def run(self, bundle, config: BenchConfig, ctx) -> StageResult:
+        from edgelm.bench.runtimes import target_from_bundle
+        from edgelm.bench.suite import BenchSettings, run_bench, write_bench_json
+        from edgelm.report import write_bench_reports
+
+        if bundle.model_dir is None and bundle.model is not None:
+            from edgelm.bundle import save_model
+
+            save_model(bundle.model, bundle.tokenizer, ctx.workdir / "weights")
+            bundle = bundle.derive(model_dir=ctx.workdir / "weights")
+        target = target_from_bundle(bundle, "candidate")
+        baseline, why_not = resolve_baseline(config, bundle, ctx)
+        settings = BenchSettings(runtimes=list(config.runtimes), threads=config.threads, shapes=config.shapes,
+                                 data=pick_data(config, ctx), max_samples=config.max_samples, pad=config.pad,
+                                 prompt_len=config.prompt_len, new_tokens=config.new_tokens, seconds=config.seconds)
+        bench = run_bench([target], settings, baseline=baseline)
+        if why_not:
+            bench["speedup_skipped"] = why_not
+        files = [write_bench_json(bench, ctx.workdir / "bench.json"), *write_bench_reports(bench, ctx.workdir, "bench")]
+        return StageResult(bundle.derive(), headline_metrics(bench), files)
+
+
+def pick_data(config: BenchConfig, ctx) -> str | None:
+    if config.data:
+        return config.data
+    for data in (ctx.eval_data, ctx.data):
+        if data is not None and Path(data.path).is_file():
+            return data.path
+    return None
+
+
+def resolve_baseline(config: BenchConfig, bundle, ctx):
+    """(baseline Target or None, reason when there is none)."""
+    from edgelm.bench.runtimes import resolve_target, target_from_bundle
+
+    choice = config.baseline
+    if choice == "none":
+        return None, "baseline: none"
+    if choice != "source":
+        folder = Path(ctx.run_dir) / choice if ctx.run_dir and (Path(ctx.run_dir) / choice).is_dir() else Path(choice)
+        if not folder.is_dir():
+            raise EdgelmError(f"bench.baseline: {choice!r} is neither a stage folder of this run nor a folder")
+        return resolve_target(folder, name=f"baseline:{folder.name}"), None
+    source = ctx.initial_bundle() if ctx.initial_bundle else None
+    if source is None:
+        return None, "no input model to compare with"
+    if source.model_dir is not None and bundle.model_dir is not None and Path(source.model_dir) == Path(bundle.model_dir) \
+            and not bundle.artifacts:
+        return None, "the benched model is the input model itself"
+    formats = sorted({ARTIFACT_OF[r] for r in config.runtimes if r in ARTIFACT_OF} & set(bundle.artifacts))
+    if formats and not set(formats) <= set(source.artifacts):
+        source, why = export_source(source, formats, ctx.workdir / "baseline")
+        if source is None:
+            return None, why
+    if source.model_dir is None and source.model is not None:
+        from edgelm.bundle import save_model
+
+        save_model(source.model, source.tokenizer, ctx.workdir / "baseline" / "weights")
+        source = source.derive(model_dir=ctx.workdir / "baseline" / "weights")
+    return target_from_bundle(source, "source"), None
+
+
+def export_source(source, formats: list[str], folder: Path):
+    """The input model exported like the candidate, so ONNX/.ort/.pte runtimes compare like with like."""
+    from edgelm.stages.base import StageContext, get_stage
+
+    stage = get_stage("export")
+    if not stage.implemented:
+        return None, "exporting the source model for ONNX-side speedups needs the export stage (not implemented yet)"
+    folder.mkdir(parents=True, exist_ok=True)
+    result = stage().run(source, stage.Config.model_validate({"formats": formats}), StageContext(workdir=folder))
+    result.bundle.save(folder)
+    return result.bundle, None
+
+
+def headline_metrics(bench: dict) -> dict:
+    """What gates and run reports read: speedup {runtime: x}, headline p50 per runtime, skip reasons."""
+    p50, skipped = {}, {}
+    for row in bench["rows"]:
+        key = row["runtime"] + (f"@{row['threads']}t" if row["runtime"] == "ort-mobile" and row.get("threads") else "")
+        if "skipped" in row or "error" in row:
+            skipped.setdefault(key, row.get("skipped") or row.get("error"))
+        elif key not in p50:
+            p50[key] = row.get("p50_ms")
+    metrics = {"speedup": bench["speedup"], "p50_ms": p50, "bench_json": "bench.json"}
+    if skipped:
+        metrics["skipped"] = skipped
+    if bench.get("speedup_skipped"):
+        metrics["speedup_skipped"] = bench["speedup_skipped"]
+    return metrics

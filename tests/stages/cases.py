@@ -11,4 +11,7 @@ CASES: list[tuple[str, str, str, dict, str | None]] = [
     ("eval", "bert", "sequence-classification", {"metrics": ["accuracy"], "runtime": ["torch"]}, "labelled"),
     ("eval", "bert", "feature-extraction", {"runtime": ["torch"], "fidelity_texts": 8}, None),
     ("eval", "llama", "causal-lm", {"runtime": ["torch"], "ppl_max_tokens": 64, "icl_samples": 8, "gen_tokens": 4}, None),
+    # bench (issue 4): torch-cpu in a worker process, tiny budgets (timings are never asserted)
+    ("bench", "bert", "sequence-classification", {"runtimes": ["torch-cpu"], "shapes": ["1x8"], "seconds": 0.2}, "labelled"),
+    ("bench", "llama", "causal-lm", {"runtimes": ["torch-cpu"], "prompt_len": 4, "new_tokens": 4, "seconds": 0.2}, None),
 ]

@@ -1,0 +1,66 @@
+"""Where a figure was measured: CPU model and the SIMD flags that decide kernel choice, cores, memory, load,
+library versions. Read from /proc and package metadata only (no heavy imports)."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+
+INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                     "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
+                     "asimd", "asimddp", "asimdhp", "sve", "i8mm", "bf16")
+LIBRARIES = ("edgelm", "torch", "onnxruntime", "onnxruntime-gpu", "executorch", "transformers", "onnx", "numpy")
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and value.strip():
+            model = value.strip()
+        elif key in ("flags", "features"):
+            flags.update(value.split())
+    return {"cpu_model": model, "flags": [f for f in INTERESTING_FLAGS if f in flags]}
+
+
+def machine_info() -> dict:
+    info = cpu_info()
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+        memory_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        physical, memory_gb = None, None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info.update({
+        "logical_cores": os.cpu_count(), "physical_cores": physical, "usable_cores": usable, "memory_gb": memory_gb,
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(), "python": platform.python_version(),
+    })
+    return info
+
+
+def library_versions() -> dict:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)

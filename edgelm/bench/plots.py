@@ -1,0 +1,85 @@
+"""Plots for bench reports, as inline SVG text (fonts drawn as paths) so the HTML needs no network or files."""
+
+from __future__ import annotations
+
+import io
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "path", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def to_svg(fig) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    _plt().close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def row_label(row: dict) -> str:
+    threads = f" ×{row['threads']}t" if row.get("threads") else ""
+    return f"{row['artifact']} · {row['runtime']}{threads}"
+
+
+def latency_distribution(rows: list[dict], title: str) -> str | None:
+    """Box plot (with every run as a dot) of per-call latency for each artifact/runtime/threads row."""
+    rows = [r for r in rows if r.get("times_ms")]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    data = [r["times_ms"] for r in rows]
+    ax.boxplot(data, vert=False, showfliers=False, widths=0.6, medianprops={"color": "black"})
+    for i, times in enumerate(data):
+        jitter = [(i + 1) + 0.18 * ((k * 0.618) % 1 - 0.5) for k in range(len(times))]
+        ax.scatter(times, jitter, s=4, alpha=0.35, color=COLORS[i % len(COLORS)], linewidths=0)
+    ax.set_yticks(range(1, len(rows) + 1), [row_label(r) for r in rows])
+    ax.set_xscale("log" if max(max(d) for d in data) / max(min(min(d) for d in data), 1e-6) > 30 else "linear")
+    ax.set_xlabel("latency per call (ms)" + (" — decode step" if rows[0].get("inputs") == "decode" else ""))
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return to_svg(fig)
+
+
+def pareto_front(points: list[tuple[float, float]], maximize_y: bool) -> list[int]:
+    """Indices of points no other point beats on both axes (lower x; higher y if maximize_y else lower y)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 <= x and (y2 >= y if maximize_y else y2 <= y)) and (x2, y2) != (x, y)
+                        for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def tradeoff(rows: list[dict], title: str) -> str | None:
+    """Latency vs accuracy (marker area = size) when accuracy is known, else latency vs size; Pareto front drawn."""
+    rows = [r for r in rows if r.get("p50_ms") and r.get("size_mb")]
+    if len(rows) < 1:
+        return None
+    with_acc = all(r.get("accuracy") is not None for r in rows)
+    ys = [r["accuracy"] if with_acc else r["size_mb"] for r in rows]
+    points = [(r["p50_ms"], y) for r, y in zip(rows, ys)]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    biggest = max(r["size_mb"] for r in rows)
+    for i, (r, (x, y)) in enumerate(zip(rows, points)):
+        area = 40 + 400 * r["size_mb"] / biggest if with_acc else 50
+        ax.scatter([x], [y], s=area, color=COLORS[i % len(COLORS)], alpha=0.8, label=row_label(r), edgecolors="black", linewidths=0.5)
+    front = pareto_front(points, maximize_y=with_acc)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="black", lw=1, label="Pareto front")
+    ax.set_xlabel("p50 latency (ms)")
+    ax.set_ylabel("accuracy" + (" (marker area = size)" if with_acc else "") if with_acc else "size on disk (MB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", frameon=False)
+    return to_svg(fig)
