@@ -37,6 +37,9 @@ class EdgelmGroup(click.Group):
             _fail(f"stage {exc.stage} failed: {type(cause).__name__}: {cause}{hint}".splitlines()[0], code, debug)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # `edgelm info ... | head`: the reader left; nothing to report
+            sys.stderr.close()
+            os._exit(0)
         except KeyboardInterrupt:
             _fail("interrupted; finished stages are kept and a re-run resumes", 130, debug)
         except Exception as exc:  # a bug: say so in one line
