@@ -4,7 +4,6 @@ through `edgelm.generate` (full-sequence logits for perplexity / ICL, greedy dec
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -31,11 +30,13 @@ def artifact_model(bundle, runtime: str) -> EvalModel:
     info = {"artifact": artifact.name, "artifact_format": fmt}
     if bundle.task == "causal-lm":
         return _causal_model(bundle, artifact, runtime, tokenizer, info)
-    runner = _open_runner(runtime, artifact.parent, fmt)
-    names = [i["name"] for i in manifest.get("inputs", [])] or ["input_ids", "attention_mask"]
+    from edgelm.bench.runtimes import open_runner, target_from_bundle
+
+    runner = open_runner(runtime, target_from_bundle(bundle, runtime, artifact.parent))
+    names = list(runner.input_names) or [i["name"] for i in manifest.get("inputs", [])]
 
     def forward(feeds):
-        return first_output(runner.run({n: feeds[n] for n in names if n in feeds}))
+        return first_output(runner.run({n: feeds[n] for n in names}))
 
     return EvalModel(forward, tokenizer, names, bundle.task, runtime, None, info)
 
@@ -60,17 +61,6 @@ def _tokenizer_beside(artifact: Path):
     from edgelm.loading import load_tokenizer
 
     return load_tokenizer(artifact.parent)
-
-
-def _open_runner(runtime: str, export_dir: Path, fmt: str):
-    try:
-        runtimes = importlib.import_module("edgelm.bench.runtimes")
-    except ImportError as exc:
-        raise EdgelmError(f"eval runtime {runtime!r}: the bench runtimes are not available ({exc}); use runtime torch") from None
-    try:
-        return runtimes.open_runner(runtime, export_dir)
-    except TypeError:  # an older signature taking the artifact format as well
-        return runtimes.open_runner(runtime, export_dir, fmt)
 
 
 def _causal_model(bundle, artifact: Path, runtime: str, tokenizer, info: dict) -> EvalModel:

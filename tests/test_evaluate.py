@@ -119,3 +119,21 @@ def test_generation_parity_against_itself_and_against_a_different_model(tiny_mod
     shifted.generate = lambda ids, n: [bundle.tokenizer.pad_token_id] * n
     diff = generation_parity(shifted, torch_model(bundle), prompts, max_new_tokens=6)
     assert diff["greedy_exact"] < 1.0
+
+
+def test_eval_cli_reports_accuracy_drop_against_a_reference(tiny_model, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgelm.cli import main
+
+    data = tmp_path / "dev.tsv"
+    data.write_text("label\tsentence\n" + "\n".join(f"{y}\t{t}" for y, t in zip(SENTIMENT.labels, SENTIMENT.texts)) + "\n")
+    model = str(tiny_model("bert", "sequence-classification"))
+    result = CliRunner().invoke(main, ["eval", model, "--eval-data", str(data), "--reference", model, "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["accuracy_drop_pt"] == 0.0 and metrics["reference_accuracy"] == metrics["accuracy"]
+    missing = CliRunner().invoke(main, ["eval", model, "--metric", "accuracy"])
+    assert missing.exit_code == 2 and "labelled data" in missing.output

@@ -141,7 +141,7 @@ def candidate_model(bundle, runtime: str):
     if runtime == "auto":
         runtime = next((rt for fmt, rt in (("ort", "ort-mobile"), ("onnx", "ort-cpu"), ("pte", "executorch"))
                         if fmt in bundle.artifacts), "torch")
-    if runtime == "torch":
+    if runtime in ("torch", "torch-cpu"):
         return torch_model(bundle, "torch")
     from edgelm.evaluate_artifacts import artifact_model
 
@@ -212,3 +212,36 @@ class EvalData:
 
         probe = load_examples(str(PROBE_DATA))
         return probe, probe, True
+
+
+def evaluate_standalone(model: str, config: EvalConfig, *, data=None, eval_data=None, reference: str | None = None,
+                        seed: int = 0, task=None, allow_pickle=False, trust_remote_code=False) -> dict:
+    """`edgelm eval`: MODEL_OR_OUT is a model, a stage folder or a run folder (its last stage); the reference is
+    another MODEL given with --reference (none by default: a lone model has nothing to be compared with)."""
+    import tempfile
+
+    from edgelm.loading import load_model
+    from edgelm.stages.base import StageContext
+
+    kw = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    bundle = load_model(str(last_stage_folder(Path(model))) if Path(model).is_dir() else model, task=task, **kw)
+    ref_spec = reference
+    config = config.model_copy(update={"reference": "input" if ref_spec else "none"})
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = StageContext(workdir=Path(tmp), data=data, eval_data=eval_data, seed=seed, **kw,
+                           initial_bundle=(lambda: load_model(ref_spec, task=bundle.task, **kw)) if ref_spec else None)
+        result = EvalStage().run(bundle, config, ctx)
+    return {"model": model, "task": bundle.task, **result.metrics}
+
+
+def last_stage_folder(path: Path) -> Path:
+    """A run folder (run.json) stands for its last stage; any other folder for itself."""
+    import json
+
+    try:
+        stages = json.loads((path / "run.json").read_text())["stages"]
+    except (OSError, ValueError, KeyError):
+        return path
+    if not stages:
+        raise EdgelmError(f"{path}/run.json: the run has no finished stage to evaluate")
+    return path / stages[-1]["name"]
