@@ -47,6 +47,10 @@ def task_module(bundle) -> nn.Module:
     if bundle.task == "feature-extraction":
         pooling = bundle.extra.get("pooling", {"mode": "mean", "normalize": True})
         return SentenceEmbedder(bundle.model, pooling.get("mode", "mean"), pooling.get("normalize", True)).eval()
+    if bundle.extra.get("prompt_tuning"):  # prompt-tuned: the graph must carry the learned virtual tokens
+        from edgelm.text_tasks import prompt_prefixed
+
+        return prompt_prefixed(bundle)
     return LogitsOnly(bundle.model).eval()
 
 

@@ -14,4 +14,19 @@ CASES: list[tuple[str, str, str, dict, str | None]] = [
     # bench (issue 4): torch-cpu in a worker process, tiny budgets (timings are never asserted)
     ("bench", "bert", "sequence-classification", {"runtimes": ["torch-cpu"], "shapes": ["1x8"], "seconds": 0.2}, "labelled"),
     ("bench", "llama", "causal-lm", {"runtimes": ["torch-cpu"], "prompt_len": 4, "new_tokens": 4, "seconds": 0.2}, None),
+    # finetune (issue 6): each method, encoders become classifiers, decoders learn text / label words
+    ("finetune", "bert", "feature-extraction", {"method": "lora", "batch_size": 16}, "labelled"),
+    ("finetune", "distilbert", "sequence-classification", {"method": "ia3", "batch_size": 16}, "labelled"),
+    ("finetune", "roberta", "feature-extraction", {"method": "prompt", "num_virtual_tokens": 4, "batch_size": 16}, "labelled"),
+    ("finetune", "llama", "causal-lm", {"method": "lora", "batch_size": 16}, "text"),
+    ("finetune", "gpt2", "causal-lm", {"method": "full", "batch_size": 16, "label_words": ["bad", "good"]}, "labelled"),
+    # lowrank / prune (issue 7): plain and activation-aware SVD; heads+FFN, layer drop, sparsity; GQA decoders
+    ("lowrank", "bert", "sequence-classification", {"ratio": 0.3, "method": "svd"}, None),
+    ("lowrank", "llama", "causal-lm", {"ratio": 0.3, "calib_samples": 8, "calib_seq_len": 32}, None),
+    ("lowrank", "gpt2", "causal-lm", {"energy": 0.9, "calib_samples": 8, "calib_seq_len": 32}, "text"),
+    ("prune", "bert", "feature-extraction", {"heads": 0.5, "ffn": 0.5, "round_to": 1, "calib_samples": 8}, None),
+    ("prune", "distilbert", "sequence-classification", {"heads": 0.5, "importance": "taylor", "calib_samples": 8}, "labelled"),
+    ("prune", "qwen2", "causal-lm", {"heads": 0.5, "ffn": 0.25, "round_to": 8, "calib_samples": 4, "calib_seq_len": 32}, None),
+    ("prune", "gpt2", "causal-lm", {"drop_layers": 1, "ffn": 0.5, "scope": "global", "calib_samples": 4, "calib_seq_len": 32}, "text"),
+    ("prune", "llama", "causal-lm", {"pattern": "2:4", "calib_samples": 4, "calib_seq_len": 32}, None),
 ]
