@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgelm.bench.runtimes import Runner, Target, onnx_input_names
+from edgelm.errors import EdgelmError
 
 ARTIFACT = "onnx"
 
@@ -14,7 +15,7 @@ def unavailable() -> str | None:
 
 
 class OrtRunner(Runner):
-    def __init__(self, path, runtime: str, threads: int | None, providers: list, configure=None):
+    def __init__(self, path, runtime: str, threads: int | None, providers: list, configure=None, task: str = ""):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -22,18 +23,27 @@ class OrtRunner(Runner):
             options.intra_op_num_threads = threads
         if configure:
             configure(options)
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.runtime, self.threads = runtime, threads
+        self.lm, self.runtime, self.threads, self.no_lm = None, runtime, threads, "not a causal-lm export"
+        if task == "causal-lm":  # one session serves plain runs and KV-cache generation
+            from edgelm.bench.decoding import onnx_causal_lm
+
+            try:
+                self.lm = onnx_causal_lm(path, providers, options)
+            except EdgelmError as exc:
+                self.no_lm = str(exc)
+        self.session = self.lm.session if self.lm else ort.InferenceSession(str(path), options, providers=providers)
         self.input_names = onnx_input_names(self.session)
 
     def run(self, feeds):
         return self.session.run(None, self.pick(feeds))
 
     def generator(self):
-        from edgelm.bench.decoding import onnx_generator
+        from edgelm.bench.decoding import OnnxGenerator
 
-        return onnx_generator(self)
+        if self.lm is None:
+            raise EdgelmError(f"{self.runtime}: cannot generate: {self.no_lm}")
+        return OnnxGenerator(self.lm)
 
 
 def open(target: Target, threads: int | None) -> Runner:
-    return OrtRunner(target.files["onnx"], "ort-cpu", threads, ["CPUExecutionProvider"])
+    return OrtRunner(target.files["onnx"], "ort-cpu", threads, ["CPUExecutionProvider"], task=target.task)

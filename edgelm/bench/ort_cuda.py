@@ -22,7 +22,7 @@ def unavailable() -> str | None:
 def open(target: Target, threads: int | None) -> Runner:
     from edgelm.bench.ort_cpu import OrtRunner
 
-    runner = OrtRunner(target.files["onnx"], "ort-cuda", threads, ["CUDAExecutionProvider"])
+    runner = OrtRunner(target.files["onnx"], "ort-cuda", threads, ["CUDAExecutionProvider"], task=target.task)
     if "CUDAExecutionProvider" not in runner.session.get_providers():
         from edgelm.errors import EdgelmError
 

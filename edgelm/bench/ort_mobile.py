@@ -28,4 +28,4 @@ def configure(options) -> None:
 def open(target: Target, threads: int | None) -> Runner:
     from edgelm.bench.ort_cpu import OrtRunner
 
-    return OrtRunner(target.files["ort"], "ort-mobile", threads or 1, ["CPUExecutionProvider"], configure)
+    return OrtRunner(target.files["ort"], "ort-mobile", threads or 1, ["CPUExecutionProvider"], configure, target.task)
