@@ -362,5 +362,52 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, max_s
             click.echo(f"{key:>24}: {value}")
 
 
+# --- compress_command (issue 8) -----------------------------------------------------------------------------
+@main.command("compress")
+@click.argument("model", metavar="[MODEL]", required=False)
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="run folder (default: runs/<model>-<target>)")
+@click.option("--target", type=click.Choice(["mobile", "cpu", "cuda"]), default="mobile", show_default=True,
+              help="where the model will run; picks the default recipe")
+@click.option("--recipe", type=click.Path(path_type=Path), help="use this recipe instead of the default one")
+@click.option("--max-accuracy-drop", type=float, help="gate: largest allowed accuracy drop in points (exit 3 when missed)")
+@click.option("--min-speedup", type=float, help="gate: smallest speedup against the bench baseline on the target runtime")
+@click.option("--max-size-mb", type=float, help="gate: largest allowed artifact size in MB")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--task", type=click.Choice(["sequence-classification", "feature-extraction", "causal-lm"]),
+              help="override the task detected from the config")
+@data_options
+def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, data,
+                     eval_data, text_column, label_column, seed):
+    """Compress MODEL (default minilm-l6) for TARGET: default recipe, eval, bench, report and an app bundle."""
+    from edgelm.compress import TARGET_RUNTIMES, compress
+
+    gates = {k: v for k, v in (("max_accuracy_drop", max_accuracy_drop), ("max_size_mb", max_size_mb)) if v is not None}
+    if min_speedup is not None:
+        gates["min_speedup"] = {"value": min_speedup, "runtime": TARGET_RUNTIMES[target][0]}
+    out = out or Path("runs") / f"{Path(model or 'minilm-l6').name.split('.')[0]}-{target}"
+    try:
+        result = compress(model, out, target=target, data=data_config(data, text_column, label_column, seed=seed),
+                          eval_data=data_config(eval_data, text_column, label_column, seed=seed),
+                          recipe=resolve_recipe_path(recipe) if recipe else None, task=task, seed=seed,
+                          gates=gates or None)
+    except GateFailed as exc:  # say where the (gate-failing) bundle and report are, then exit 3
+        if getattr(exc, "result", None):
+            _print_compress(exc.result, err=True)
+        raise
+    if as_json:
+        emit_json(result)
+    else:
+        _print_compress(result)
+
+
+def _print_compress(result: dict, err: bool = False) -> None:
+    for note in result["notes"]:
+        click.echo(f"note: {note}", err=err)
+    for key, value in result["headline"].items():
+        click.echo(f"{key:>24}: {value}", err=err)
+    click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.consumer {result['bundle']} \"some text\")", err=err)
+    click.echo("report: " + "  ".join(result["report"].values()), err=err)
+
+
 if __name__ == "__main__":
     main()

@@ -40,7 +40,10 @@ class EvalModel:
 
     def encode(self, texts: Sequence[str], max_length: int) -> Feeds:
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
-        return {n: np.asarray(enc[n], dtype=np.int64) for n in self.input_names if n in enc}
+        feeds = {n: np.asarray(enc[n], dtype=np.int64) for n in self.input_names if n in enc}
+        if "token_type_ids" in self.input_names and "token_type_ids" not in feeds:  # single segment: all zeros
+            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        return feeds
 
     def run(self, texts: Sequence[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
         """Outputs for texts in their order; batches are formed by length so padding stays small."""

@@ -64,31 +64,22 @@ def _tokenizer_beside(artifact: Path):
 
 
 def _causal_model(bundle, artifact: Path, runtime: str, tokenizer, info: dict) -> EvalModel:
-    try:
-        from edgelm.generate import OnnxCausalLM
-    except ImportError as exc:
-        raise EdgelmError(f"eval runtime {runtime!r}: decoder artifacts need edgelm.generate ({exc}); use runtime torch") from None
-    lm = OnnxCausalLM(artifact.parent, runtime=runtime) if _takes_runtime(OnnxCausalLM) else OnnxCausalLM(artifact.parent)
+    """Full-sequence logits = the graph's prefill on an empty cache; generation = its greedy KV-cache loop."""
+    from edgelm.generate import OnnxCausalLM
+
+    if runtime == "executorch":
+        raise EdgelmError("eval runtime 'executorch': decoder evaluation runs on the ONNX graph; use ort-cpu or ort-mobile")
+    lm = OnnxCausalLM(artifact)
 
     def forward(feeds):
-        return np.stack([np.asarray(lm.logits(row[mask.astype(bool)].tolist()))
-                         if mask.all() else _padded_logits(lm, row, mask)
-                         for row, mask in zip(feeds["input_ids"], feeds["attention_mask"])])
+        rows = []
+        for ids, mask in zip(feeds["input_ids"], feeds["attention_mask"]):
+            n = int(mask.sum())  # right padding: run the real tokens, repeat the last logits over the padding
+            logits = np.asarray(lm.prefill(ids[:n][None])[0])[0]
+            rows.append(np.concatenate([logits, np.repeat(logits[-1:], len(ids) - n, axis=0)]))
+        return np.stack(rows)
 
     def generate(prompt_ids, max_new_tokens):
-        return list(lm.generate(prompt_ids, max_new_tokens=max_new_tokens))[:max_new_tokens]
+        return list(lm.generate(np.asarray([prompt_ids], dtype=np.int64), max_new_tokens))[:max_new_tokens]
 
     return EvalModel(forward, tokenizer, ["input_ids", "attention_mask"], "causal-lm", runtime, generate, info)
-
-
-def _padded_logits(lm, row, mask):
-    """Right-padded row: run the real tokens, repeat the last logits over the padding (never read)."""
-    n = int(mask.sum())
-    logits = np.asarray(lm.logits(row[:n].tolist()))
-    return np.concatenate([logits, np.repeat(logits[-1:], len(row) - n, axis=0)])
-
-
-def _takes_runtime(cls) -> bool:
-    import inspect
-
-    return "runtime" in inspect.signature(cls).parameters

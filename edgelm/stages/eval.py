@@ -1,8 +1,9 @@
 """Evaluate accuracy / perplexity / ICL / embedding fidelity of a bundle (its torch model or an exported artifact
 on a runtime) against a reference model, so gates can read `accuracy_drop_pt`.
 
-Reference (config `reference`): `auto` = the float torch model of the most recent `finetune` stage of this run
-(what the compressed model should still match), else the run's input model; `input` = the run's input model;
+Reference (config `reference`): `auto` = the float torch model of the FIRST `finetune` stage of this run (the
+task-adapted model before any compression; a later recovery fine-tune after pruning is part of the compression),
+else the run's input model; `input` = the run's input model;
 `NN-kind` = that stage folder of the run; `none` = no comparison.
 
 Data: labelled eval examples come from the eval data, else from a held-out 10% split of the run's data; the ICL
@@ -31,7 +32,7 @@ GEN_PROMPTS = ["The capital of France is", "Once upon a time, there was a", "To 
 class EvalConfig(StageConfig):
     metrics: list[Metric] = Field(default_factory=list, description="metrics to compute (default by task: accuracy | fidelity | perplexity+icl+generation)", json_schema_extra={"cli": "--metric"})
     runtime: list[str] = Field(default_factory=lambda: ["auto"], description="where the candidate runs: auto (the bundle's artifact: ort > onnx > pte, else torch), torch, ort-cpu, ort-mobile, executorch; the first one feeds the gates")
-    reference: str = Field("auto", description="reference model: auto (latest finetune stage, else the input model), input, a stage folder NN-kind, or none")
+    reference: str = Field("auto", description="reference model: auto (first finetune stage, else the input model), input, a stage folder NN-kind, or none")
     max_samples: int | None = Field(1000, gt=0, description="evaluate at most this many examples (seeded sample)")
     max_length: int = Field(128, gt=1, description="token limit per example for classification / embeddings")
     batch_size: int = Field(32, gt=0, description="examples per forward pass")
@@ -119,7 +120,7 @@ def find_reference(bundle, spec: str, ctx):
     previous = list(ctx.previous)
     if spec == "auto":
         tuned = [name for name in previous if name.split("-", 1)[-1] == "finetune"]
-        spec = tuned[-1] if tuned else "input"
+        spec = tuned[0] if tuned else "input"
     if spec == "input":
         if ctx.initial_bundle is None:
             raise EdgelmError("eval reference 'input': this run has no input model to compare with")
