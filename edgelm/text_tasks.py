@@ -110,7 +110,7 @@ def label_word_accuracy(module: nn.Module, tokenizer, texts: Sequence[str], labe
 
     `module(input_ids, attention_mask) -> logits [b, seq, vocab]` (edgelm.tasks.task_module of a causal LM).
     """
-    word_ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in label_words]
+    word_ids = [first_token(tokenizer, " " + w) for w in label_words]
     if len(set(word_ids)) != len(word_ids):
         raise EdgelmError(f"label words {list(label_words)} start with the same token; pick words that differ at the start")
     prompts = [tokenizer(format_prompt(t, template))["input_ids"] for t in texts]
@@ -122,6 +122,13 @@ def label_word_accuracy(module: nn.Module, tokenizer, texts: Sequence[str], labe
         logits = module(input_ids=ids, attention_mask=mask)[:, -1, word_ids]
         correct += sum(int(p == labels[i]) for p, i in zip(logits.argmax(-1).tolist(), idx))
     return correct / max(1, len(texts))
+
+
+def first_token(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise EdgelmError(f"label word {text.strip()!r} is empty for this tokenizer; pick another word")
+    return ids[0]
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
