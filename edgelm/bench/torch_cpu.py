@@ -23,7 +23,7 @@ class TorchRunner(Runner):
 
         if threads:
             torch.set_num_threads(threads)
-        self.runtime, self.threads, self.device = runtime, torch.get_num_threads(), device
+        self.runtime, self.threads, self.device, self.task = runtime, torch.get_num_threads(), device, target.task
         extra = _bundle_extra(target)
         model, _ = load_hf_folder(target.model_dir, target.task, extra=extra)
         bundle = ModelBundle(model=model, tokenizer=None, task=target.task, source=str(target.path), extra=extra)
@@ -40,6 +40,8 @@ class TorchRunner(Runner):
             return [out.float().cpu().numpy()]
 
     def generator(self):
+        if self.task != "causal-lm":
+            return super().generator()
         return TorchGenerator(self.model, self.device)
 
 
