@@ -1,17 +1,25 @@
-"""Export to ONNX (+ .ort, .pte) with graph optimisation and parity checks. Placeholder until issue 3 lands: registered so recipes validate, refuses to run."""
+"""Export to ONNX (+ .ort, .pte) with graph optimisation and a parity check of every artifact.
+
+The folder this stage writes (ctx.workdir, published by the pipeline) holds model.onnx (+ model.onnx.data),
+model.ort, model.pte as asked, the tokenizer files and manifest.json. The torch model is kept in the bundle
+(model_dir unchanged, weights are not copied). An artifact failing parity raises, so nothing is published.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from edgelm.stages.base import Stage, StageConfig, not_implemented, register_stage
+from edgelm.stages.base import Stage, StageConfig, StageResult, register_stage, require_model
 
 
 class ExportConfig(StageConfig):
     formats: list[Literal["onnx", "ort", "pte"]] = Field(["onnx"], description="artifact formats to write", json_schema_extra={"cli": "--format"})
     optimize: bool = Field(True, description="run graph fusions (attention, LayerNorm, Gelu, rotary)")
+    greedy_steps: int = Field(16, ge=1, le=256, description="decoders: greedy tokens that must match torch in the parity check")
+    max_length: int = Field(128, ge=1, description="encoders: max tokens per text recorded in the manifest's preprocessing")
 
 
 @register_stage
@@ -19,5 +27,115 @@ class ExportStage(Stage):
     kind = "export"
     Config = ExportConfig
     summary = "Export to ONNX (+ .ort, .pte) with graph optimisation and parity checks"
-    implemented = False
-    run = not_implemented("export", "issue 3")
+
+    def run(self, bundle, config: ExportConfig, ctx) -> StageResult:
+        from edgelm.export.manifest import Manifest, artifact_size_mb, file_entries
+        from edgelm.parity import Tolerances, check_artifact
+        from edgelm.ui import step
+
+        require_model(bundle, self.kind)
+        out = Path(ctx.workdir)
+        tol = Tolerances(greedy_steps=config.greedy_steps)
+        texts = parity_texts(ctx, bundle.task)
+        manifest = Manifest(task=bundle.task, source=bundle.source, preprocessing=preprocessing(bundle, config),
+                            postprocessing=postprocessing(bundle))
+        artifacts, metrics = {}, {}
+        if "onnx" in config.formats or "ort" in config.formats:
+            artifacts["onnx"] = self._onnx(bundle, config, out, manifest, metrics)
+            with step("parity check model.onnx"):
+                manifest.parity["onnx"] = check_artifact(bundle, artifacts["onnx"], "onnx", texts, tol)
+        if "ort" in config.formats:
+            from edgelm.export.ort_mobile import convert_to_ort
+
+            with step("converting to ORT format (.ort)"):
+                ort_info = convert_to_ort(artifacts["onnx"], out)
+            manifest.ort_mobile = ort_info.manifest_entry()
+            artifacts["ort"] = ort_info.path
+            with step("parity check model.ort"):
+                manifest.parity["ort"] = check_artifact(bundle, ort_info.path, "ort", texts, tol)
+        if "pte" in config.formats:
+            from edgelm.export.executorch import export_pte
+
+            with step("lowering to ExecuTorch / XNNPACK (.pte)"):
+                pte_info = export_pte(bundle, out)
+            manifest.executorch = pte_info.manifest_entry()
+            artifacts["pte"] = pte_info.path
+            with step("parity check model.pte"):
+                manifest.parity["pte"] = check_artifact(bundle, pte_info.path, "pte", texts, tol)
+        if "onnx" not in config.formats and "onnx" in artifacts:  # only an intermediate for .ort
+            for f in (artifacts.pop("onnx"), out / "model.onnx.data"):
+                Path(f).unlink(missing_ok=True)
+        tokenizer_files = save_tokenizer(bundle, out)
+        manifest.files = file_entries(out, [Path(p).name for p in artifacts.values()] + tokenizer_files
+                                      + [p.name for p in out.glob("*.onnx.data")] + extra_files(out))
+        manifest.metrics = {"size_mb": artifact_size_mb(out, manifest), **metrics}
+        manifest_path = manifest.save(out)
+        metrics = {**manifest.metrics, "parity": manifest.parity, "formats": list(artifacts)}
+        new = bundle.derive(artifacts={**{k: Path(v) for k, v in artifacts.items()}, "manifest": manifest_path})
+        return StageResult(new, metrics, [Path(p) for p in artifacts.values()] + [manifest_path])
+
+    def _onnx(self, bundle, config, out: Path, manifest, metrics: dict) -> Path:
+        from edgelm.export.onnx import describe_io, export_onnx
+        from edgelm.ui import step
+
+        with step("exporting ONNX (torch.onnx.export, dynamo)"):
+            result = export_onnx(bundle, out)
+        metrics["export_seconds"] = result.seconds
+        manifest.inputs, manifest.outputs, manifest.kv_cache = result.inputs, result.outputs, result.kv_cache
+        if config.optimize:
+            from edgelm.export.optimize import optimize_onnx
+
+            with step("optimising the ONNX graph (fusions)"):
+                manifest.optimization = optimize_onnx(result.path, bundle)
+            metrics["optimize_seconds"] = manifest.optimization.get("seconds")
+            manifest.inputs, manifest.outputs = describe_io(result.path)
+        return result.path
+
+
+def parity_texts(ctx, task: str) -> list[str] | None:
+    """Real texts for parity: the run's data when given (a few rows), else built-in prose."""
+    if ctx.data is None:
+        return None
+    from edgelm.data import load_examples
+
+    texts = [t for t in load_examples(ctx.data).texts if t.strip()]
+    return texts[: 3 if task == "causal-lm" else 8] or None
+
+
+def preprocessing(bundle, config: ExportConfig) -> dict:
+    from edgelm.tasks import model_input_names
+
+    pre = {"tokenizer": "tokenizer.json", "add_special_tokens": True}
+    if bundle.task == "causal-lm":
+        pre["input_names"] = ["input_ids", "attention_mask", "position_ids"]
+        pre["max_length"] = getattr(bundle.model.config.get_text_config(), "max_position_embeddings", None)
+    else:
+        pre["input_names"] = model_input_names(bundle)
+        pre["max_length"] = config.max_length
+        pre["padding"] = "longest"
+    if bundle.task == "feature-extraction":
+        pooling = bundle.extra.get("pooling", {"mode": "mean", "normalize": True})
+        pre |= {"pooling": pooling.get("mode", "mean"), "normalize": pooling.get("normalize", True), "pooled_in_graph": True}
+    return pre
+
+
+def postprocessing(bundle) -> dict:
+    if bundle.task == "sequence-classification":
+        return {"labels": bundle.labels, "softmax": True}
+    if bundle.task == "feature-extraction":
+        pooling = bundle.extra.get("pooling", {})
+        return {"normalize": bool(pooling.get("normalize", True)), "normalized_in_graph": True}
+    tok = bundle.tokenizer
+    return {"decoding": "greedy", "eos_token_id": getattr(tok, "eos_token_id", None),
+            "chat_template": bool(getattr(tok, "chat_template", None))}
+
+
+def save_tokenizer(bundle, out: Path) -> list[str]:
+    if bundle.tokenizer is None:
+        return []
+    return [Path(p).name for p in bundle.tokenizer.save_pretrained(out) if Path(p).is_file()]
+
+
+def extra_files(out: Path) -> list[str]:
+    """Side files the writers leave (required-operators config of the .ort build)."""
+    return [p.name for p in out.iterdir() if p.suffix == ".config" or p.name.endswith(".required_operators.config")]

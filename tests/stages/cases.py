@@ -7,6 +7,9 @@ Each issue's work owns its own rows; add cases for every task the stage supports
 
 CASES: list[tuple[str, str, str, dict, str | None]] = [
     # (kind, arch, task, config, data)
+    ("export", "bert", "sequence-classification", {"formats": ["onnx"], "optimize": False}, None),
+    ("export", "distilbert", "feature-extraction", {"formats": ["onnx"]}, None),
+    ("export", "llama", "causal-lm", {"formats": ["onnx"], "optimize": False, "greedy_steps": 4}, None),
     # eval (issue 8): torch runtime, reference = the run's input model
     ("eval", "bert", "sequence-classification", {"metrics": ["accuracy"], "runtime": ["torch"]}, "labelled"),
     ("eval", "bert", "feature-extraction", {"runtime": ["torch"], "fidelity_texts": 8}, None),

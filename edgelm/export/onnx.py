@@ -1,0 +1,243 @@
+"""ONNX export through `torch.onnx.export(..., dynamo=True)` — one generic path, no per-architecture tables.
+
+Encoders export `task_module(bundle)` (logits or pooled embeddings) with dynamic batch and sequence. Decoders
+export one graph for prefill and decode: the model's own forward with a DynamicCache built from flat
+`past_key_values.{i}.key|value` inputs, returning `logits` and `present.{i}.key|value`. The KV layout (layers,
+kv heads, head dim) is read from what the model actually returns, so GQA and odd head dims need no table.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgelm.errors import EdgelmError
+from edgelm.export.manifest import KVCache, TensorSpec
+
+ONNX_FILE = "model.onnx"
+EXTERNAL_DATA_ABOVE_BYTES = 256 * 2**20  # weights larger than this go to model.onnx.data
+EXAMPLE_TEXTS = ["the movie was good and the acting was great .", "a boring film ."]
+
+
+@dataclass
+class OnnxExport:
+    path: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    kv_cache: KVCache | None = None
+    seconds: float = 0.0
+    files: list[Path] = field(default_factory=list)
+
+
+def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None) -> OnnxExport:
+    """Write `out_dir/model.onnx` (+ `.data`) for the bundle's task; returns its IO description."""
+    import torch
+
+    out_dir = Path(out_dir)
+    path = out_dir / ONNX_FILE
+    started = time.time()
+    if bundle.task == "causal-lm":
+        module, args, dynamic, names, dim_names, kv = _decoder_graph(bundle)
+    else:
+        module, args, dynamic, names, dim_names = _encoder_graph(bundle)
+        kv = None
+    in_names, out_names = names
+    with _quiet_exporter():
+        try:
+            program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dynamic, input_names=in_names,
+                                        output_names=out_names, optimize=True, verbose=False, report=False)
+        except Exception as exc:  # torch.export failures come in many types; all become one line
+            raise EdgelmError(f"{bundle.source}: torch.export cannot trace this model: {describe_failure(exc)}") from None
+    _name_dims(program.model, dim_names)
+    if external_data is None:
+        external_data = _param_bytes(bundle.model) > EXTERNAL_DATA_ABOVE_BYTES
+    for stale in (path, path.with_name(path.name + ".data")):
+        stale.unlink(missing_ok=True)
+    program.save(str(path), external_data=external_data)
+    inputs, outputs = describe_io(path)
+    files = [path] + ([path.with_name(path.name + ".data")] if external_data else [])
+    return OnnxExport(path, inputs, outputs, kv, round(time.time() - started, 2), files)
+
+
+# --- encoders ------------------------------------------------------------------------------------------------
+def _encoder_graph(bundle):
+    import torch
+
+    from edgelm.tasks import model_input_names, output_name, task_module
+
+    module = task_module(bundle)
+    names = model_input_names(bundle)
+    enc = bundle.tokenizer(EXAMPLE_TEXTS, padding=True, return_tensors="pt")
+    args = tuple(enc[n] if n in enc else torch.zeros_like(enc["input_ids"]) for n in names)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=_max_positions(bundle))
+    dynamic = {n: {0: batch, 1: seq} for n in names}
+    dynamic = _match_signature(module, names, dynamic)
+    out = output_name(bundle.task)
+    dim_names = {n: ["batch", "sequence"] for n in names} | {out: ["batch", None]}
+    return module, args, dynamic, (names, [out]), dim_names
+
+
+def _max_positions(bundle) -> int | None:
+    limit = getattr(bundle.model.config, "max_position_embeddings", None)
+    return int(limit) if limit and limit > 8 else None
+
+
+def _match_signature(module, names, dynamic):
+    """dynamic_shapes keyed by the forward's parameter names (they may differ from the ONNX input names)."""
+    params = list(inspect.signature(module.forward).parameters)[: len(names)]
+    return {p: dynamic[n] for p, n in zip(params, names)}
+
+
+# --- decoders ------------------------------------------------------------------------------------------------
+def _decoder_graph(bundle):
+    import torch
+
+    module = DecoderWithCache(bundle.model).eval()
+    batch_size, seq_len, past_len = 2, 3, 4
+    ids = torch.randint(0, bundle.model.config.get_text_config().vocab_size, (batch_size, seq_len))
+    mask = torch.ones(batch_size, past_len + seq_len, dtype=torch.long)
+    positions = torch.arange(past_len, past_len + seq_len).expand(batch_size, seq_len)
+    kv = _kv_layout(bundle.model)
+    past = [tuple(torch.randn(batch_size, kv.num_kv_heads, past_len, kv.head_dim) for _ in range(2))
+            for _ in range(kv.num_layers)]
+    batch, seq, past_seq = torch.export.Dim("batch"), torch.export.Dim("sequence"), torch.export.Dim("past_sequence")
+    dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: torch.export.Dim.AUTO},
+               "position_ids": {0: batch, 1: seq}, "past": [({0: batch, 2: past_seq},) * 2 for _ in range(kv.num_layers)]}
+    in_names = ["input_ids", "attention_mask", "position_ids"]
+    past_names = [n for i in range(kv.num_layers) for n in kv.past_names(i)]
+    present_names = [n for i in range(kv.num_layers) for n in kv.present_names(i)]
+    dim_names = {"input_ids": ["batch", "sequence"], "position_ids": ["batch", "sequence"],
+                 "attention_mask": ["batch", "total_sequence"], "logits": ["batch", "sequence", None]}
+    dim_names |= {n: ["batch", None, "past_sequence", None] for n in past_names}
+    dim_names |= {n: ["batch", None, "total_sequence", None] for n in present_names}
+    names = (in_names + past_names, ["logits"] + present_names)
+    return module, (ids, mask, positions, past), dynamic, names, dim_names, kv
+
+
+@functools.cache
+def _decoder_module_class():
+    from torch import nn
+
+    class DecoderWithCache(nn.Module):
+        """forward(input_ids, attention_mask, position_ids, past) -> (logits, *presents), cache as plain tensors."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, position_ids, past):
+            from transformers import DynamicCache
+
+            cache = DynamicCache()  # no config: every layer keeps full length, so presents are past + new
+            for i, (key, value) in enumerate(past):
+                cache.update(key, value, i)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=cache, use_cache=True)
+            presents = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+            return (out.logits, *presents)
+
+    return DecoderWithCache
+
+
+def DecoderWithCache(model):  # noqa: N802 - builds the nn.Module subclass lazily (torch imported inside)
+    return _decoder_module_class()(model)
+
+
+def _kv_layout(model) -> KVCache:
+    """Layers, kv heads and head dim as the model really caches them (one tiny forward, no config tables)."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.zeros(1, 2, dtype=torch.long), use_cache=True)
+    layers = out.past_key_values.layers
+    key = layers[0].keys
+    return KVCache(num_layers=len(layers), num_kv_heads=key.shape[1], head_dim=key.shape[3],
+                   dtype=str(key.dtype).replace("torch.", ""))
+
+
+# --- graph IO -----------------------------------------------------------------------------------------------
+def _name_dims(model, dim_names: dict[str, list[str | None]]) -> None:
+    """Give the graph's symbolic dims readable names (batch, sequence, past_sequence, total_sequence)."""
+    import onnx_ir as ir
+
+    for value in list(model.graph.inputs) + list(model.graph.outputs):
+        wanted = dim_names.get(value.name)
+        if wanted is None or value.shape is None:
+            continue
+        dims = [w if (w is not None and not isinstance(d, int)) else d for d, w in zip(value.shape, wanted)]
+        value.shape = ir.Shape(dims)
+
+
+def describe_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    init_names = {i.name for i in model.graph.initializer}
+
+    def spec(v):
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+        return TensorSpec(name=v.name, dtype=str(helper.tensor_dtype_to_np_dtype(t.elem_type)), shape=dims)
+
+    return [spec(v) for v in model.graph.input if v.name not in init_names], [spec(v) for v in model.graph.output]
+
+
+def _param_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+# --- failures -----------------------------------------------------------------------------------------------
+def describe_failure(exc: BaseException) -> str:
+    """One line: where in the model code torch.export gave up, and why."""
+    root = exc
+    while root.__cause__ is not None or (root.__context__ is not None and not root.__suppress_context__):
+        root = root.__cause__ or root.__context__
+    where = _model_frame(root) or _model_frame(exc)
+    message = next((ln.strip() for ln in str(root).splitlines() if ln.strip()), type(root).__name__)
+    return f"{type(root).__name__} in {where}: {message[:300]}" if where else f"{type(root).__name__}: {message[:300]}"
+
+
+def _model_frame(exc: BaseException) -> str | None:
+    """The innermost traceback frame outside torch itself (the module code that failed to trace)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        fname = frame.filename.replace("\\", "/")
+        if "/torch/" in fname or "/onnxscript/" in fname or "/edgelm/export/" in fname or "/contextlib.py" in fname:
+            continue
+        return f"{frame.name} ({_short(fname)}:{frame.lineno})"
+    return None
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "/work/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return Path(filename).name
+
+
+class _quiet_exporter:
+    """The exporter logs progress and registry warnings; the CLI shows its own progress instead."""
+
+    def __enter__(self):
+        self.loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+        self.levels = [lg.level for lg in self.loggers]
+        for lg in self.loggers:
+            lg.setLevel(logging.ERROR)
+        import warnings
+
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.simplefilter("ignore")
+        return self
+
+    def __exit__(self, *exc):
+        self.warnings.__exit__(*exc)
+        for lg, level in zip(self.loggers, self.levels):
+            lg.setLevel(level)
+        return False

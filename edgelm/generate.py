@@ -1,0 +1,97 @@
+"""Greedy generation over an exported KV-cache decoder graph — numpy + onnxruntime only (no torch).
+
+One graph serves prefill and decode: feed `input_ids`, `attention_mask` (past + new tokens), `position_ids`
+(when the graph takes them) and `past_key_values.{i}.key|value` (empty, length 0, for prefill); it returns
+`logits` and `present.{i}.key|value`, which become the next step's past. `prefill` and `decode` are separate
+calls so a benchmark can time first-token latency and per-token decode on their own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PAST_NAME = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(bfloat16)": np.float32}
+
+
+@dataclass
+class DecodeState:
+    """What decode() needs from the previous step: the cache, the mask so far and the next position."""
+
+    past: dict[str, np.ndarray]
+    attention_mask: np.ndarray  # [batch, total_sequence] int64
+    position: int  # position id of the next token
+
+
+class OnnxCausalLM:
+    def __init__(self, model_path: str | os.PathLike, manifest=None, providers=None, session_options=None):
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path)
+        self.session = ort.InferenceSession(str(self.model_path), sess_options=session_options,
+                                            providers=providers or ["CPUExecutionProvider"])
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.input_names = set(inputs)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.ids_dtype = ORT_DTYPES.get(inputs["input_ids"].type, np.int64)
+        self.past_specs = {}  # name -> (kv_heads, head_dim, dtype)
+        for name, spec in inputs.items():
+            if PAST_NAME.match(name):
+                self.past_specs[name] = (spec.shape[1], spec.shape[3], ORT_DTYPES.get(spec.type, np.float32))
+        if not self.past_specs:
+            raise ValueError(f"{model_path}: graph has no past_key_values.* inputs; not a KV-cache decoder export")
+        if manifest is not None and getattr(manifest, "kv_cache", None) is not None:
+            kv = manifest.kv_cache
+            self.past_specs = {n: (kv.num_kv_heads, kv.head_dim, np.dtype(kv.dtype).type) for n in self.past_specs}
+        self.present_for = {n: n.replace("past_key_values.", "present.", 1) for n in self.past_specs}
+
+    # --- one step at a time ----------------------------------------------------------------------------
+    def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
+        return {n: np.zeros((batch, heads, 0, dim), dtype=dt) for n, (heads, dim, dt) in self.past_specs.items()}
+
+    def _run(self, input_ids: np.ndarray, state: DecodeState) -> tuple[np.ndarray, DecodeState]:
+        batch, seq = input_ids.shape
+        mask = np.concatenate([state.attention_mask, np.ones((batch, seq), dtype=np.int64)], axis=1)
+        feeds = {"input_ids": input_ids.astype(self.ids_dtype, copy=False), "attention_mask": mask, **state.past}
+        if "position_ids" in self.input_names:
+            positions = np.arange(state.position, state.position + seq, dtype=np.int64)
+            feeds["position_ids"] = np.broadcast_to(positions, (batch, seq))
+        outputs = dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        past = {n: outputs[p] for n, p in self.present_for.items()}
+        return outputs["logits"], DecodeState(past, mask, state.position + seq)
+
+    def prefill(self, input_ids) -> tuple[np.ndarray, DecodeState]:
+        """Run the prompt ([batch, seq] ids, no padding); returns logits [batch, seq, vocab] and the state."""
+        input_ids = np.asarray(input_ids)
+        if input_ids.ndim == 1:
+            input_ids = input_ids[None]
+        empty = DecodeState(self.empty_cache(input_ids.shape[0]), np.zeros((input_ids.shape[0], 0), np.int64), 0)
+        return self._run(input_ids, empty)
+
+    def decode(self, next_ids, state: DecodeState) -> tuple[np.ndarray, DecodeState]:
+        """One new token per sequence ([batch] or [batch, 1]); returns logits [batch, 1, vocab] and the state."""
+        next_ids = np.asarray(next_ids).reshape(-1, 1)
+        return self._run(next_ids, state)
+
+    # --- the loop --------------------------------------------------------------------------------------
+    def generate(self, input_ids, max_new_tokens: int, eos_token_id: int | None = None,
+                 return_logits: bool = False):
+        """Greedy tokens for one prompt (list of new token ids; with return_logits also each step's logits)."""
+        logits, state = self.prefill(input_ids)
+        tokens, step_logits = [], []
+        last = logits[0, -1]
+        for _ in range(max_new_tokens):
+            step_logits.append(last)
+            token = int(np.argmax(last))
+            tokens.append(token)
+            if eos_token_id is not None and token == eos_token_id:
+                break
+            logits, state = self.decode(np.array([token]), state)
+            last = logits[0, -1]
+        return (tokens, step_logits) if return_logits else tokens
