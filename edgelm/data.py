@@ -20,6 +20,8 @@ from edgelm.errors import EdgelmError
 TEXT_COLUMNS = ("sentence", "text", "content", "review", "document", "sentence1", "question", "prompt", "input", "tweet")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "sentiment", "y")
 MAX_FILE_BYTES = 4 * 2**30
+MAX_SEED = 2**32  # numpy's limit; torch's is larger
+DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt")
 
 
 class DataConfig(BaseModel):
@@ -30,7 +32,7 @@ class DataConfig(BaseModel):
     text_column: str | None = Field(None, description="column holding the text (auto-detected when empty)")
     label_column: str | None = Field(None, description="column holding the label (auto-detected when empty)")
     max_samples: int | None = Field(None, gt=0, description="keep at most this many examples (random, seeded)")
-    seed: int = Field(0, description="seed for sampling and splits")
+    seed: int = Field(0, ge=0, lt=MAX_SEED, description="seed for sampling and splits")
 
 
 @dataclass
@@ -91,6 +93,17 @@ def load_examples(spec: DataConfig | str | dict, **overrides) -> Examples:
         random.Random(cfg.seed).shuffle(order)
         examples = examples.subset(sorted(order[: cfg.max_samples]))
     return examples
+
+
+def check_data_source(spec: DataConfig | None, what: str = "data") -> None:
+    """Fail before any stage runs when a local data file named by the user does not exist."""
+    if spec is None:
+        return
+    path = Path(spec.path).expanduser()
+    if path.suffix.lower() in DATA_SUFFIXES and not path.exists():
+        raise EdgelmError(f"{what}: {spec.path}: no such data file")
+    if path.exists() and path.is_file() and path.suffix.lower() not in DATA_SUFFIXES:
+        raise EdgelmError(f"{what}: {spec.path}: unsupported data format {path.suffix!r}; use .csv, .tsv, .jsonl or .txt")
 
 
 def load_text(path: str | Path) -> str:

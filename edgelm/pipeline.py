@@ -108,6 +108,8 @@ def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
 
+    if not 0 <= seed < 2**63:
+        raise EdgelmError(f"seed {seed}: must be a whole number from 0 to 2**32-1")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgelm.data import DataConfig
+from edgelm.data import MAX_SEED, DataConfig
 from edgelm.errors import EdgelmError
 from edgelm.stages.base import StageConfig, get_stage
 
@@ -42,12 +42,13 @@ class Gates(BaseModel):
 
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, description="a label for the run")
+    name: str | None = Field(None, pattern=r"^[\w][\w.+-]*$", max_length=100,
+                             description="a label for the run (letters, digits, . _ + -); the default run folder is runs/NAME")
     model: str = Field("minilm-l6", description="MODEL: built-in name, HF folder, .gguf file or hub id")
     task: Literal["sequence-classification", "feature-extraction", "causal-lm"] | None = Field(None, description="override the detected task")
     data: DataConfig | None = Field(None, description="training / calibration data")
     eval_data: DataConfig | None = Field(None, description="held-out evaluation data")
-    seed: int = Field(0, description="seed for every random choice")
+    seed: int = Field(0, ge=0, lt=MAX_SEED, description="seed for every random choice")
     allow_pickle: bool = Field(False, description="allow pickle checkpoints (can execute code)")
     trust_remote_code: bool = Field(False, description="run model code shipped with the checkpoint")
     stages: list[dict] = Field(default_factory=list, description="ordered stages, each {kind: ..., ...params}")

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from edgelm.data import DataConfig
+from edgelm.data import DataConfig, check_data_source
 from edgelm.errors import EdgelmError
 from edgelm.gates import check_gates, evaluate_gates
 from edgelm.loading import load_model
@@ -34,6 +34,8 @@ def run_recipe(recipe: Recipe, out: Path) -> dict:
     """Run (or resume) a whole recipe into OUT; returns run.json's content. Gates raise GateFailed."""
     out = Path(out)
     check_run_folder(out)
+    check_data_source(recipe.data, "data")
+    check_data_source(recipe.eval_data, "eval_data")
     with locked(out):
         (out / "recipe.resolved.yaml").write_text(dump_recipe(recipe))
         key = _input_key(recipe.model, recipe.task, recipe.data, recipe.eval_data, recipe.seed)
@@ -57,6 +59,8 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
     """One CLI stage command: OUT itself is the stage folder, published atomically; an up-to-date OUT is kept."""
     out = Path(out).resolve()
     check_stage_out(out, model)
+    check_data_source(data, "--data")
+    check_data_source(eval_data, "--eval-data")
     step_hash = fingerprint([_input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
     existing = _read_metrics(out)
     if out.exists() and any(out.iterdir()) and existing is None and not force:
