@@ -32,13 +32,7 @@ CASES: list[tuple[str, str, str, dict, str | None]] = [
     ("prune", "qwen2", "causal-lm", {"heads": 0.5, "ffn": 0.25, "round_to": 8, "calib_samples": 4, "calib_seq_len": 32}, None),
     ("prune", "gpt2", "causal-lm", {"drop_layers": 1, "ffn": 0.5, "scope": "global", "calib_samples": 4, "calib_seq_len": 32}, "text"),
     ("prune", "llama", "causal-lm", {"pattern": "2:4", "calib_samples": 4, "calib_seq_len": 32}, None),
-    # lowrank / prune (issue 7): plain and activation-aware SVD; heads+FFN, layer drop, sparsity; GQA decoders
-    ("lowrank", "bert", "sequence-classification", {"ratio": 0.3, "method": "svd"}, None),
-    ("lowrank", "llama", "causal-lm", {"ratio": 0.3, "calib_samples": 8, "calib_seq_len": 32}, None),
-    ("lowrank", "gpt2", "causal-lm", {"energy": 0.9, "calib_samples": 8, "calib_seq_len": 32}, "text"),
-    ("prune", "bert", "feature-extraction", {"heads": 0.5, "ffn": 0.5, "round_to": 1, "calib_samples": 8}, None),
-    ("prune", "distilbert", "sequence-classification", {"heads": 0.5, "importance": "taylor", "calib_samples": 8}, "labelled"),
-    ("prune", "qwen2", "causal-lm", {"heads": 0.5, "ffn": 0.25, "round_to": 8, "calib_samples": 4, "calib_seq_len": 32}, None),
-    ("prune", "gpt2", "causal-lm", {"drop_layers": 1, "ffn": 0.5, "scope": "global", "calib_samples": 4, "calib_seq_len": 32}, "text"),
-    ("prune", "llama", "causal-lm", {"pattern": "2:4", "calib_samples": 4, "calib_seq_len": 32}, None),
+    # quantize (issue 5): exports on the fly (no ONNX in the input), quantizes, checks parity
+    ("quantize", "bert", "feature-extraction", {"method": "int8-dynamic", "parity_samples": 8}, None),
+    ("quantize", "llama", "causal-lm", {"method": "int4", "parity_samples": 8}, None),
 ]

@@ -1,0 +1,219 @@
+"""ONNX quantization through onnxruntime.quantization: int8 dynamic, int8 static (QDQ), int4 weight-only
+(MatMulNBits + GatherBlockQuantized), fp16. One function per method; `quantize_onnx` dispatches on the method.
+
+Fused graphs (Attention, SkipLayerNormalization, ... from the export optimiser) are contrib ops that ONNX shape
+inference cannot type; the quantizer then cannot tell a tensor's type and fails unless it is given a default
+tensor type, so every int8 path passes `DefaultTensorType=FLOAT`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx
+
+from edgelm.errors import EdgelmError
+
+METHODS = ("int8-dynamic", "int8-static", "int4", "fp16")
+WEIGHT_OPS = ("MatMul", "Gemm")
+TWO_GB = 2**31 - 2**26  # stay clear of protobuf's 2 GiB limit
+
+
+@dataclass
+class QuantOptions:
+    method: str = "int8-dynamic"
+    per_channel: bool = True
+    calibration: str = "minmax"  # int8-static: minmax | entropy | percentile
+    block_size: int = 32  # int4
+    symmetric: bool = True  # int4
+    accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)
+    algorithm: str = "rtn"  # int4: rtn | hqq | gptq
+    quantize_embedding: bool = True  # int8 Gather / int4 GatherBlockQuantized for the token embedding
+    exclude: list[str] = field(default_factory=list)  # node names kept float
+
+    def params(self) -> dict:
+        keys = {"int8-dynamic": ("per_channel", "quantize_embedding"),
+                "int8-static": ("per_channel", "calibration"),
+                "int4": ("block_size", "symmetric", "accuracy_level", "algorithm", "quantize_embedding"),
+                "fp16": ()}[self.method]
+        return {k: v for k, v in asdict(self).items() if k in keys}
+
+
+def quantize_onnx(src: Path, dst: Path, options: QuantOptions, calibration_reader=None) -> dict:
+    """Write the quantized `dst` (+ dst.data when large) from float `src`; returns what was done."""
+    if options.method not in METHODS:
+        raise EdgelmError(f"quantize method {options.method!r}: unknown; use one of {', '.join(METHODS)}")
+    unknown = sorted(set(options.exclude) - {n.name for n in onnx.load(str(src), load_external_data=False).graph.node})
+    if unknown:
+        raise EdgelmError(f"quantize exclude: nodes {unknown[:5]} are not in {src.name}; list names from the sensitivity table")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    handler = {"int8-dynamic": _int8_dynamic, "int8-static": _int8_static, "int4": _int4, "fp16": _fp16}[options.method]
+    with _quiet_root_logger():
+        handler(Path(src), Path(dst), options, calibration_reader)
+    return {"method": options.method, "params": options.params(), "excluded_nodes": list(options.exclude),
+            "op_counts": quantized_op_counts(dst)}
+
+
+def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Gemm stays float here: onnxruntime's per-channel dynamic Gemm breaks shape inference (transB heads are tiny)
+    ops = ["MatMul"] + (["Gather"] if options.quantize_embedding else [])
+    with _preprocessed(src) as model_path:
+        quantize_dynamic(model_path, dst, per_channel=options.per_channel, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=ops, nodes_to_exclude=options.exclude,
+                         use_external_data_format=_is_large(src),
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
+
+
+def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if reader is None:
+        raise EdgelmError("int8-static needs calibration data; pass --data or leave it empty for built-in text")
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[options.calibration]
+    with _preprocessed(src) as model_path:
+        quantize_static(model_path, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(WEIGHT_OPS),
+                        per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=options.exclude, calibrate_method=method, use_external_data_format=_is_large(src),
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True,
+                                       "ActivationSymmetric": False, "WeightSymmetric": True,
+                                       "CalibMaxIntermediateOutputs": 16})
+
+
+def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    model = onnx.load(str(src))
+    rtn_ops = ("MatMul", "Gather") if options.quantize_embedding else ("MatMul",)
+    if options.algorithm == "rtn":
+        model = _nbits_pass(model, options, rtn_ops, None)
+    elif options.algorithm in ("hqq", "gptq"):
+        if options.algorithm == "hqq":
+            algo = nbits.HQQWeightOnlyQuantConfig(block_size=options.block_size, op_types_to_quantize=("MatMul",),
+                                                  quant_axes=INT4_AXES)
+        else:
+            if reader is None:
+                raise EdgelmError("int4 algorithm gptq needs calibration data; pass --data or use rtn/hqq")
+            algo = nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=options.block_size,
+                                                   op_types_to_quantize=("MatMul",))
+        model = _nbits_pass(model, options, ("MatMul",), algo)
+        if options.quantize_embedding:  # HQQ/GPTQ do not handle Gather: the embedding table goes through RTN
+            model = _nbits_pass(model, options, ("Gather",), None)
+    else:
+        raise EdgelmError(f"int4 algorithm {options.algorithm!r}: unknown; use rtn, hqq or gptq")
+    save_model(model, dst)
+
+
+INT4_AXES = (("MatMul", 0), ("Gather", 1))
+
+
+def _nbits_pass(model, options: QuantOptions, ops: tuple[str, ...], algo):
+    import logging
+
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    if algo is None:
+        algo = nbits.DefaultWeightOnlyQuantConfig(block_size=options.block_size, is_symmetric=options.symmetric,
+                                                  accuracy_level=options.accuracy_level, op_types_to_quantize=ops,
+                                                  quant_axes=INT4_AXES)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)  # opset-21 notice
+    quantizer = nbits.MatMulNBitsQuantizer(model, bits=4, block_size=options.block_size, is_symmetric=options.symmetric,
+                                           accuracy_level=options.accuracy_level, nodes_to_exclude=options.exclude,
+                                           op_types_to_quantize=ops, quant_axes=INT4_AXES, algo_config=algo)
+    with np_errstate():
+        quantizer.process()
+    return quantizer.model.model
+
+
+def np_errstate():
+    import numpy as np
+
+    return np.errstate(divide="ignore", invalid="ignore")  # zero-scale blocks are handled by np.where
+
+
+def _fp16(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    # keep_io_types: callers keep feeding/reading float32; fused contrib ops are typed by the converter itself
+    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=options.exclude or None,
+                                         disable_shape_infer=_is_large(src))
+    save_model(converted, dst)
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+class _preprocessed:
+    """A copy of `src` in a temp folder (the quantizers write sidecar files next to it), without the exporter's
+    value_info: the quantizer re-infers shapes and a stale annotation (seen on dynamo Gemm heads) makes that fail."""
+
+    def __init__(self, src: Path):
+        self.src = src
+
+    def __enter__(self) -> str:
+        self.tmp = Path(tempfile.mkdtemp(prefix="edgelm-quant-"))
+        model = onnx.load(str(self.src))
+        model.graph.ClearField("value_info")
+        save_model(model, self.tmp / "model.onnx")
+        return str(self.tmp / "model.onnx")
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization advises `quant_pre_process` on the root logger at every call; we run our own
+    shape handling (see _preprocessed), so the advice is noise on the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _is_large(path: Path) -> bool:
+    return sum(f.stat().st_size for f in Path(path).parent.glob(Path(path).name + "*")) > TWO_GB
+
+
+def save_model(model: onnx.ModelProto, dst: Path) -> list[Path]:
+    """Save as one file, or with one `<name>.data` sidecar when the weights pass the protobuf limit."""
+    dst = Path(dst)
+    data = dst.with_name(dst.name + ".data")
+    for stale in (dst, data):
+        stale.unlink(missing_ok=True)
+    if model.ByteSize() > TWO_GB:
+        onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+        return [dst, data]
+    onnx.save_model(model, str(dst))
+    return [dst]
+
+
+def model_files(path: Path) -> list[Path]:
+    path = Path(path)
+    return [p for p in (path, path.with_name(path.name + ".data")) if p.is_file()]
+
+
+def size_mb(path: Path) -> float:
+    """Model file(s) size in MiB, as the export stage's `size_mb` (tokenizer files not counted)."""
+    return round(sum(p.stat().st_size for p in model_files(path)) / 2**20, 3)
+
+
+def quantized_op_counts(path: Path) -> dict[str, int]:
+    """How many quantized / float weight ops the graph holds (what the manifest and report show)."""
+    counts: dict[str, int] = {}
+    interesting = {"MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul",
+                   "DequantizeLinear", "QuantizeLinear", "MatMul", "Gemm", "Gather", "Cast"}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in interesting:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))

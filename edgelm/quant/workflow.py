@@ -1,0 +1,186 @@
+"""The quantize stage's work: calibration texts, quantization, parity against the float graph, sensitivity /
+auto mode, and the published folder (model.onnx + companions + manifest, .ort when the input had one)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+from edgelm.errors import EdgelmError
+from edgelm.quant import artifact, fidelity
+from edgelm.quant.feeds import TextCalibrationReader
+from edgelm.quant.onnx_quant import QuantOptions, model_files, quantize_onnx, size_mb
+from edgelm.ui import step
+
+CALIBRATION_MAX_LENGTH = 128
+PARITY_MAX_LENGTH = 64
+
+
+def options_from(config, exclude: list[str] | None = None) -> QuantOptions:
+    return QuantOptions(method=config.method, per_channel=config.per_channel, calibration=config.calibration,
+                        block_size=config.block_size, symmetric=config.symmetric, accuracy_level=config.accuracy_level,
+                        algorithm=config.algorithm, quantize_embedding=config.quantize_embedding,
+                        exclude=list(config.exclude if exclude is None else exclude))
+
+
+def quantize_bundle(bundle, source: Path, config, ctx):
+    tokenizer = _tokenizer(bundle, source)
+    dst = Path(ctx.workdir) / "model.onnx"
+    needs_calibration = config.method == "int8-static" or (config.method == "int4" and config.algorithm == "gptq")
+    calib_texts = texts_for(ctx.data, config.calibration_samples, seed=ctx.seed) if needs_calibration else []
+    parity_texts = texts_for(ctx.eval_data or ctx.data, config.parity_samples, seed=ctx.seed + 1)
+    labelled = labelled_examples(ctx.eval_data or ctx.data) if bundle.task == "sequence-classification" else None
+    if config.auto and labelled is None:
+        raise EdgelmError("quantize auto: needs a classifier and labelled --data (or --eval-data) for the accuracy gate")
+
+    metrics: dict = {}
+    exclude = list(config.exclude)
+    if config.sensitivity or config.auto:
+        metrics.update(_sensitivity(bundle, source, tokenizer, config, parity_texts, labelled, calib_texts, exclude))
+        exclude = metrics.pop("_exclude")
+
+    options = options_from(config, exclude)
+    with step(f"quantize: {config.method}"):
+        info = run_quantizer(source, dst, options, tokenizer, calib_texts)
+    with step("quantize: parity against the float graph"):
+        parity = parity_figures(bundle.task, source, dst, tokenizer, parity_texts, config)
+        if labelled is not None:
+            parity.update(accuracy_figures(source, dst, tokenizer, labelled))
+        torch_figures = torch_parity(bundle, dst, config.method)
+    metrics.update(size_mb=size_mb(dst), size_mb_float=size_mb(source), parity=parity, quantization=info)
+    metrics["compression"] = round(metrics["size_mb_float"] / max(metrics["size_mb"], 1e-9), 3)
+    if parity.get("accuracy_drop_pt") is not None:
+        metrics["accuracy_drop_pt"] = parity["accuracy_drop_pt"]
+
+    files = artifact.copy_companions(source.parent, Path(ctx.workdir)) + model_files(dst)
+    artifacts = {"onnx": dst}
+    if "ort" in bundle.artifacts:
+        ort_info = artifact.convert_ort(dst, Path(ctx.workdir))
+        if ort_info is None:
+            metrics["ort_skipped"] = "edgelm.export.ort_mobile.convert_to_ort not available; .ort not re-converted"
+        else:
+            artifacts["ort"] = Path(ort_info.path)
+            files.append(Path(ort_info.path))
+    metrics["parity_torch"] = torch_figures
+    manifest = artifact.write_manifest(source.parent, Path(ctx.workdir), bundle.task, info,
+                                       {"onnx": torch_figures, "quantized_vs_float": parity}, bundle.source)
+    files.append(manifest)
+    _enforce(parity, torch_figures, config)
+    return bundle.derive(artifacts={**artifacts, "manifest": manifest}), metrics, files
+
+
+def _sensitivity(bundle, source, tokenizer, config, texts, labelled, calib_texts, exclude) -> dict:
+    import tempfile
+
+    from edgelm.quant.sensitivity import auto_exclude, layer_sensitivity
+
+    found = {}
+    with tempfile.TemporaryDirectory(prefix="edgelm-sensitivity-") as scratch:
+        with step("quantize: sensitivity per layer"):
+            table, groups = layer_sensitivity(source, tokenizer, bundle.task, options_from(config), texts, labelled,
+                                              calib_texts, Path(scratch))
+        found["sensitivity"] = table
+        if config.auto:
+            exclude, found["auto"] = auto_exclude(source, tokenizer, options_from(config), table, groups, labelled,
+                                                  calib_texts, config.max_accuracy_drop_pt, Path(scratch))
+    found["_exclude"] = exclude
+    return found
+
+
+def run_quantizer(source: Path, dst: Path, options: QuantOptions, tokenizer, calib_texts: list[str]) -> dict:
+    reader = TextCalibrationReader(source, tokenizer, calib_texts, max_length=CALIBRATION_MAX_LENGTH) if calib_texts else None
+    with contextlib.redirect_stdout(sys.stderr):  # onnxruntime's GPTQ prints progress to stdout (--json owns it)
+        return quantize_onnx(source, dst, options, reader)
+
+
+def parity_figures(task: str, source: Path, dst: Path, tokenizer, texts: list[str], config) -> dict:
+    reference = fidelity.run_graph(source, tokenizer, texts, max_length=PARITY_MAX_LENGTH)
+    quantized = fidelity.run_graph(dst, tokenizer, texts, max_length=PARITY_MAX_LENGTH)
+    figures = fidelity.compare(task, reference, quantized)
+    checks = fidelity.check(figures, config.method, parse_tolerances(config.tolerance))
+    return {"samples": len(texts), "figures": figures, "checks": checks, "ok": all(c["ok"] for c in checks.values())}
+
+
+def accuracy_figures(source: Path, dst: Path, tokenizer, labelled) -> dict:
+    from edgelm.quant.sensitivity import accuracy
+
+    float_acc, quant_acc = accuracy(source, tokenizer, labelled), accuracy(dst, tokenizer, labelled)
+    return {"accuracy_float": float_acc, "accuracy": quant_acc, "accuracy_samples": len(labelled),
+            "accuracy_drop_pt": round((float_acc - quant_acc) * 100, 3)}
+
+
+def parse_tolerances(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fidelity.TOLERANCES:
+            raise EdgelmError(f"quantize tolerance {item!r}: use NAME=VALUE with NAME one of {', '.join(fidelity.TOLERANCES)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise EdgelmError(f"quantize tolerance {item!r}: {value!r} is not a number") from None
+    return out
+
+
+# against the torch source (edgelm.parity); looser than the float-vs-quantized checks since both errors add up
+TORCH_TOLERANCES = {"int8-dynamic": dict(min_cosine=0.98, min_argmax_agreement=0.9),
+                    "int8-static": dict(min_cosine=0.95, min_argmax_agreement=0.85),
+                    "int4": dict(min_cosine=0.9, min_argmax_agreement=0.75),
+                    "fp16": dict(min_cosine=0.999, min_argmax_agreement=0.98)}
+
+
+def torch_parity(bundle, dst: Path, method: str) -> dict:
+    """The quantized artifact against its torch source (decoders: prompt logits and greedy decode via the KV cache)."""
+    if bundle.model is None:
+        return {"ok": None, "skipped": "the input bundle holds no torch model to compare with"}
+    from edgelm.parity import Tolerances, check_artifact
+
+    if bundle.task == "causal-lm":
+        return fidelity.torch_decoder_parity(bundle, dst, **TORCH_TOLERANCES[method])
+    try:
+        figures = check_artifact(bundle, dst, "onnx", None, Tolerances.quantized(**TORCH_TOLERANCES[method]))
+    except EdgelmError as exc:
+        return {"ok": False, "error": str(exc)}
+    return {**figures, "ok": True}
+
+
+def _enforce(parity: dict, torch_figures: dict, config) -> None:
+    if config.on_parity_fail == "warn" or (parity["ok"] and torch_figures["ok"] is not False):
+        return
+    missed = [f"{n}={c['value']} (needs {'<=' if n in fidelity.RATIO_CHECKS else '>='} {c['tolerance']})"
+              for n, c in parity["checks"].items() if not c["ok"]]
+    if torch_figures["ok"] is False:
+        missed.append(f"against torch: {torch_figures['error']}")
+    raise EdgelmError(f"quantize {config.method}: parity missed: {'; '.join(missed)}; exclude sensitive layers "
+                      "(--sensitivity / --auto), loosen --tolerance or pass --on-parity-fail warn")
+
+
+def texts_for(data, n: int, seed: int = 0) -> list[str]:
+    """Texts from the user's data (sampled), else the built-in no-download calibration prose."""
+    from edgelm.data import calibration_texts, load_examples
+
+    if data is None:
+        return calibration_texts(n=n, seed=seed)
+    examples = load_examples(data.model_copy(update={"max_samples": n, "seed": seed}))
+    return examples.texts
+
+
+def labelled_examples(data, n: int = 256):
+    from edgelm.data import load_examples
+
+    if data is None:
+        return None
+    examples = load_examples(data.model_copy(update={"max_samples": data.max_samples or n}))
+    return examples if examples.labels is not None else None
+
+
+def _tokenizer(bundle, source: Path):
+    if bundle.tokenizer is not None:
+        return bundle.tokenizer
+    from edgelm.loading import load_tokenizer
+
+    try:
+        return load_tokenizer(source.parent)
+    except Exception as exc:  # no tokenizer files next to the artifact
+        raise EdgelmError(f"{source.parent}: no tokenizer next to the ONNX model ({exc}); export with edgelm export") from None

@@ -1,0 +1,70 @@
+"""Fixtures for quantization tests: tiny float ONNX graphs from edgelm.export.onnx (the graphs the quantize stage
+receives), exported once per session, plus their onnxruntime-fused variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def export_tiny_onnx(model_dir: Path, task: str, out: Path) -> Path:
+    """The export package's own float graph (KV-cache decoders included), without its fusion pass."""
+    from edgelm.export.onnx import export_onnx
+    from edgelm.loading import load_model
+
+    return export_onnx(load_model(str(model_dir), task=task), out.parent).path
+
+
+_EXPORTED: dict = {}  # module-level: tests/stages/test_quantize.py imports these fixtures too; export once
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    """tiny_onnx(arch, task) -> (hf folder, float model.onnx) exported once per session."""
+    cache = _EXPORTED
+
+    def make(arch: str, task: str | None = None):
+        key = (arch, task)
+        if key not in cache:
+            folder = tiny_model(arch, task)
+            from edgelm.loading import load_model
+
+            real_task = task or load_model(str(folder)).task
+            out = tmp_path_factory.mktemp(f"onnx-{arch}-{real_task}") / "model.onnx"
+            cache[key] = (folder, export_tiny_onnx(folder, real_task, out))
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fused_onnx(tiny_onnx, tmp_path_factory):
+    """fused_onnx(arch, task) -> the tiny graph after onnxruntime.transformers fusions (SkipLayerNorm, BiasGelu,
+    SkipSimplifiedLayerNorm) with its value_info stripped: contrib-op outputs then have no inferable type, the
+    situation that needs the quantizer's DefaultTensorType."""
+    cache = {}
+
+    def make(arch: str, task: str | None = None):
+        key = (arch, task)
+        if key not in cache:
+            import onnx
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            folder, path = tiny_onnx(arch, task)
+            model_type = "bert" if arch in ("bert", "roberta", "distilbert", "electra") else "gpt2"
+            fused = optimize_model(str(path), model_type=model_type, num_heads=4, hidden_size=32, opt_level=1).model
+            fused.graph.ClearField("value_info")
+            out = tmp_path_factory.mktemp(f"fused-{arch}") / "model.onnx"
+            onnx.save(fused, str(out))
+            cache[key] = (folder, out)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from edgelm.loading import load_tokenizer
+
+    return lambda folder: load_tokenizer(folder)

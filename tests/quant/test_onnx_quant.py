@@ -1,0 +1,118 @@
+"""The onnxruntime.quantization paths on tiny exported graphs: each method writes the quantized ops it promises,
+shrinks the weights, stays close to the float graph, honours `exclude`, and works on fused graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgelm.data import calibration_texts
+from edgelm.errors import EdgelmError
+from edgelm.quant import fidelity
+from edgelm.quant.feeds import TextCalibrationReader
+from edgelm.quant.onnx_quant import QuantOptions, quantize_onnx, size_mb
+
+TEXTS = calibration_texts(6, seed=3)
+EXPECTED_OPS = {"int8-dynamic": "MatMulInteger", "int8-static": "QuantizeLinear", "int4": "MatMulNBits"}
+
+
+def op_types(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def quantize(src, dst, tokenizer, **options):
+    opts = QuantOptions(**options)
+    reader = TextCalibrationReader(src, tokenizer, TEXTS) if opts.method == "int8-static" or opts.algorithm == "gptq" else None
+    return quantize_onnx(src, dst, opts, reader)
+
+
+@pytest.mark.parametrize("method", ["int8-dynamic", "int8-static", "int4", "fp16"])
+def test_encoder_classifier_methods(method, tiny_onnx, tiny_tokenizer, tmp_path):
+    folder, src = tiny_onnx("bert", "sequence-classification")
+    tok = tiny_tokenizer(folder)
+    dst = tmp_path / "model.onnx"
+    info = quantize(src, dst, tok, method=method)
+    assert info["method"] == method and info["excluded_nodes"] == []
+    if method in EXPECTED_OPS:
+        assert EXPECTED_OPS[method] in op_types(dst)
+    else:  # fp16: weights stored as float16, inputs/outputs stay as they were
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(dst)).graph.initializer if len(t.dims) == 2]
+        floats = [w for w in weights if w.dtype in (np.float16, np.float32)]
+        assert floats and all(w.dtype == np.float16 for w in floats)
+    assert size_mb(dst) < size_mb(src)
+    figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    assert fidelity.check(figures, method)["label_agreement"]["ok"], figures
+    assert figures["sqnr_db"] > (5 if method == "int4" else 25), figures  # 2 random-init logits: int4 is coarse
+
+
+def test_int4_decoder_quantizes_the_embedding_table(tiny_onnx, tiny_tokenizer, tmp_path):
+    folder, src = tiny_onnx("llama", "causal-lm")
+    tok = tiny_tokenizer(folder)
+    dst = tmp_path / "model.onnx"
+    quantize(src, dst, tok, method="int4", block_size=16)
+    model = onnx.load(str(dst))
+    assert {"MatMulNBits", "GatherBlockQuantized"} <= {n.op_type for n in model.graph.node}
+    table = next(t for t in onnx.load(str(src)).graph.initializer if "embed_tokens" in t.name)
+    shapes = {tuple(table.dims), tuple(reversed(table.dims))}  # the table and the (transposed) LM head
+    float_tables = [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and tuple(t.dims) in shapes]
+    assert not float_tables, f"float embedding / LM head left: {float_tables}"
+    figures = fidelity.compare("causal-lm", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    checks = fidelity.check(figures, "int4")
+    assert checks["top1_agreement"]["ok"] and checks["perplexity_ratio"]["ok"], figures
+
+
+@pytest.mark.parametrize("algorithm", ["hqq", "gptq"])
+def test_int4_algorithms(algorithm, tiny_onnx, tiny_tokenizer, tmp_path):
+    folder, src = tiny_onnx("llama", "causal-lm")
+    tok = tiny_tokenizer(folder)
+    dst = tmp_path / "model.onnx"
+    quantize(src, dst, tok, method="int4", algorithm=algorithm)
+    assert {"MatMulNBits", "GatherBlockQuantized"} <= op_types(dst)
+    figures = fidelity.compare("causal-lm", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    # random-init tiny logits are nearly flat, so top-1 flips easily; SQNR and perplexity are the honest measures here
+    assert figures["sqnr_db"] > 10 and figures["perplexity_ratio"] < 1.05, figures
+
+
+def test_gptq_without_calibration_is_a_clear_error(tiny_onnx, tmp_path):
+    _, src = tiny_onnx("llama", "causal-lm")
+    with pytest.raises(EdgelmError, match="calibration data"):
+        quantize_onnx(src, tmp_path / "m.onnx", QuantOptions(method="int4", algorithm="gptq"))
+
+
+@pytest.mark.parametrize("method", ["int8-dynamic", "int4"])
+def test_excluded_node_stays_float(method, tiny_onnx, tiny_tokenizer, tmp_path):
+    folder, src = tiny_onnx("llama", "causal-lm")
+    weights = {t.name for t in onnx.load(str(src)).graph.initializer}
+    target = next(n for n in onnx.load(str(src)).graph.node if n.op_type == "MatMul" and n.input[1] in weights)
+    quantize(src, tmp_path / "model.onnx", tiny_tokenizer(folder), method=method, exclude=[target.name])
+    kept = [n for n in onnx.load(str(tmp_path / "model.onnx")).graph.node if n.name == target.name]
+    assert kept and kept[0].op_type == "MatMul" and kept[0].input[1] == target.input[1]
+
+
+def test_unknown_excluded_node_is_a_clear_error(tiny_onnx, tmp_path):
+    _, src = tiny_onnx("bert", "sequence-classification")
+    with pytest.raises(EdgelmError, match="not in model.onnx"):
+        quantize_onnx(src, tmp_path / "m.onnx", QuantOptions(exclude=["no_such_node"]))
+
+
+@pytest.mark.parametrize("arch,task", [("bert", "sequence-classification"), ("llama", "causal-lm")])
+@pytest.mark.parametrize("method", ["int8-dynamic", "int8-static", "int4", "fp16"])
+def test_fused_graph(arch, task, method, fused_onnx, tiny_tokenizer, tmp_path):
+    folder, src = fused_onnx(arch, task)
+    tok = tiny_tokenizer(folder)
+    assert {"SkipLayerNormalization", "SkipSimplifiedLayerNormalization"} & op_types(src)
+    dst = tmp_path / "model.onnx"
+    quantize(src, dst, tok, method=method)
+    figures = fidelity.compare(task, fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    assert all(c["ok"] for c in fidelity.check(figures, method).values()), figures
+
+
+def test_fused_graph_needs_default_tensor_type(fused_onnx, tmp_path):
+    """The pitfall the int8 paths guard against: without DefaultTensorType onnxruntime cannot type the weights."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    _, src = fused_onnx("llama", "causal-lm")
+    with pytest.raises(RuntimeError, match="DefaultTensorType"):
+        quantize_dynamic(str(src), str(tmp_path / "m.onnx"), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
