@@ -85,7 +85,7 @@ def run_bench(targets: list[Target], settings: BenchSettings, baseline: Target |
                 for row in _single(target, runtime, threads, settings, described, feeds, Path(tmp))]
         comparisons = []
         if baseline and settings.compare:
-            comparisons = [c for target in targets if target.path != baseline.path for runtime in settings.runtimes
+            comparisons = [c for target in targets if target.name != baseline.name for runtime in settings.runtimes
                            for c in _compare(baseline, target, runtime, settings, described, feeds, Path(tmp))]
     for row in rows:
         if accuracy and row["artifact"] in accuracy:

@@ -1,0 +1,52 @@
+"""The bench stage: speedup against a named baseline in the key gates read, reports written beside bench.json."""
+
+import json
+
+import pytest
+
+from edgelm.bundle import ModelBundle
+from edgelm.errors import EdgelmError
+from edgelm.gates import evaluate_gates
+from edgelm.recipe import Gates
+from edgelm.stages.base import StageContext
+from edgelm.stages.bench import BenchConfig, BenchStage
+
+FAST = {"runtimes": ["ort-cpu", "executorch"], "shapes": ["1x8"], "seconds": 0.2}
+
+
+def context(tmp_path, initial=None):
+    (tmp_path / "w").mkdir()
+    return StageContext(workdir=tmp_path / "w", run_dir=tmp_path, initial_bundle=(lambda: initial) if initial else None)
+
+
+def test_speedup_against_named_folder_feeds_the_gate(tiny_export, tmp_path):
+    bundle = ModelBundle.load(tiny_export, load_model=False)
+    result = BenchStage().run(bundle, BenchConfig(**FAST, baseline=str(tiny_export)), context(tmp_path))
+    metrics = result.metrics
+    assert set(metrics["speedup"]) == {"ort-cpu"} and metrics["speedup"]["ort-cpu"] > 0
+    assert "no model.pte" in metrics["skipped"]["executorch"] and metrics["p50_ms"]["ort-cpu"] > 0
+    assert sorted(f.name for f in result.files) == ["bench.html", "bench.json", "bench.md"]
+    bench = json.loads((tmp_path / "w" / "bench.json").read_text())
+    assert bench["baseline"] == f"baseline:{tiny_export.name}" and bench["speedup"] == metrics["speedup"]
+    gate = evaluate_gates(Gates(min_speedup={"value": 0.01, "runtime": "ort-cpu"}), [metrics])
+    assert gate[0]["measured"] == metrics["speedup"]["ort-cpu"] and gate[0]["ok"]
+    json.dumps(metrics)
+
+
+def test_source_baseline_without_export_says_why(tiny_export, tiny_model, tmp_path):
+    from edgelm.loading import load_model
+    from edgelm.stages.base import get_stage
+
+    bundle = ModelBundle.load(tiny_export, load_model=False)
+    source = load_model(str(tiny_model("bert", "sequence-classification")))
+    result = BenchStage().run(bundle, BenchConfig(**FAST, baseline="source"), context(tmp_path, source))
+    if get_stage("export").implemented:
+        assert "ort-cpu" in result.metrics["speedup"]
+    else:
+        assert result.metrics["speedup"] == {} and "export stage" in result.metrics["speedup_skipped"]
+
+
+def test_unknown_baseline_is_a_user_error(tiny_export, tmp_path):
+    bundle = ModelBundle.load(tiny_export, load_model=False)
+    with pytest.raises(EdgelmError, match="bench.baseline: 'nope'"):
+        BenchStage().run(bundle, BenchConfig(**FAST, baseline="nope"), context(tmp_path))
