@@ -11,7 +11,7 @@ from edgelm.errors import EdgelmError
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child,td.l{text-align:left}.skip{color:#a60}.err{color:#b00}.ok{color:#080}
+th{background:#f3f3f3}td:nth-child(-n+2),th:nth-child(-n+2),td.l{text-align:left}.skip{color:#a60}.err{color:#b00}.ok{color:#080}
 .muted{color:#666;font-size:12px}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}svg{max-width:100%;height:auto}"""
 LATENCY_COLS = [("artifact", "artifact"), ("runtime", "runtime"), ("threads", "threads"), ("p50_ms", "p50 ms"),
                 ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"), ("std_ms", "std ms"), ("n", "n"),

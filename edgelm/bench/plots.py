@@ -38,10 +38,11 @@ def latency_distribution(rows: list[dict], title: str) -> str | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
     data = [r["times_ms"] for r in rows]
-    ax.boxplot(data, vert=False, showfliers=False, widths=0.6, medianprops={"color": "black"})
-    for i, times in enumerate(data):
-        jitter = [(i + 1) + 0.18 * ((k * 0.618) % 1 - 0.5) for k in range(len(times))]
-        ax.scatter(times, jitter, s=4, alpha=0.35, color=COLORS[i % len(COLORS)], linewidths=0)
+    boxes = ax.boxplot(data, vert=False, showfliers=False, widths=0.6, patch_artist=True, medianprops={"color": "black"})
+    for i, (box, times) in enumerate(zip(boxes["boxes"], data)):
+        box.set(facecolor=COLORS[i % len(COLORS)], alpha=0.35)
+        jitter = [(i + 1) + 0.5 * ((k * 0.618) % 1 - 0.5) for k in range(len(times))]
+        ax.scatter(times, jitter, s=7, alpha=0.5, color=COLORS[i % len(COLORS)], linewidths=0, zorder=3)
     ax.set_yticks(range(1, len(rows) + 1), [row_label(r) for r in rows])
     ax.set_xscale("log" if max(max(d) for d in data) / max(min(min(d) for d in data), 1e-6) > 30 else "linear")
     ax.set_xlabel("latency per call (ms)" + (" — decode step" if rows[0].get("inputs") == "decode" else ""))
@@ -81,5 +82,5 @@ def tradeoff(rows: list[dict], title: str) -> str | None:
     ax.set_ylabel("accuracy" + (" (marker area = size)" if with_acc else "") if with_acc else "size on disk (MB)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", frameon=False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, markerscale=0.6)
     return to_svg(fig)

@@ -62,44 +62,54 @@ def is_stable(times_ms: Sequence[float], window: int, rel_tol: float) -> bool:
     return abs(now - before) <= rel_tol * before
 
 
+def _warm(calls: Sequence[Callable[[], object]], budget: Budget) -> None:
+    for call in calls:
+        for _ in range(budget.warmup):
+            call()
+
+
+def _until_done(step: Callable[[], int], series: Callable[[], Sequence[float]], budget: Budget, window: int,
+                minimum: int) -> str:
+    """Call step() (returns the run count) until max_repeats, a stable median of series() checked every
+    `window` runs once `minimum` ran, or the time budget (never before min_repeats). Returns why it stopped."""
+    deadline = time.perf_counter() + budget.seconds
+    while True:
+        n = step()
+        if n >= budget.max_repeats:
+            return "max_repeats"
+        if n % window == 0 and n >= minimum and is_stable(series(), window, budget.rel_tol):
+            return "stable"
+        if time.perf_counter() > deadline and n >= min(minimum, budget.min_repeats):
+            return "time_budget"
+
+
 def repeat(calls: Sequence[Callable[[], object]], budget: Budget) -> tuple[list[float], str]:
     """Warm up, then time calls (cycling through them) until the median is stable or the budget ends.
 
     With several calls (dataset samples) at least one full pass is timed when the budget allows, and
     stability is only checked on whole passes so that the length mix stays the dataset's.
     Returns (times in ms, why it stopped)."""
-    for call in calls:
-        for _ in range(budget.warmup):
-            call()
-    window = max(len(calls), 5)
-    minimum = max(budget.min_repeats, len(calls))
+    _warm(calls, budget)
     times: list[float] = []
-    deadline = time.perf_counter() + budget.seconds
-    while True:
+
+    def step() -> int:
         times.append(time_ms(calls[len(times) % len(calls)]))
-        n = len(times)
-        if n >= budget.max_repeats:
-            return times, "max_repeats"
-        if n % window == 0 and n >= minimum and is_stable(times, window, budget.rel_tol):
-            return times, "stable"
-        if time.perf_counter() > deadline and n >= min(minimum, budget.min_repeats):
-            return times, "time_budget"
+        return len(times)
+
+    why = _until_done(step, lambda: times, budget, max(len(calls), 5), max(budget.min_repeats, len(calls)))
+    return times, why
 
 
 def interleave(a: Sequence[Callable[[], object]], b: Sequence[Callable[[], object]], budget: Budget
                ) -> tuple[list[float], list[float], str]:
     """Time two artifacts on the same inputs, alternating A,B / B,A so slow drift (thermal, neighbours) hits
     both alike. Pair i is (a[i], b[i]) on the same input. Stops like `repeat`, on the ratio's median."""
-    for calls in (a, b):
-        for call in calls:
-            for _ in range(budget.warmup):
-                call()
-    window = max(len(a), 5)
-    minimum = max(budget.min_repeats, len(a))
+    _warm(a, budget)
+    _warm(b, budget)
     ta: list[float] = []
     tb: list[float] = []
-    deadline = time.perf_counter() + budget.seconds
-    while True:
+
+    def step() -> int:
         i = len(ta)
         if i % 2 == 0:
             ta.append(time_ms(a[i % len(a)]))
@@ -107,13 +117,10 @@ def interleave(a: Sequence[Callable[[], object]], b: Sequence[Callable[[], objec
         else:
             tb.append(time_ms(b[i % len(b)]))
             ta.append(time_ms(a[i % len(a)]))
-        n = len(ta)
-        if n >= budget.max_repeats:
-            return ta, tb, "max_repeats"
-        if n % window == 0 and n >= minimum and is_stable(pair_ratios(ta, tb), window, budget.rel_tol):
-            return ta, tb, "stable"
-        if time.perf_counter() > deadline and n >= min(minimum, budget.min_repeats):
-            return ta, tb, "time_budget"
+        return len(ta)
+
+    why = _until_done(step, lambda: pair_ratios(ta, tb), budget, max(len(a), 5), max(budget.min_repeats, len(a)))
+    return ta, tb, why
 
 
 def pair_ratios(baseline_ms: Sequence[float], candidate_ms: Sequence[float]) -> list[float]:
