@@ -3,6 +3,8 @@ Thread count is XNNPACK's threadpool size."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from edgelm.bench.runtimes import DEFAULT_INPUTS, Runner, Target
 from edgelm.errors import EdgelmError
 
@@ -30,7 +32,9 @@ class ExecutorchRunner(Runner):
         program = Runtime.get().load_program(str(target.files["pte"]))
         self.method = program.load_method("forward")
         count = self.method.metadata.num_inputs()
-        self.input_names = list(target.input_names or DEFAULT_INPUTS)[:count]
+        entry = target.manifest.get("executorch") or {}
+        self.input_names = list(entry.get("inputs") or target.input_names or DEFAULT_INPUTS)[:count]
+        self.static_cache = entry.get("static_kv_cache")  # decoders: (input_ids, cache_position), cache inside
 
     def run(self, feeds):
         import torch
@@ -45,6 +49,32 @@ class ExecutorchRunner(Runner):
             raise EdgelmError(f"executorch: the .pte rejects inputs of shapes {shapes}; it was exported for other "
                               "(static or bounded) shapes — re-export with dynamic shapes or bench that shape") from None
         return [o.numpy() if hasattr(o, "numpy") else o for o in outputs]
+
+
+    def generator(self):
+        if self.input_names != ["input_ids", "cache_position"]:
+            return super().generator()
+        return StaticCacheGenerator(self.method)
+
+
+class StaticCacheGenerator:
+    """Greedy steps over a decoder .pte whose KV cache lives inside the program, addressed by cache_position."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def _next(self, ids, start: int) -> int:
+        import torch
+
+        ids_t = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).reshape(1, -1)
+        positions = torch.arange(start, start + ids_t.shape[1], dtype=torch.long)
+        return int(self.method.execute([ids_t, positions])[0][0, -1].argmax())
+
+    def prefill(self, ids):
+        return self._next(ids, 0), ids.shape[-1]
+
+    def decode(self, token, position):
+        return self._next(np.array([[token]]), position), position + 1
 
 
 def open(target: Target, threads: int | None) -> Runner:
