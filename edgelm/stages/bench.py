@@ -52,11 +52,23 @@ class BenchStage(Stage):
         settings = BenchSettings(runtimes=list(config.runtimes), threads=config.threads, shapes=config.shapes,
                                  data=pick_data(config, ctx), max_samples=config.max_samples, pad=config.pad,
                                  prompt_len=config.prompt_len, new_tokens=config.new_tokens, seconds=config.seconds)
-        bench = run_bench([target], settings, baseline=baseline)
+        bench = run_bench([target], settings, baseline=baseline, accuracy=known_accuracy(ctx, baseline))
         if why_not:
             bench["speedup_skipped"] = why_not
         files = [write_bench_json(bench, ctx.workdir / "bench.json"), *write_bench_reports(bench, ctx.workdir, "bench")]
         return StageResult(bundle.derive(), headline_metrics(bench), files)
+
+
+def known_accuracy(ctx, baseline) -> dict[str, float]:
+    """Accuracy from the latest eval stage of this run (and its reference's, for a source baseline), so the
+    report can plot size / latency / accuracy."""
+    for metrics in reversed(list(ctx.previous.values())):
+        if isinstance(metrics.get("accuracy"), (int, float)):
+            known = {"candidate": metrics["accuracy"]}
+            if baseline is not None and baseline.name == "source" and metrics.get("reference_accuracy") is not None:
+                known["source"] = metrics["reference_accuracy"]
+            return known
+    return {}
 
 
 def pick_data(config: BenchConfig, ctx) -> str | None:

@@ -51,3 +51,18 @@ def test_unknown_baseline_is_a_user_error(tiny_export, tmp_path):
     bundle = ModelBundle.load(tiny_export, load_model=False)
     with pytest.raises(EdgelmError, match="bench.baseline: 'nope'"):
         BenchStage().run(bundle, BenchConfig(**FAST, baseline="nope"), context(tmp_path))
+
+
+def test_accuracy_from_an_earlier_eval_stage(tmp_path):
+    from edgelm.stages.bench import known_accuracy
+
+    ctx = context(tmp_path)
+    ctx.previous = {"01-export": {"size_mb": 1.0}, "02-eval": {"accuracy": 0.9, "reference_accuracy": 0.92}}
+
+    class Source:
+        name = "source"
+
+    assert known_accuracy(ctx, Source()) == {"candidate": 0.9, "source": 0.92}
+    assert known_accuracy(ctx, None) == {"candidate": 0.9}
+    ctx.previous = {}
+    assert known_accuracy(ctx, None) == {}
