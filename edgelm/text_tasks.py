@@ -188,12 +188,34 @@ def load_splits(data, eval_data, max_samples: int | None, eval_fraction: float, 
 
     if data is None:
         raise EdgelmError("finetune needs training data: pass --data FILE (CSV/TSV/JSONL/TXT) or set data: in the recipe")
-    train = load_examples(data, max_samples=max_samples)
+    train = load_chat(data, max_samples) or load_examples(data, max_samples=max_samples)
     if eval_data is not None:
-        return train, load_examples(eval_data)
+        return train, load_chat(eval_data, None) or load_examples(eval_data)
     if eval_fraction <= 0 or len(train) < 2:
         return train, None
     return train.split(eval_fraction, seed)
+
+
+def load_chat(spec, max_samples: int | None):
+    """Chat data (JSONL rows with a `messages` list and no text column) as Examples, else None."""
+    import random
+
+    from edgelm.data import TEXT_COLUMNS, Examples, _read_rows, as_config
+
+    cfg = as_config(spec, max_samples=max_samples)
+    if not cfg.path.lower().endswith((".jsonl", ".json")) or cfg.text_column:
+        return None
+    rows, source = _read_rows(cfg.path)
+    if not rows or "messages" not in rows[0] or any(c.lower() in TEXT_COLUMNS for c in rows[0]):
+        return None
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r.get("messages"), list)
+                or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in r["messages"])), None)
+    if bad is not None:
+        raise EdgelmError(f"{source}: row {bad + 1}: messages must be a list of {{role, content}} objects")
+    if cfg.max_samples and len(rows) > cfg.max_samples:
+        rows = [rows[i] for i in sorted(random.Random(cfg.seed).sample(range(len(rows)), cfg.max_samples))]
+    texts = [" ".join(m["content"] for m in r["messages"]) for r in rows]
+    return Examples(texts, None, None, source, {"messages": [r["messages"] for r in rows]})
 
 
 def aligned_labels(train, held_out) -> list[int]:

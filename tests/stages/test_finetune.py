@@ -183,3 +183,26 @@ def test_input_bundle_is_not_mutated(arch, tiny_model, tmp_path):
     stage().run(bundle, stage.Config(max_samples=8), ctx)
     assert all(torch.equal(v, bundle.model.state_dict()[k]) for k, v in before.items())
     assert not any("lora" in n for n, _ in bundle.model.named_modules())
+
+
+def test_chat_data_trains_a_decoder(tiny_model, tmp_path):
+    import shutil
+
+    from edgelm.loading import load_tokenizer
+
+    folder = shutil.copytree(tiny_model("llama"), tmp_path / "chat-llama")
+    tok = load_tokenizer(folder)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} . {% endfor %}" \
+                        "{% if add_generation_prompt %}assistant : {% endif %}"
+    tok.save_pretrained(folder)
+    rows = [{"messages": [{"role": "user", "content": "the movie"}, {"role": "assistant", "content": w}]}
+            for w in ("good", "bad") * 10]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bundle = load_model(str(folder))
+    stage = get_stage("finetune")
+    ctx = StageContext(workdir=tmp_path / "w", data=DataConfig(path=str(data)))
+    ctx.workdir.mkdir()
+    result = stage().run(bundle, stage.Config(batch_size=8, eval_fraction=0.2), ctx)
+    assert result.metrics["samples"] == 16 and result.metrics["eval_samples"] == 4
+    assert result.metrics["eval_loss"] > 0 and result.metrics["export_max_abs_diff"] < 1e-5
