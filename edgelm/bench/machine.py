@@ -58,7 +58,14 @@ def library_versions() -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process. Linux: VmHWM, which belongs to the exec'd image (getrusage's
+    ru_maxrss would carry the forking parent's peak into a fresh worker). Elsewhere ru_maxrss."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     import resource
     import sys
 
