@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 from edgelm.errors import EdgelmError
@@ -153,8 +154,11 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
 
     def cell(text: str) -> str:
-        cls = ' class="l skip"' if text.startswith("skipped") else ' class="l err"' if text.startswith("error") else ""
-        return f"<td{cls}>{html.escape(text)}</td>"
+        if text in ("✅", "❌"):  # headless/minimal fonts lack emoji: say it in words
+            return f'<td class="{"ok" if text == "✅" else "err"}">{"pass" if text == "✅" else "FAIL"}</td>'
+        numeric = re.fullmatch(r"[-+–0-9.,×x% ]+", text) is not None
+        cls = "l skip" if text.startswith("skipped") else "l err" if text.startswith("error") else "" if numeric else "l"
+        return f'<td class="{cls}">{html.escape(text)}</td>' if cls else f"<td>{html.escape(text)}</td>"
 
     body = "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
