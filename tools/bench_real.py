@@ -24,10 +24,13 @@ SST2_DEV = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
 ALL_RUNTIMES = ["torch-cpu", "ort-cpu", "ort-mobile", "executorch", "torch-cuda", "ort-cuda"]
 
 
-def export(model: str, folder: Path, formats: list[str]) -> Path:
+def export(model: str, folder: Path, formats: list[str], existing: str | None = None) -> Path:
     """The export stage's folder for MODEL (reused when present), or the plain fallback for encoders."""
     from edgelm.stages.base import get_stage
 
+    if existing and (Path(existing) / "edgelm.json").is_file():
+        print(f"[bench_real] reusing the export in {existing}", file=sys.stderr)
+        return Path(existing)
     if (folder / "edgelm.json").is_file():
         return folder
     if get_stage("export").implemented:
@@ -105,11 +108,14 @@ def main() -> int:
     parser.add_argument("--runtimes", nargs="+", default=ALL_RUNTIMES)
     parser.add_argument("--models", nargs="+", default=["minilm-l6", "smollm2-135m"])
     parser.add_argument("--repeat", action="store_true", help="run the MiniLM bench twice and report the drift")
+    parser.add_argument("--reuse", nargs="+", default=[], metavar="MODEL=DIR",
+                        help="use an existing export folder for MODEL when it holds edgelm.json (saves re-exporting)")
     args = parser.parse_args()
+    reuse = dict(item.split("=", 1) for item in args.reuse)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = ["# edgelm real-model benchmarks", ""]
     if "minilm-l6" in args.models:
-        folder = export("minilm-l6", args.out / "minilm-l6-export", ["onnx", "ort", "pte"])
+        folder = export("minilm-l6", args.out / "minilm-l6-export", ["onnx", "ort", "pte"], reuse.get("minilm-l6"))
         common = dict(runtimes=args.runtimes, shapes=["1x128"], data=str(SST2_DEV) if SST2_DEV.is_file() else None,
                       max_samples=args.samples, seconds=args.seconds)
         first = bench(folder, args.out, "minilm-l6", **common)
@@ -118,7 +124,7 @@ def main() -> int:
             second = bench(folder, args.out, "minilm-l6-repeat", **common)
             summary += ["### Same bench again (median drift)", "", *drift(first, second), ""]
     if "smollm2-135m" in args.models:
-        folder = export("smollm2-135m", args.out / "smollm2-135m-export", ["onnx", "ort", "pte"])
+        folder = export("smollm2-135m", args.out / "smollm2-135m-export", ["onnx", "ort", "pte"], reuse.get("smollm2-135m"))
         result = bench(folder, args.out, "smollm2-135m", runtimes=args.runtimes, shapes=[], prompt_len=32, new_tokens=128,
                        seconds=max(args.seconds, 20.0))
         summary += ["## SmolLM2-135M-Instruct (greedy decode, 32-token prompt, 128 new tokens)", "", *p50_lines(result), ""]
