@@ -106,7 +106,7 @@ def _encoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Toleran
 
 def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Tolerances) -> dict:
     lm = causal_runner(path, fmt)
-    prompt_figs, step_figs, matches, first_mismatch = [], [], 0, None
+    prompt_figs, step_figs, matches, first_mismatch, sample = [], [], 0, None, None
     for text in texts:
         ids = bundle.tokenizer(text, return_tensors="np", truncation=True, max_length=32)["input_ids"].astype(np.int64)
         ref_logits = torch_prompt_logits(bundle.model, ids)
@@ -116,6 +116,8 @@ def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Toleran
         tokens, steps = lm.generate(ids, tol.greedy_steps, return_logits=True)
         n = min(len(ref_steps), len(steps))
         step_figs.append(compare_outputs(np.stack(ref_steps[:n]), np.stack(steps[:n]), "causal-lm"))
+        if sample is None:
+            sample = {"prompt": text[:80], "artifact": bundle.tokenizer.decode(tokens), "torch": bundle.tokenizer.decode(ref_tokens)}
         if tokens == ref_tokens:
             matches += 1
         elif first_mismatch is None:
@@ -125,7 +127,7 @@ def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Toleran
     decode = _merge(step_figs)
     figures |= {"decode_max_abs_diff": decode["max_abs_diff"], "decode_cosine": decode["cosine"],
                 "decode_argmax_agreement": decode["argmax_agreement"], "greedy_steps": tol.greedy_steps,
-                "greedy_match": matches / len(texts), "prompts": len(texts)}
+                "greedy_match": matches / len(texts), "prompts": len(texts), "sample": sample}
     bad = [f"logits: {b}" for b in failures(figures, tol)]
     bad += [f"decode-step logits (KV cache): {b}" for b in failures(decode, tol)]
     if tol.min_greedy_match is not None and figures["greedy_match"] < tol.min_greedy_match:

@@ -33,6 +33,14 @@ class PteExport:
     static_cache: dict | None = None
     extra: dict = field(default_factory=dict)
 
+    def input_specs(self) -> list:
+        from edgelm.export.manifest import TensorSpec
+
+        if self.static_cache:
+            return [TensorSpec(name="input_ids", dtype="int64", shape=[1, "sequence"]),
+                    TensorSpec(name="cache_position", dtype="int64", shape=["sequence"])]
+        return [TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in self.inputs]
+
     def manifest_entry(self) -> dict:
         entry = {"file": self.path.name, "backend": "XnnpackBackend", "method": "forward", "inputs": self.inputs,
                  **self.delegation}

@@ -59,6 +59,7 @@ class ExportStage(Stage):
             with step("lowering to ExecuTorch / XNNPACK (.pte)"):
                 pte_info = export_pte(bundle, out)
             manifest.executorch = pte_info.manifest_entry()
+            manifest.inputs = manifest.inputs or pte_info.input_specs()
             artifacts["pte"] = pte_info.path
             with step("parity check model.pte"):
                 manifest.parity["pte"] = check_artifact(bundle, pte_info.path, "pte", texts, tol)
