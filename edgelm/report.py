@@ -16,7 +16,7 @@ th{background:#f3f3f3}td:nth-child(-n+2),th:nth-child(-n+2),td.l{text-align:left
 .muted{color:#666;font-size:12px}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}svg{max-width:100%;height:auto}"""
 LATENCY_COLS = [("artifact", "artifact"), ("runtime", "runtime"), ("threads", "threads"), ("p50_ms", "p50 ms"),
                 ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"), ("std_ms", "std ms"), ("n", "n"),
-                ("load_ms", "load ms"), ("first_ms", "first ms"), ("peak_rss_mb", "peak RSS MB"), ("size_mb", "size MB")]
+                ("import_ms", "import ms"), ("load_ms", "load ms"), ("first_ms", "first ms"), ("peak_rss_mb", "peak RSS MB"), ("size_mb", "size MB")]
 DECODER_COLS = [("ttft_ms", "TTFT ms"), ("prefill_tok_s", "prefill tok/s"), ("decode_tok_s", "decode tok/s")]
 
 

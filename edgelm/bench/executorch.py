@@ -8,6 +8,7 @@ import numpy as np
 from edgelm.bench.runtimes import DEFAULT_INPUTS, Runner, Target
 from edgelm.errors import EdgelmError
 
+LIBRARIES = ("torch", "executorch.runtime", "executorch.extension.pybindings.portable_lib")  # imported (and timed as import_ms) before the model loads
 ARTIFACT = "pte"
 
 

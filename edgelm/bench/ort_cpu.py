@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgelm.bench.runtimes import Runner, Target, onnx_input_names
 from edgelm.errors import EdgelmError
 
+LIBRARIES = ("onnxruntime",)  # imported (and timed as import_ms) before the model loads
 ARTIFACT = "onnx"
 
 

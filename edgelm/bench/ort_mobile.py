@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from edgelm.bench.runtimes import Runner, Target
 
+LIBRARIES = ("onnxruntime",)  # imported (and timed as import_ms) before the model loads
 ARTIFACT = "ort"
 DEFAULT_THREADS = (1, 2, 4)
 

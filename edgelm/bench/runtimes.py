@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelm.errors import EdgelmError
+from edgelm.bundle import verify_artifacts
 
 RUNTIME_MODULES = {
     "torch-cpu": "torch_cpu", "torch-cuda": "torch_cuda", "ort-cpu": "ort_cpu", "ort-cuda": "ort_cuda",
@@ -64,6 +65,7 @@ def resolve_target(path: str | Path, name: str | None = None) -> Target:
         raise EdgelmError(f"{path}: no such folder; pass an export folder (edgelm export ... -o OUT) or a model folder")
     manifest = _read_json(path / "manifest.json")
     meta = _read_json(path / "edgelm.json")
+    verify_artifacts(path, meta.get("artifacts") or {})  # a truncated/modified artifact: one line, exit 2
     files = {fmt: path / f for fmt, f in ARTIFACT_FILES.items() if (path / f).is_file()}
     for fmt, rel in (meta.get("artifacts") or {}).items():
         file = (path / rel).resolve()

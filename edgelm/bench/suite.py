@@ -21,7 +21,7 @@ from edgelm.errors import EdgelmError
 from edgelm.ui import info
 
 BENCH_SCHEMA = 1
-ROW_KEYS = ("load_ms", "first_ms", "peak_rss_mb")
+ROW_KEYS = ("import_ms", "load_ms", "first_ms", "peak_rss_mb")
 
 
 class BenchSettings(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgelm.bench.runtimes import Runner, Target
 
+LIBRARIES = ("torch", "transformers")  # imported (and timed as import_ms) before the model loads
 ARTIFACT = "torch"
 
 

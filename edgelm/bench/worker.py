@@ -6,6 +6,7 @@ numpy and the runtime's own library are imported, so RSS is the runtime's. Failu
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from edgelm.bench import timing
 from edgelm.bench.inputs import load_feeds
 from edgelm.bench.machine import peak_rss_mb
-from edgelm.bench.runtimes import Target, open_runner
+from edgelm.bench.runtimes import Target, open_runner, runtime_module
 from edgelm.errors import EdgelmError
 
 
@@ -58,8 +59,12 @@ def run_spec(spec: dict) -> dict:
     cases = spec["cases"]
     feeds = load_feeds(Path(spec["feeds"]), cases)
     start = time.perf_counter()
+    for library in runtime_module(spec["runtime"]).LIBRARIES:
+        importlib.import_module(library)
+    loading = time.perf_counter()
     runner = open_runner(spec["runtime"], Target.from_json(spec["target"]), spec.get("threads"))
-    result = {"load_ms": round((time.perf_counter() - start) * 1e3, 3), "threads": runner.threads, "results": []}
+    result = {"import_ms": round((loading - start) * 1e3, 3), "load_ms": round((time.perf_counter() - loading) * 1e3, 3),
+              "threads": runner.threads, "results": []}
     if spec.get("baseline"):
         base = open_runner(spec["runtime"], Target.from_json(spec["baseline"]), spec.get("threads"))
         for i, case in enumerate(cases):
