@@ -84,19 +84,13 @@ def _encoder_inputs(bundle) -> list[str]:
 def _encoder_program(bundle):
     import torch
 
-    from edgelm.export.onnx import EXAMPLE_TEXTS
-    from edgelm.tasks import task_module
+    from edgelm.export.onnx import encoder_example, match_signature
 
-    names = _encoder_inputs(bundle)
-    enc = bundle.tokenizer(EXAMPLE_TEXTS, padding=True, return_tensors="pt")
-    args = tuple(enc[n] if n in enc else torch.zeros_like(enc["input_ids"]) for n in names)
+    module, names, args = encoder_example(bundle)
     limit = getattr(bundle.model.config, "max_position_embeddings", None) or MAX_SEQUENCE
     batch = torch.export.Dim("batch", max=MAX_BATCH)
     seq = torch.export.Dim("sequence", max=min(int(limit), MAX_SEQUENCE))
-    module = task_module(bundle)
-    from edgelm.export.onnx import _match_signature
-
-    dynamic = _match_signature(module, names, {n: {0: batch, 1: seq} for n in names})
+    dynamic = match_signature(module, names, {n: {0: batch, 1: seq} for n in names})
     return _trace(lambda: torch.export.export(module, args, dynamic_shapes=dynamic, strict=False), bundle.source)
 
 

@@ -65,18 +65,26 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None) -> 
 
 
 # --- encoders ------------------------------------------------------------------------------------------------
-def _encoder_graph(bundle):
+def encoder_example(bundle):
+    """(task module, input names, example args) for tracing an encoder on real, padded text."""
     import torch
 
-    from edgelm.tasks import model_input_names, output_name, task_module
+    from edgelm.tasks import model_input_names, task_module
 
-    module = task_module(bundle)
     names = model_input_names(bundle)
     enc = bundle.tokenizer(EXAMPLE_TEXTS, padding=True, return_tensors="pt")
     args = tuple(enc[n] if n in enc else torch.zeros_like(enc["input_ids"]) for n in names)
+    return task_module(bundle), names, args
+
+
+def _encoder_graph(bundle):
+    import torch
+
+    from edgelm.tasks import output_name
+
+    module, names, args = encoder_example(bundle)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=_max_positions(bundle))
-    dynamic = {n: {0: batch, 1: seq} for n in names}
-    dynamic = _match_signature(module, names, dynamic)
+    dynamic = match_signature(module, names, {n: {0: batch, 1: seq} for n in names})
     out = output_name(bundle.task)
     dim_names = {n: ["batch", "sequence"] for n in names} | {out: ["batch", None]}
     return module, args, dynamic, (names, [out]), dim_names
@@ -87,7 +95,7 @@ def _max_positions(bundle) -> int | None:
     return int(limit) if limit and limit > 8 else None
 
 
-def _match_signature(module, names, dynamic):
+def match_signature(module, names, dynamic):
     """dynamic_shapes keyed by the forward's parameter names (they may differ from the ONNX input names)."""
     params = list(inspect.signature(module.forward).parameters)[: len(names)]
     return {p: dynamic[n] for p, n in zip(params, names)}
