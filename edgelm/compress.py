@@ -157,7 +157,7 @@ def compress(model: str | None, out: Path, **kwargs) -> dict:
 
 def headline(run: dict) -> dict:
     """The figures a user reads first: size, accuracy / fidelity / perplexity, speed (latest stage that has them)."""
-    keys = ("size_mb", "size_mb_float", "compression", "accuracy", "reference_accuracy", "accuracy_drop_pt", "fidelity_cosine_mean", "perplexity",
+    keys = ("params", "reference_params", "size_mb", "size_mb_float", "compression", "accuracy", "reference_accuracy", "accuracy_drop_pt", "fidelity_cosine_mean", "perplexity",
             "reference_perplexity", "icl_accuracy", "reference_icl_accuracy", "greedy_token_match", "speedup", "p50_ms")
     found = {}
     for stage in run.get("stages", []):

@@ -67,6 +67,10 @@ class EvalStage(Stage):
                                           **candidate.info}
         primary = next(iter(by_runtime.values()))
         out = {**primary, "reference": reference_name, "by_runtime": by_runtime}
+        if bundle.model is not None:  # what the artifact was exported from: the report's params column
+            out["params"] = sum(p.numel() for p in bundle.model.parameters())
+        if reference_bundle is not None and reference_bundle.model is not None:
+            out["reference_params"] = sum(p.numel() for p in reference_bundle.model.parameters())
         return StageResult(bundle.derive(), out, [])
 
 
