@@ -7,8 +7,8 @@
 - SmolLM2 (smollm2-135m): greedy decoding of 128 tokens after a 32-token prompt (TTFT, prefill / decode tok/s).
 - --repeat runs the MiniLM bench a second time and reports how far each median moved (reproducibility).
 
-Exports come from the export stage (`edgelm export`); while that stage is not implemented in this checkout,
-MiniLM falls back to the plain test export (tests/bench/exports.py) and decoders are timed on torch only.
+Exports come from the export stage (`edgelm export`, or --reuse an existing export folder); a format that fails
+to export is left out and its runtime reported as skipped.
 Writes OUT/<model>.json (source of truth), .md/.html per model and OUT/summary.md with p50s side by side.
 """
 
@@ -25,7 +25,7 @@ ALL_RUNTIMES = ["torch-cpu", "ort-cpu", "ort-mobile", "executorch", "torch-cuda"
 
 
 def export(model: str, folder: Path, formats: list[str], existing: str | None = None) -> Path:
-    """The export stage's folder for MODEL (reused when present), or the plain fallback for encoders."""
+    """The export stage's folder for MODEL (reused when present)."""
     from edgelm.stages.base import get_stage
 
     if existing and (Path(existing) / "edgelm.json").is_file():
@@ -33,30 +33,16 @@ def export(model: str, folder: Path, formats: list[str], existing: str | None = 
         return Path(existing)
     if (folder / "edgelm.json").is_file():
         return folder
-    if get_stage("export").implemented:
-        from edgelm.recipe import _validate_config
-        from edgelm.runner import run_single
+    from edgelm.runner import run_single
 
-        for fewer in range(len(formats)):  # a format that fails to export is left out (its runtime is then skipped)
-            asked = formats[:len(formats) - fewer]
-            try:
-                run_single("export", _validate_config("export", {"formats": asked}, "export"), model, folder)
-                return folder
-            except Exception as exc:  # noqa: BLE001 - reported, then retried without the last format
-                print(f"[bench_real] export {model} {asked} failed: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
-        raise SystemExit(f"export of {model} failed in every format")
-    from edgelm.loading import load_model
-
-    bundle = load_model(model)
-    if bundle.task == "causal-lm":  # no KV-cache export without the stage: torch runtimes only
-        print(f"[bench_real] export stage not implemented here: {model} timed on torch only", file=sys.stderr)
-        bundle.derive().save(folder)
-        return folder
-    sys.path.insert(0, str(REPO))
-    from tests.bench.exports import make_export
-
-    print(f"[bench_real] export stage not implemented here: plain export of {model} ({', '.join(formats)})", file=sys.stderr)
-    return make_export(bundle.model_dir, folder, formats=tuple(formats), task=bundle.task)
+    for fewer in range(len(formats)):  # a format that fails to export is left out (its runtime is then skipped)
+        asked = formats[:len(formats) - fewer]
+        try:
+            run_single("export", get_stage("export").Config(formats=asked), model, folder)
+            return folder
+        except Exception as exc:  # noqa: BLE001 - reported, then retried without the last format
+            print(f"[bench_real] export {model} {asked} failed: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+    raise SystemExit(f"export of {model} failed in every format")
 
 
 def bench(folder: Path, out: Path, name: str, **settings) -> dict:

@@ -86,9 +86,9 @@ def test_executorch_runner_matches_torch(tiny_model, tmp_path):
     reason = unavailable("executorch")
     if reason:
         pytest.skip(reason)
-    from tests.bench.exports import make_export
+    from tests.bench.conftest import export_folder
 
-    folder = make_export(tiny_model("bert", "sequence-classification"), tmp_path / "exp", formats=("pte",))
+    folder = export_folder(tiny_model("bert", "sequence-classification"), tmp_path / "exp", ("pte",))
     runner = open_runner("executorch", folder, threads=1)
     assert runner.input_names == ["input_ids", "attention_mask", "token_type_ids"] and runner.threads == 1
     np.testing.assert_allclose(runner.run(feeds())[0], open_runner("torch-cpu", folder).run(feeds())[0], rtol=1e-4, atol=1e-5)
