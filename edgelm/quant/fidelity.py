@@ -96,14 +96,13 @@ def _nll(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return logz - target
 
 
-def torch_decoder_parity(bundle, path: Path, min_cosine: float, min_argmax_agreement: float) -> dict:
+def torch_decoder_parity(bundle, path: Path, min_cosine: float, min_argmax_agreement: float, fmt: str = "onnx") -> dict:
     """Teacher-forced parity of a quantized KV-cache decoder against torch: the first half of each prompt as
     prefill, the rest fed token by token through the cache, every position compared with torch's logits. (Free
     greedy decoding is not compared: once a quantized model picks another token the contexts differ.)"""
-    from edgelm.generate import OnnxCausalLM
-    from edgelm.parity import compare_outputs, default_texts, torch_prompt_logits
+    from edgelm.parity import causal_runner, compare_outputs, default_texts, torch_prompt_logits
 
-    lm = OnnxCausalLM(path)
+    lm = causal_runner(Path(path), fmt)  # onnx/ort: OnnxCausalLM, pte: PteCausalLM (same prefill/decode shape)
     prompt, decode = [], []
     for text in default_texts("causal-lm"):
         ids = bundle.tokenizer(text, return_tensors="np", truncation=True, max_length=32)["input_ids"].astype(np.int64)

@@ -63,10 +63,26 @@ def quantize_bundle(bundle, source: Path, config, ctx):
             artifacts["ort"] = Path(ort_info.path)
             files.append(Path(ort_info.path))
     metrics["parity_torch"] = torch_figures
-    manifest = artifact.write_manifest(source.parent, Path(ctx.workdir), bundle.task, info,
-                                       {"onnx": torch_figures, "quantized_vs_float": parity}, bundle.source)
+    if config.pte or (config.pte is None and "pte" in bundle.artifacts):
+        pte = quantized_pte(bundle, Path(ctx.workdir), config)
+        metrics["pte"] = pte
+        if pte.get("path"):
+            artifacts["pte"] = Path(pte.pop("path"))
+            files.append(artifacts["pte"])
+    parity_record = {"onnx": torch_figures, "quantized_vs_float": parity}
+    if "pte" in metrics and "parity" in metrics["pte"]:
+        parity_record["pte"] = metrics["pte"]["parity"]
+    manifest = artifact.write_manifest(source.parent, Path(ctx.workdir), bundle.task, info, parity_record, bundle.source)
+    if "pte" in artifacts:
+        from edgelm.export.manifest import Manifest
+
+        written = Manifest.load(ctx.workdir)
+        written.executorch = metrics["pte"]["executorch"]
+        written.save(ctx.workdir)
     files.append(manifest)
     _enforce(parity, torch_figures, config)
+    if metrics.get("pte", {}).get("parity", {}).get("ok") is False and config.on_parity_fail == "error":
+        raise EdgelmError(f"quantize .pte ({metrics['pte']['scheme']}): parity missed: {metrics['pte']['parity']['error']}")
     return bundle.derive(artifacts={**artifacts, "manifest": manifest}), metrics, files
 
 
@@ -134,15 +150,39 @@ def torch_parity(bundle, dst: Path, method: str) -> dict:
     """The quantized artifact against its torch source (decoders: prompt logits and greedy decode via the KV cache)."""
     if bundle.model is None:
         return {"ok": None, "skipped": "the input bundle holds no torch model to compare with"}
-    from edgelm.parity import Tolerances, check_artifact
-
     if bundle.task == "causal-lm":
         return fidelity.torch_decoder_parity(bundle, dst, **TORCH_TOLERANCES[method])
+    return _encoder_torch_parity(bundle, dst, "onnx", TORCH_TOLERANCES[method])
+
+
+def quantized_pte(bundle, out_dir: Path, config) -> dict:
+    """The torch-side quantized .pte, or why there is none (no torch model, fp16, ExecuTorch absent)."""
+    from edgelm.quant.torch_quant import export_quantized_pte, scheme_for
+
+    scheme = scheme_for(bundle.task, config.method)
+    if bundle.model is None:
+        return {"skipped": "the input bundle holds no torch model; .pte quantization starts from torch"}
+    if scheme is None:
+        return {"skipped": f"{config.method} has no ExecuTorch scheme; .pte not written"}
+    with step(f"quantize: torch-side {scheme} for ExecuTorch (.pte)"):
+        pte, scheme = export_quantized_pte(bundle, out_dir, config.method, config.block_size)
+    tol = TORCH_TOLERANCES[config.method]
+    with step("quantize: parity of model.pte against torch"):
+        if bundle.task == "causal-lm":
+            figures = fidelity.torch_decoder_parity(bundle, pte.path, fmt="pte", **tol)
+        else:
+            figures = _encoder_torch_parity(bundle, pte.path, "pte", tol)
+    return {"path": str(pte.path), "scheme": scheme, "size_mb": round(pte.path.stat().st_size / 2**20, 3),
+            "executorch": pte.manifest_entry(), "parity": figures}
+
+
+def _encoder_torch_parity(bundle, path: Path, fmt: str, tol: dict) -> dict:
+    from edgelm.parity import Tolerances, check_artifact
+
     try:
-        figures = check_artifact(bundle, dst, "onnx", None, Tolerances.quantized(**TORCH_TOLERANCES[method]))
+        return {**check_artifact(bundle, path, fmt, None, Tolerances.quantized(**tol)), "ok": True}
     except EdgelmError as exc:
         return {"ok": False, "error": str(exc)}
-    return {**figures, "ok": True}
 
 
 def _enforce(parity: dict, torch_figures: dict, config) -> None:

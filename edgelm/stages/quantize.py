@@ -31,6 +31,7 @@ class QuantizeConfig(StageConfig):
     max_accuracy_drop_pt: float = Field(0.5, ge=0, description="auto: accuracy drop (points) allowed against the float model")
     parity_samples: int = Field(32, gt=0, description="texts compared between the float and quantized graphs")
     tolerance: list[str] = Field([], description="parity tolerance overrides NAME=VALUE (label_agreement, min_cosine, top1_agreement, perplexity_ratio)")
+    pte: bool | None = Field(None, description="also write a torch-side quantized model.pte (XNNPACK; 8da8w, or 8da4w for int4); default: when the input has a .pte")
     on_parity_fail: Literal["error", "warn"] = Field("error", description="what a parity miss does: fail the stage or only record it")
 
 
