@@ -88,10 +88,15 @@ class ModelBundle:
         meta_path = directory / BUNDLE_FILE
         try:
             meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise EdgelmError(f"{meta_path}: not a readable edgelm bundle ({exc}); re-run the stage that made it")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EdgelmError(f"{meta_path}: not a readable edgelm bundle ({exc}); re-run the stage that made it") from None
+        _check_meta(meta, meta_path)
+        verify_artifacts(directory, meta.get("artifacts", {}))
         model = tokenizer = None
         model_dir = _abs(meta.get("model_dir"), directory)
+        if model_dir is not None and not model_dir.is_dir():
+            raise EdgelmError(f"{meta_path}: model_dir {meta['model_dir']!r} does not exist (was a folder it points to "
+                              "moved or deleted?); re-run the stage that made it")
         if model_dir is not None and load_model:
             from edgelm.loading import load_hf_folder
 
@@ -106,6 +111,49 @@ class ModelBundle:
             artifacts={k: _abs(v, directory) for k, v in meta.get("artifacts", {}).items()},
             model_dir=model_dir, extra=meta.get("extra", {}),
         )
+
+
+def _check_meta(meta, meta_path: Path) -> None:
+    """edgelm.json comes from disk: check its shape so a damaged file is one clear line, not a crash later."""
+    expected = {"task": str, "source": str, "history": list, "model_dir": (str, type(None)), "artifacts": dict,
+                "extra": dict}
+    if not isinstance(meta, dict):
+        raise EdgelmError(f"{meta_path}: not an edgelm bundle (expected a JSON object); re-run the stage that made it")
+    if "task" not in meta:
+        raise EdgelmError(f"{meta_path}: damaged edgelm bundle (no 'task'); re-run the stage that made it")
+    for key, types in expected.items():
+        if key in meta and not isinstance(meta[key], types):
+            raise EdgelmError(f"{meta_path}: damaged edgelm bundle ({key!r} has the wrong type); re-run the stage that made it")
+    if meta["task"] not in TASKS:
+        raise EdgelmError(f"{meta_path}: task {meta['task']!r} is not supported; use one of {', '.join(TASKS)}")
+    if not all(isinstance(v, str) for v in meta.get("artifacts", {}).values()):
+        raise EdgelmError(f"{meta_path}: damaged edgelm bundle (artifact paths must be strings)")
+
+
+def verify_artifacts(directory: Path, artifacts: dict) -> None:
+    """Artifacts listed in this folder's manifest.json must have the recorded size and sha256: a truncated or
+    modified model.onnx is refused here in one line instead of failing deep inside a runtime."""
+    try:
+        files = json.loads((directory / "manifest.json").read_text()).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # no manifest (or not ours): nothing recorded to check against
+    if not isinstance(files, dict):
+        return
+    for rel in artifacts.values():
+        entry = files.get(rel)
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            continue
+        path = directory / rel
+        if not path.is_file():
+            raise EdgelmError(f"{path}: listed in manifest.json but missing; re-run the stage that made it")
+        if entry.get("bytes") not in (None, path.stat().st_size):
+            raise EdgelmError(f"{path}: {path.stat().st_size} bytes, manifest.json records {entry['bytes']}; "
+                              "the file is truncated or was modified — re-run the stage that made it")
+        from edgelm.consumer import sha256_file
+
+        if sha256_file(path) != entry["sha256"]:
+            raise EdgelmError(f"{path}: sha256 differs from manifest.json; the file is corrupted or was modified — "
+                              "re-run the stage that made it")
 
 
 def save_model(model, tokenizer, directory: Path) -> None:

@@ -147,6 +147,8 @@ def load_config(folder: Path, trust_remote_code: bool = False):
         raise EdgelmError(f"{folder}/config.json: {msg}") from None
     except OSError as exc:
         raise EdgelmError(f"{folder}/config.json: cannot read it ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # type checks of an untrusted config raise library-specific errors
+        raise EdgelmError(f"{folder}/config.json: invalid config ({type(exc).__name__}: {_first_line(exc)[:160]})") from None
 
 
 def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_pickle: bool = False,
@@ -163,13 +165,17 @@ def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_
         if extra.get("structure"):
             from edgelm.structure import load_restructured
 
-            model = load_restructured(cls, folder, extra["structure"], trust_remote_code)
+            try:
+                model = load_restructured(cls, folder, extra["structure"], trust_remote_code)
+            except (AttributeError, IndexError, TypeError) as exc:  # a damaged or foreign edgelm.json
+                raise EdgelmError(f"{folder}: the recorded structure does not fit this model ({_first_line(exc)}); "
+                                  "re-run the stage that made it") from None
         else:
             model, loading = cls.from_pretrained(folder, dtype="float32", output_loading_info=True, **kwargs)
             check_weights_fit_task(model, loading.get("missing_keys"), task, folder)
     except EdgelmError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise EdgelmError(f"{folder}: cannot load weights for task {task!r} ({_first_line(exc)})") from None
     model.eval()
     return model, load_tokenizer(folder, trust_remote_code)
@@ -233,11 +239,30 @@ def validate_safetensors(path: Path) -> None:
             if header_len <= 0 or 8 + header_len > size:
                 raise ValueError("header length exceeds file size")
             header = json.loads(fh.read(header_len))
-    except (struct.error, ValueError, UnicodeDecodeError) as exc:
-        raise EdgelmError(f"{path}: not a valid safetensors file ({exc}); re-download or re-save it") from None
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        for name, t in header.items():
+            if name != "__metadata__" and _tensor_bytes(t) != int(t["data_offsets"][1]) - int(t["data_offsets"][0]):
+                raise ValueError(f"tensor {name!r}: shape {t['shape']} and dtype {t['dtype']} do not match its byte range")
+    except (struct.error, ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise EdgelmError(f"{path}: not a valid safetensors file ({type(exc).__name__}: {_first_line(exc)[:120]}); "
+                          "re-download or re-save it") from None
     if 8 + header_len + end > size:
         raise EdgelmError(f"{path}: truncated safetensors file ({size} bytes, header expects {8 + header_len + end}); re-download it")
+
+
+SAFETENSORS_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+                           "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _tensor_bytes(entry: dict) -> int | None:
+    size = SAFETENSORS_DTYPE_BYTES.get(entry["dtype"])
+    if size is None:  # a dtype this table does not know: leave the check to the safetensors library
+        return int(entry["data_offsets"][1]) - int(entry["data_offsets"][0])
+    for dim in entry["shape"]:
+        if int(dim) < 0:
+            raise ValueError(f"negative dimension in shape {entry['shape']}")
+        size *= int(dim)
+    return size
 
 
 # --- GGUF --------------------------------------------------------------------------------------------------
