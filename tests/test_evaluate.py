@@ -137,3 +137,16 @@ def test_eval_cli_reports_accuracy_drop_against_a_reference(tiny_model, tmp_path
     assert metrics["accuracy_drop_pt"] == 0.0 and metrics["reference_accuracy"] == metrics["accuracy"]
     missing = CliRunner().invoke(main, ["eval", model, "--metric", "accuracy"])
     assert missing.exit_code == 2 and "labelled data" in missing.output
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_smollm2_reads_the_builtin_sentiment_probe_well_above_chance():
+    from edgelm.data import load_examples
+    from edgelm.stages.eval import PROBE_DATA
+    from tests.conftest import require_builtin
+
+    require_builtin("smollm2-135m")
+    probe = load_examples(str(PROBE_DATA))
+    result = icl_probe(torch_model(load_model("smollm2-135m")), probe, probe, k=4, leave_one_out=True)
+    assert result["icl_accuracy"] >= 70.0  # 85.0 measured; chance is 50
