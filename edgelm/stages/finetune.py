@@ -69,7 +69,7 @@ class FinetuneStage(Stage):
 
     def run(self, bundle, config: FinetuneConfig, ctx) -> StageResult:
         from edgelm.text_tasks import load_splits
-        from edgelm.training import PadCollator, TrainConfig, accuracy_metric, train
+        from edgelm.training import PadCollator, accuracy_metric, train
 
         require_model(bundle, self.kind)
         train_ex, eval_ex = load_splits(ctx.data, ctx.eval_data, config.max_samples, config.eval_fraction, ctx.seed)
@@ -78,16 +78,7 @@ class FinetuneStage(Stage):
         baseline = job.score(bundle) if task == "causal-lm" and job.label_words else {}
         model, head_modules = wrap_peft(job.build_model(), config, task)
         n_trainable = trainable_count(model)
-        lr = config.learning_rate or DEFAULT_LR[config.method]
-        cfg = TrainConfig(
-            epochs=config.epochs, learning_rate=lr,
-            lr_overrides={n: config.head_learning_rate or max(lr, 2e-3) for n in head_modules},
-            batch_size=config.batch_size, grad_accumulation=config.grad_accumulation, warmup_ratio=config.warmup_ratio,
-            weight_decay=config.weight_decay, precision=config.precision, eval_steps=config.eval_steps,
-            save_steps=config.save_steps, early_stopping_patience=config.early_stopping_patience,
-            metric="accuracy" if task == "sequence-classification" else "loss", seed=ctx.seed,
-            description=f"finetune ({config.method})",
-        )
+        cfg = train_config(config, task, head_modules, ctx.seed)
         train_ds, eval_ds = job.features()
         result = train(model, train_ds, eval_ds, cfg, workdir=checkpoint_dir(bundle, config, ctx),
                        collate_fn=PadCollator(job.pad_id),
@@ -105,6 +96,21 @@ class FinetuneStage(Stage):
                    **{f"zero_shot_{k}": v for k, v in baseline.items()}, **job.score(out),
                    "export_max_abs_diff": export_difference(out, probe, reference)}
         return StageResult(out, metrics, files)
+
+
+def train_config(config: FinetuneConfig, task: str, head_modules: list[str], seed: int):
+    from edgelm.training import TrainConfig
+
+    lr = config.learning_rate or DEFAULT_LR[config.method]
+    return TrainConfig(
+        epochs=config.epochs, learning_rate=lr,
+        lr_overrides={n: config.head_learning_rate or max(lr, 2e-3) for n in head_modules},
+        batch_size=config.batch_size, grad_accumulation=config.grad_accumulation, warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay, precision=config.precision, eval_steps=config.eval_steps,
+        save_steps=config.save_steps, early_stopping_patience=config.early_stopping_patience,
+        metric="accuracy" if task == "sequence-classification" else "loss", seed=seed,
+        description=f"finetune ({config.method})",
+    )
 
 
 def checkpoint_dir(bundle, config: FinetuneConfig, ctx) -> Path:
