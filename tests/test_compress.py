@@ -73,6 +73,11 @@ def test_compress_result_says_where_bundle_and_report_are(tiny_model, tmp_path_f
     assert Path(result["bundle"], "manifest.json").is_file()
     assert result["report"] and all(Path(p).is_file() for p in result["report"].values())
     assert result["headline"]["accuracy_drop_pt"] == 0.0  # export only: the ONNX model scores like its source
+    import json
+
+    evaluated = json.loads(Path(result["out"], "02-eval", "metrics.json").read_text())["metrics"]
+    assert set(evaluated["by_runtime"]) == {"ort-mobile", "ort-cpu", "torch"} and evaluated["runtime"] == "ort-mobile"
+    assert all(r["accuracy_drop_pt"] == 0.0 for r in evaluated["by_runtime"].values())
 
 
 @pytest.mark.real

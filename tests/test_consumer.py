@@ -79,7 +79,7 @@ def test_unlisted_model_is_refused(tiny_model, tmp_path_factory, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_run("classifier", tiny_model, tmp_path_factory)["bundle"], copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    del manifest["files"]["model.onnx"]
+    del manifest["files"]["model.ort"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="not listed with a hash"):
         verify(copy)

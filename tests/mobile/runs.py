@@ -10,8 +10,8 @@ _RUNS: dict[str, dict] = {}
 
 # export only (no quantization) so the consumer's outputs can be compared with the float torch model exactly
 RECIPES = {
-    "classifier": {"name": "tiny-classifier", "stages": [{"kind": "export", "formats": ["onnx"]}],
-                   "eval": {"metrics": ["accuracy"], "runtime": ["auto"]}},
+    "classifier": {"name": "tiny-classifier", "stages": [{"kind": "export", "formats": ["onnx", "ort"]}],
+                   "eval": {"metrics": ["accuracy"], "runtime": ["auto", "ort-cpu", "torch"]}},
     "generator": {"name": "tiny-generator", "stages": [{"kind": "export", "formats": ["onnx"], "greedy_steps": 4}],
                   "eval": {"metrics": ["perplexity", "generation"], "ppl_max_tokens": 32, "gen_tokens": 4}},
 }

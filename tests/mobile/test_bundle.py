@@ -28,14 +28,15 @@ def test_classifier_bundle_files_are_hashed_and_snippets_follow_the_manifest(tin
     assert sorted(manifest["files"]) == on_disk
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == sha(bundle / name) and entry["bytes"] == (bundle / name).stat().st_size
-    assert {"model.onnx", "tokenizer.json", "labels.txt", "README.md", "TextClassifier.kt", "TextClassifier.swift"} <= set(on_disk)
+    assert {"model.ort", "tokenizer.json", "labels.txt", "README.md", "TextClassifier.kt", "TextClassifier.swift"} <= set(on_disk)
+    assert "model.onnx" not in on_disk  # the phone gets the .ort only
     assert (bundle / "labels.txt").read_text().split() == manifest["postprocessing"]["labels"]
     kotlin, swift = (bundle / "TextClassifier.kt").read_text(), (bundle / "TextClassifier.swift").read_text()
     for spec in manifest["inputs"]:
         assert f'feeds["{spec["name"]}"]' in kotlin and f'feeds["{spec["name"]}"]' in swift
     out = manifest["outputs"][0]["name"]
-    assert f'"{out}"' in kotlin and f'"{out}"' in swift and '"model.onnx"' in kotlin
-    assert "accuracy" in manifest["metrics"] and manifest["bundle"]["model"] == "model.onnx"
+    assert f'"{out}"' in kotlin and f'"{out}"' in swift and '"model.ort"' in kotlin
+    assert "accuracy" in manifest["metrics"] and manifest["bundle"]["model"] == "model.ort"
     readme = (bundle / "README.md").read_text()
     assert all(f"`{s['name']}`" in readme for s in manifest["inputs"] + manifest["outputs"])
 
