@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 class BundleError(Exception):
@@ -49,6 +48,9 @@ def verify(folder: str | Path) -> dict:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"{folder}/manifest.json: cannot read it ({exc}); is this an edgelm bundle folder?") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files") or {}, dict) \
+            or not all(isinstance(e, dict) for e in (manifest.get("files") or {}).values()):
+        raise BundleError(f"{folder}/manifest.json: not an edgelm manifest (expected an object with a 'files' mapping)")
     files = manifest.get("files") or {}
     needed = [manifest.get("bundle", {}).get("model"), manifest.get("bundle", {}).get("tokenizer", "tokenizer.json")]
     for name in needed:
@@ -80,6 +82,7 @@ class BundleModel:
             self.tokenizer.enable_truncation(int(pre["max_length"]))
         self.session = ort.InferenceSession(str(bundle_file(self.folder, bundle["model"])), providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self._lm = None
 
     def _ids(self, text: str) -> np.ndarray:
         return np.asarray([self.tokenizer.encode(text, add_special_tokens=self.add_special).ids], dtype=np.int64)
@@ -108,26 +111,13 @@ class BundleModel:
         return {"text": text, "token_ids": tokens, "completion": self.tokenizer.decode(tokens)}
 
     def greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        """Prefill on an empty KV cache, then one token per step; `present.*` become the next `past_key_values.*`."""
-        kv = self.manifest.get("kv_cache") or {}
+        """Prefill on an empty KV cache, then one token per step (edgelm.generate: numpy + onnxruntime only)."""
+        from edgelm.generate import OnnxCausalLM
+
+        if self._lm is None:
+            self._lm = OnnxCausalLM(bundle_file(self.folder, self.manifest["bundle"]["model"]))
         eos = (self.manifest.get("postprocessing") or {}).get("eos_token_id")
-        past = {n: np.zeros((1, kv["num_kv_heads"], 0, kv["head_dim"]), ORT_DTYPES.get(i.type, np.float32))
-                for n, i in self.inputs.items() if n.startswith("past_key_values.")}
-        names = [o.name for o in self.session.get_outputs()]
-        ids, position, out = np.asarray([prompt], np.int64), 0, []
-        for _ in range(max_new_tokens):
-            total = position + ids.shape[1]
-            feeds = {"input_ids": ids, "attention_mask": np.ones((1, total), np.int64), **past}
-            if "position_ids" in self.inputs:
-                feeds["position_ids"] = np.arange(position, total, dtype=np.int64)[None]
-            result = dict(zip(names, self.session.run(names, feeds)))
-            token = int(result["logits"][0, -1].argmax())
-            out.append(token)
-            if eos is not None and token == eos:
-                break
-            past = {n: result[n.replace("past_key_values.", "present.", 1)] for n in past}
-            ids, position = np.asarray([[token]], np.int64), total
-        return out
+        return list(self._lm.generate(np.asarray([prompt], np.int64), max_new_tokens, eos_token_id=eos))
 
     def __call__(self, text: str, max_new_tokens: int = 32) -> dict:
         if self.task == "sequence-classification":
