@@ -15,8 +15,9 @@ from tests.mobile.runs import tiny_run
 TEXTS = ["a great fun movie", "the plot was boring and bad"]
 
 
-def test_consumer_imports_no_torch_or_transformers(tiny_model, tmp_path_factory):
-    bundle = tiny_run("classifier", tiny_model, tmp_path_factory)["bundle"]
+@pytest.mark.parametrize("kind", ["classifier", "generator"])
+def test_consumer_imports_no_torch_or_transformers(kind, tiny_model, tmp_path_factory):
+    bundle = tiny_run(kind, tiny_model, tmp_path_factory)["bundle"]
     code = ("import sys, json\nfrom edgelm.consumer import main\nrc = main([sys.argv[1], 'a great movie'])\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'edgelm.loading'))\n"
             "print(json.dumps({'rc': rc, 'heavy': heavy}))\n")
@@ -24,7 +25,8 @@ def test_consumer_imports_no_torch_or_transformers(tiny_model, tmp_path_factory)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert json.loads(lines[-1]) == {"rc": 0, "heavy": []}
-    assert json.loads(lines[0])["label"] in ("LABEL_0", "LABEL_1")
+    first = json.loads(lines[0])
+    assert first["label"] in ("LABEL_0", "LABEL_1") if kind == "classifier" else first["token_ids"]
 
 
 def test_consumer_label_matches_the_torch_model(tiny_model, tmp_path_factory):
