@@ -88,27 +88,38 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
 
 
 def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
-    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+    from edgelm.quant.tied import find_tied_pair, tie_to_lm_head
 
     model = onnx.load(str(src))
-    rtn_ops = ("MatMul", "Gather") if options.quantize_embedding else ("MatMul",)
+    tied = find_tied_pair(model) if options.quantize_embedding else None
+    if tied and {tied.gather, tied.lm_head} & set(options.exclude):
+        tied = None
+    separate_gather = options.quantize_embedding and tied is None
     if options.algorithm == "rtn":
-        model = _nbits_pass(model, options, rtn_ops, None)
-    elif options.algorithm in ("hqq", "gptq"):
-        if options.algorithm == "hqq":
-            algo = nbits.HQQWeightOnlyQuantConfig(block_size=options.block_size, op_types_to_quantize=("MatMul",),
-                                                  quant_axes=INT4_AXES)
-        else:
-            if reader is None:
-                raise EdgelmError("int4 algorithm gptq needs calibration data; pass --data or use rtn/hqq")
-            algo = nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=options.block_size,
-                                                   op_types_to_quantize=("MatMul",))
-        model = _nbits_pass(model, options, ("MatMul",), algo)
-        if options.quantize_embedding:  # HQQ/GPTQ do not handle Gather: the embedding table goes through RTN
-            model = _nbits_pass(model, options, ("Gather",), None)
-    else:
-        raise EdgelmError(f"int4 algorithm {options.algorithm!r}: unknown; use rtn, hqq or gptq")
+        model = _nbits_pass(model, options, ("MatMul", "Gather") if separate_gather else ("MatMul",), None)
+    else:  # HQQ/GPTQ handle MatMul only: the embedding table goes through RTN
+        model = _nbits_pass(model, options, ("MatMul",), _weight_only_algorithm(options, reader))
+    if tied is not None and not tie_to_lm_head(model, tied, options.block_size):
+        separate_gather = True  # LM head has zero points (asymmetric / HQQ): its bytes do not decode as a Gather
+    if separate_gather and options.algorithm != "rtn" or tied is not None and separate_gather:
+        model = _nbits_pass(model, options, ("Gather",), None)
+    model.metadata_props.append(onnx.StringStringEntryProto(key="edgelm.tied_embedding",
+                                                            value=str(tied is not None and not separate_gather)))
     save_model(model, dst)
+
+
+def _weight_only_algorithm(options: QuantOptions, reader):
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    if options.algorithm == "hqq":
+        return nbits.HQQWeightOnlyQuantConfig(block_size=options.block_size, op_types_to_quantize=("MatMul",),
+                                              quant_axes=INT4_AXES)
+    if options.algorithm == "gptq":
+        if reader is None:
+            raise EdgelmError("int4 algorithm gptq needs calibration data; pass --data or use rtn/hqq")
+        return nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=options.block_size,
+                                               op_types_to_quantize=("MatMul",))
+    raise EdgelmError(f"int4 algorithm {options.algorithm!r}: unknown; use rtn, hqq or gptq")
 
 
 INT4_AXES = (("MatMul", 0), ("Gather", 1))

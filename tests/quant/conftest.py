@@ -68,3 +68,21 @@ def tiny_tokenizer():
     from edgelm.loading import load_tokenizer
 
     return lambda folder: load_tokenizer(folder)
+
+
+@pytest.fixture(scope="session")
+def tied_onnx(tiny_onnx, tmp_path_factory):
+    """The tiny llama graph made tied the way torch.onnx.export writes a tied LM head: the logits MatMul weight is
+    a second (transposed) copy of the embedding table."""
+    import onnx
+    from onnx import numpy_helper
+
+    folder, path = tiny_onnx("llama", "causal-lm")
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    table = next(inits[n.input[0]] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits)
+    head = next(n for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output)
+    inits[head.input[1]].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(table).T.copy(), head.input[1]))
+    out = tmp_path_factory.mktemp("tied-llama") / "model.onnx"
+    onnx.save(model, str(out))
+    return folder, out

@@ -116,3 +116,23 @@ def test_fused_graph_needs_default_tensor_type(fused_onnx, tmp_path):
     _, src = fused_onnx("llama", "causal-lm")
     with pytest.raises(RuntimeError, match="DefaultTensorType"):
         quantize_dynamic(str(src), str(tmp_path / "m.onnx"), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+
+
+@pytest.mark.parametrize("symmetric,shared", [(True, True), (False, False)])
+def test_int4_tied_lm_head_shares_one_table(symmetric, shared, tied_onnx, tiny_tokenizer, tmp_path):
+    from edgelm.quant.tied import find_tied_pair
+
+    folder, src = tied_onnx
+    tok = tiny_tokenizer(folder)
+    assert find_tied_pair(onnx.load(str(src))) is not None
+    dst = tmp_path / "model.onnx"
+    quantize(src, dst, tok, method="int4", symmetric=symmetric)
+    vocab, hidden = next(t.dims for t in onnx.load(str(src)).graph.initializer if "embed_tokens" in t.name)
+    model = onnx.load(str(dst))
+    assert {p.key: p.value for p in model.metadata_props}["edgelm.tied_embedding"] == str(shared)
+    packed = [t for t in model.graph.initializer if t.data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT4)
+              and len(t.dims) >= 2 and t.dims[0] == vocab]  # the embedding / LM head tables
+    assert len(packed) == (1 if shared else 2), [t.name for t in packed]
+    assert not [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and {vocab, hidden} <= set(t.dims)]
+    figures = fidelity.compare("causal-lm", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    assert fidelity.check(figures, "int4")["perplexity_ratio"]["ok"] and figures["top1_agreement"] > 0.9, figures

@@ -1,0 +1,78 @@
+"""Tied token embedding / LM head under int4.
+
+torch.onnx.export writes a tied LM head as a second, transposed copy of the embedding table. Quantizing both
+separately keeps two int4 tables (for SmolLM2-135M about 18 MB each). Instead the LM head is quantized to
+MatMulNBits and the embedding lookup becomes a GatherBlockQuantized reading the very same bytes: MatMulNBits
+stores B as uint8 [N, blocks, blob] with zero point 8, which is what GatherBlockQuantized decodes from uint8
+[N, K/2] data without zero points. Only a Reshape sits between the two views (folded by onnxruntime at load).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+@dataclass
+class TiedPair:
+    gather: str  # node name of the embedding Gather
+    lm_head: str  # node name of the LM head MatMul
+    table: str  # initializer name of the embedding table [vocab, hidden]
+
+
+def find_tied_pair(model: onnx.ModelProto) -> TiedPair | None:
+    """The embedding Gather and the LM head MatMul whose weight is the transposed embedding table, if any."""
+    inputs = {i.name for i in model.graph.input}
+    inits = {t.name: t for t in model.graph.initializer}
+    gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits and n.input[1] in inputs]
+    for gather in gathers:
+        table = inits[gather.input[0]]
+        if len(table.dims) != 2:
+            continue
+        transposed_dims = [table.dims[1], table.dims[0]]
+        for node in model.graph.node:
+            if node.op_type != "MatMul" or node.input[1] not in inits or list(inits[node.input[1]].dims) != transposed_dims:
+                continue
+            if np.array_equal(numpy_helper.to_array(table).T, numpy_helper.to_array(inits[node.input[1]])):
+                return TiedPair(gather.name, node.name, table.name)
+    return None
+
+
+def tie_to_lm_head(model: onnx.ModelProto, pair: TiedPair, block_size: int) -> bool:
+    """Replace the float embedding Gather by a GatherBlockQuantized over the LM head's MatMulNBits weights.
+    Returns False (model untouched) when the LM head is not a plain 4-bit MatMulNBits without zero points."""
+    nodes = {n.name: n for n in model.graph.node}
+    head = next((n for n in model.graph.node if n.op_type == "MatMulNBits" and n.name.startswith(pair.lm_head)), None)
+    gather = nodes.get(pair.gather)
+    if head is None or gather is None or len(head.input) > 3 and head.input[3]:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
+    if attrs.get("bits", 4) != 4:
+        return False
+    vocab, hidden = attrs["N"], attrs["K"]
+    shape_name = f"{pair.gather}_tied_shape"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([vocab, hidden // 2], dtype=np.int64), shape_name))
+    data_view = f"{pair.gather}_tied_data"
+    reshape = helper.make_node("Reshape", [head.input[1], shape_name], [data_view], name=f"{pair.gather}_tied_reshape")
+    lookup = helper.make_node("GatherBlockQuantized", [data_view, gather.input[1], head.input[2]], list(gather.output),
+                              name=pair.gather, domain="com.microsoft", gather_axis=0, quantize_axis=1,
+                              block_size=attrs.get("block_size", block_size), bits=4)
+    index = list(model.graph.node).index(gather)
+    model.graph.node.remove(gather)
+    model.graph.node.insert(index, lookup)
+    model.graph.node.insert(index, reshape)
+    _drop_initializer(model, pair.table)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return True
+
+
+def _drop_initializer(model: onnx.ModelProto, name: str) -> None:
+    if any(name in n.input for n in model.graph.node):
+        return
+    for tensor in list(model.graph.initializer):
+        if tensor.name == name:
+            model.graph.initializer.remove(tensor)
