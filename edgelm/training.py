@@ -166,9 +166,16 @@ def train(model, train_ds: Sequence[dict], eval_ds: Sequence[dict] | None, cfg: 
     result = TrainResult(metrics=keeper.best_metrics, history=history, seconds=round(seconds, 3),
                          steps=trainer.state.global_step, best_step=keeper.best_step,
                          resumed_from_step=_step_of(last), precision=precision)
-    if not keep_checkpoints:
+    _barrier()
+    if not keep_checkpoints and trainer.is_world_process_zero():
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _barrier() -> None:
+    """Wait for every process of a distributed (accelerate launch / torchrun) run; no-op otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def _training_arguments(cfg: TrainConfig, workdir: Path, precision: str, has_eval: bool, has_metrics: bool):
@@ -270,14 +277,16 @@ class _BestKeeper(TrainerCallback):
             raise EdgelmError(f"metric {self.cfg.metric!r} was not computed in evaluation (got {sorted(metrics)})")
         if self._improves(value, metrics.get("loss")):
             self.best_value, self.best_metrics, self.best_step, self.stale = value, metrics, state.global_step, 0
-            _save_trainable(model, self.workdir / BEST_WEIGHTS)
+            if state.is_world_process_zero:  # under DDP every rank holds the same weights; one writes them
+                _save_trainable(model, self.workdir / BEST_WEIGHTS)
         else:
             self.stale += 1
             patience = self.cfg.early_stopping_patience
             if patience is not None and self.stale >= patience:
                 control.should_training_stop = True
-        _write_json(self.workdir / BEST_STATE, {"value": self.best_value, "metrics": self.best_metrics,
-                                                "step": self.best_step, "stale": self.stale})
+        if state.is_world_process_zero:
+            _write_json(self.workdir / BEST_STATE, {"value": self.best_value, "metrics": self.best_metrics,
+                                                    "step": self.best_step, "stale": self.stale})
 
     def _improves(self, value: float, loss: float | None) -> bool:
         if self.best_value is None:
@@ -288,6 +297,7 @@ class _BestKeeper(TrainerCallback):
 
     def restore_best(self, model) -> None:
         path = self.workdir / BEST_WEIGHTS
+        _barrier()  # rank 0 may still be writing them
         if self.best_step is not None and path.is_file():
             _load_trainable(model, path)
 
