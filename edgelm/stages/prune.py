@@ -50,16 +50,19 @@ class PruneStage(Stage):
         batches = calibration_batches(bundle, ctx.data, config.calib_samples, config.calib_seq_len, seed=ctx.seed)
         metrics = {"params_before": _params(model), "importance": config.importance, "scope": config.scope}
         ops = list(bundle.extra.get("structure", []))
+        extra = {k: v for k, v in bundle.extra.items() if k != "structure"}
         if wants_structure:
             model, ops, table = structured(model, layers, batches, bundle.task, config)
             metrics["layers"] = table
+            if any(row["dropped"] for row in table):  # the layer map distillation uses by default
+                before = bundle.extra.get("kept_layers") or list(range(len(table)))
+                extra["kept_layers"] = [before[row["layer"]] for row in table if not row["dropped"]]
         if config.sparsity or config.pattern != "unstructured":
             model = model if wants_structure else _copy(model)
             metrics["sparsity"] = sparsify(model, batches, config)
         after = _params(model)
         metrics.update(params_after=after, param_reduction=round(1 - after / metrics["params_before"], 4),
                        size_mb=round(after * 4 / 2**20, 2))
-        extra = {k: v for k, v in bundle.extra.items() if k != "structure"}
         if ops:
             extra["structure"] = ops
         return StageResult(bundle.with_model(model.eval(), extra=extra), metrics)
