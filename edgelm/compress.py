@@ -170,4 +170,8 @@ def headline(run: dict) -> dict:
         for key in keys:
             if stage["metrics"].get(key) is not None:
                 found[key] = stage["metrics"][key]
+    first_export = next((s["metrics"].get("size_mb") for s in run.get("stages", []) if s["kind"] == "export"), None)
+    if first_export and found.get("size_mb"):  # the float export of the (fine-tuned) model vs what ships
+        found["size_mb_first_export"] = first_export
+        found["smaller_than_first_export"] = round(first_export / found["size_mb"], 3)
     return found
