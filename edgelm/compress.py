@@ -170,8 +170,9 @@ def headline(run: dict) -> dict:
         for key in keys:
             if stage["metrics"].get(key) is not None:
                 found[key] = stage["metrics"][key]
-    first_export = next((s["metrics"].get("size_mb") for s in run.get("stages", []) if s["kind"] == "export"), None)
-    if first_export and found.get("size_mb"):  # the float export of the (fine-tuned) model vs what ships
-        found["size_mb_first_export"] = first_export
-        found["smaller_than_first_export"] = round(first_export / found["size_mb"], 3)
+    # fp32 ONNX of the (fine-tuned) model before any compression = the float side of the first quantize stage
+    fp32 = next((s["metrics"].get("size_mb_float") for s in run.get("stages", []) if s["kind"] == "quantize"), None)
+    if fp32 and found.get("size_mb"):
+        found["size_mb_fp32"] = fp32
+        found["smaller_than_fp32"] = round(fp32 / found["size_mb"], 3)
     return found
