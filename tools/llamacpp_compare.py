@@ -1,0 +1,194 @@
+"""Decode speed of an edgelm int4 ONNX decoder on onnxruntime-cpu against llama.cpp running the model's own
+GGUF, side by side on this machine (batch 1, same thread count, same prompt tokens, greedy).
+
+Each measurement runs in a fresh worker process; the runtimes are interleaved round by round (A B, B A, ...)
+so load drift hits both alike. Statistics come from edgelm.bench.timing (the only place that computes them).
+
+    flock /tmp/edgelm-heavy.lock python tools/llamacpp_compare.py \
+        --onnx OUT/int4 [--onnx OUT/fp32 ...] [--gguf path.gguf] --threads 2 --json llamacpp.json
+
+llama.cpp comes from llama-cpp-python (pip install 'edgelm[llamacpp]', built from source). Absent, the llama.cpp
+column is skipped with that reason; nothing is substituted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+PROMPT = ("The history of the city begins in the early medieval period, when a small settlement grew up around a "
+          "river crossing. Over the following centuries")
+
+
+# --- workers (one runtime, one fresh process) -----------------------------------------------------------------
+class LlamaCppGenerator:
+    """bench generator protocol over llama-cpp-python: prefill(ids) -> (token, state), decode(token, state)."""
+
+    def __init__(self, gguf: str, threads: int, n_ctx: int):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=n_ctx,
+                         verbose=False)
+
+    def _next(self) -> int:
+        return int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+
+    def prefill(self, ids):
+        self.llm.reset()
+        self.llm.eval([int(t) for t in ids[0]])
+        return self._next(), None
+
+    def decode(self, token, state):
+        self.llm.eval([int(token)])
+        return self._next(), state
+
+
+def onnx_generator(folder: str, threads: int):
+    import onnxruntime as ort
+
+    from edgelm.bench.decoding import OnnxGenerator
+    from edgelm.generate import OnnxCausalLM
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return OnnxGenerator(OnnxCausalLM(Path(folder) / "model.onnx", session_options=options))
+
+
+def prompt_ids(tokenizer_dir: str, prompt_len: int) -> np.ndarray:
+    from edgelm.loading import load_tokenizer
+
+    ids = load_tokenizer(Path(tokenizer_dir))(PROMPT, return_tensors="np")["input_ids"][:, :prompt_len]
+    return ids.astype(np.int64)
+
+
+def worker(args) -> dict:
+    from edgelm.bench.machine import peak_rss_mb
+    from edgelm.bench.timing import Budget, summarize_generation, time_generation
+
+    ids = prompt_ids(args.tokenizer, args.prompt_len)
+    if args.worker == "llama.cpp":
+        generator = LlamaCppGenerator(args.path, args.threads, n_ctx=args.prompt_len + args.new_tokens + 8)
+    else:
+        generator = onnx_generator(args.path, args.threads)
+    ttft, steps, why = time_generation(generator, ids, args.new_tokens, Budget(seconds=args.seconds))
+    first = generator.prefill(ids)[0]
+    return {**summarize_generation(ttft, steps, ids.shape[1]), "stopped": why, "first_token": first,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+# --- orchestration ---------------------------------------------------------------------------------------------
+def run_worker(kind: str, path: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--path", path, "--tokenizer", args.tokenizer,
+           "--threads", str(args.threads), "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens),
+           "--seconds", str(args.seconds)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["worker failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def llamacpp_missing() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed (pip install 'edgelm[llamacpp]'; it builds llama.cpp from source)"
+    return None
+
+
+def compare(args) -> dict:
+    from edgelm.bench.machine import library_versions, machine_info
+    from edgelm.bench.timing import median
+
+    runtimes = [(f"ort-cpu:{Path(p).name}", "onnx", p) for p in args.onnx]
+    skipped = {}
+    reason = llamacpp_missing()
+    if reason:
+        skipped["llama.cpp"] = reason
+    else:
+        runtimes.append((f"llama.cpp:{Path(args.gguf).name}", "llama.cpp", args.gguf))
+    rounds: dict[str, list[dict]] = {name: [] for name, _, _ in runtimes}
+    for r in range(args.rounds):
+        order = runtimes if r % 2 == 0 else runtimes[::-1]
+        for name, kind, path in order:
+            rounds[name].append(run_worker(kind, path, args))
+            print(f"round {r + 1}/{args.rounds} {name}: {rounds[name][-1].get('decode_tok_s', rounds[name][-1].get('error'))}",
+                  file=sys.stderr)
+    rows = []
+    for name, results in rounds.items():
+        ok = [x for x in results if "decode_tok_s" in x and x["decode_tok_s"]]
+        rows.append({"runtime": name, "threads": args.threads, "batch": 1, "prompt_len": args.prompt_len,
+                     "new_tokens": args.new_tokens, "rounds": len(results),
+                     "decode_tok_s": median([x["decode_tok_s"] for x in ok]) if ok else None,
+                     "decode_tok_s_per_round": [x.get("decode_tok_s") for x in results],
+                     "ttft_ms": median([x["ttft_ms"] for x in ok]) if ok else None,
+                     "p50_ms": median([x["p50_ms"] for x in ok]) if ok else None,
+                     "peak_rss_mb": max((x["peak_rss_mb"] for x in ok), default=None),
+                     "first_token": ok[0]["first_token"] if ok else None,
+                     "errors": [x["error"] for x in results if "error" in x]})
+    return {"schema_version": SCHEMA_VERSION, "rows": rows, "skipped": skipped, "machine": machine_info(),
+            "versions": {**library_versions(), **_llamacpp_version()}, "prompt": PROMPT}
+
+
+def _llamacpp_version() -> dict:
+    import importlib.metadata as md
+
+    try:
+        return {"llama-cpp-python": md.version("llama-cpp-python")}
+    except md.PackageNotFoundError:
+        return {}
+
+
+def default_gguf() -> str:
+    import importlib.util
+
+    from edgelm.loading import BUILTIN_MODELS
+
+    spec = BUILTIN_MODELS["smollm2-135m"]
+    package = importlib.util.find_spec(spec["package"])
+    return str(Path(package.origin).parent / spec["subpath"]) if package else ""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx", nargs="+", default=[], help="edgelm export/quantize folders holding model.onnx")
+    parser.add_argument("--gguf", default=None, help="GGUF for llama.cpp (default: the built-in SmolLM2 Q4_1)")
+    parser.add_argument("--tokenizer", default=None, help="folder with the tokenizer (default: the first --onnx)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=10.0, help="time budget per worker")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per runtime")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--worker", choices=["onnx", "llama.cpp"], help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.worker:
+        if not args.onnx:
+            parser.error("give at least one --onnx folder")
+        args.gguf = args.gguf or default_gguf()
+        args.tokenizer = args.tokenizer or args.onnx[0]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    result = compare(args)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
