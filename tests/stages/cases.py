@@ -32,6 +32,8 @@ CASES: list[tuple[str, str, str, dict, str | None]] = [
     ("prune", "qwen2", "causal-lm", {"heads": 0.5, "ffn": 0.25, "round_to": 8, "calib_samples": 4, "calib_seq_len": 32}, None),
     ("prune", "gpt2", "causal-lm", {"drop_layers": 1, "ffn": 0.5, "scope": "global", "calib_samples": 4, "calib_seq_len": 32}, "text"),
     ("prune", "llama", "causal-lm", {"pattern": "2:4", "calib_samples": 4, "calib_seq_len": 32}, None),
+    ("distill", "bert", "sequence-classification", {"batch_size": 16, "epochs": 1, "attention_weight": 0.1}, "labelled"),
+    ("distill", "llama", "causal-lm", {"max_steps": 2, "batch_size": 8, "max_length": 32}, "text"),
     # quantize (issue 5): exports on the fly (no ONNX in the input), quantizes, checks parity
     ("quantize", "bert", "feature-extraction", {"method": "int8-dynamic", "parity_samples": 8}, None),
     ("quantize", "llama", "causal-lm", {"method": "int4", "parity_samples": 8}, None),
