@@ -67,6 +67,8 @@ class EvalStage(Stage):
                                           **candidate.info}
         primary = next(iter(by_runtime.values()))
         out = {**primary, "reference": reference_name, "by_runtime": by_runtime}
+        if data.source:
+            out["eval_data"] = data.source
         if bundle.model is not None:  # what the artifact was exported from: the report's params column
             out["params"] = sum(p.numel() for p in bundle.model.parameters())
         if reference_bundle is not None and reference_bundle.model is not None:
@@ -159,6 +161,7 @@ class EvalData:
     def __init__(self, ctx, config: EvalConfig):
         self.ctx, self.config, self.seed = ctx, config, ctx.seed
         self._cache: dict = {}
+        self.source: str | None = None  # where labelled eval examples came from, for the report
 
     def _load(self, spec):
         from edgelm.data import as_config, load_examples
@@ -169,8 +172,10 @@ class EvalData:
         if "split" not in self._cache:
             train = self._load(self.ctx.data) if self.ctx.data else None
             held = self._load(self.ctx.eval_data) if self.ctx.eval_data else None
+            self.source = self.ctx.eval_data.path if held is not None else None
             if held is None and train is not None and train.labels is not None:
-                train, held = train.split(0.1, seed=self.seed)
+                train, held = train.split(0.1, seed=self.ctx.data.seed)
+                self.source = f"held-out 10% of {self.ctx.data.path} (may overlap what a fine-tune trained on; pass --eval-data)"
             self._cache["split"] = (train, held)
         return self._cache["split"]
 
