@@ -9,9 +9,9 @@ x86, which is how parity checks it here.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,7 @@ def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str = "arm")
     shutil.rmtree(tmp, ignore_errors=True)
     logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # the converter prints progress; stdout stays clean for --json
+        with contextlib.redirect_stdout(io.StringIO()):  # converter progress chatter; stdout stays clean for --json
             convert_onnx_models_to_ort(onnx_path, output_dir=tmp, optimization_styles=[OptimizationStyle.Fixed],
                                        target_platform=target_platform)
         produced_ort, produced_cfg = tmp / (onnx_path.stem + ".ort"), tmp / (onnx_path.stem + ".required_operators.config")
