@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.reliability.helpers import assert_user_error, cli
 
-FUZZ = settings(deadline=None, derandomize=True, max_examples=25)
+FUZZ = settings(deadline=None, derandomize=True, max_examples=15)
 
 
 def broken_copy(tiny_model, tmp_path, arch="bert", task=None):

@@ -123,3 +123,16 @@ def test_sigkill_during_forced_single_stage_keeps_the_old_output(point, tiny_mod
     new = assert_complete_stage_folder(out)
     assert new["hash"] != old["hash"] and new["config"]["scale"] == 0.02
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")], "temp/lock folders left behind"
+
+
+def test_two_single_stage_commands_into_one_out(tiny_model, rel_stages, tmp_path):
+    model, out = tiny_model("bert"), tmp_path / "out"
+    child = Forked(tmp_path / "first", rel_stages, model, "-o", out, stop_at="out.file0")
+    child.wait_for("out.file0")
+    code, output = cli("lowrank", model, "-o", out, "--ratio", "0.5")
+    assert_user_error(code, output, "another edgelm run")
+    assert not out.exists(), "the refused command published something"
+    child.kill()
+    again = Forked(tmp_path / "again", rel_stages, model, "-o", out, signals=False)
+    assert again.join() == 0, again.output()
+    assert_complete_stage_folder(out)
