@@ -21,7 +21,8 @@ def copy_companions(src_dir: Path, dst_dir: Path) -> list[Path]:
     return copied
 
 
-def write_manifest(src_dir: Path, dst_dir: Path, task: str, quantization: dict, parity: dict, source: str = "") -> Path:
+def write_manifest(src_dir: Path, dst_dir: Path, task: str, quantization: dict, parity: dict, source: str = "",
+                   sections: dict | None = None) -> Path:
     """The export manifest carried over with `quantization` and the quantized parity figures, files re-hashed.
     Without an export manifest (a bare model.onnx) a minimal one of the same schema is written."""
     from edgelm.export.manifest import MANIFEST_FILE, Manifest, refresh_file_hashes
@@ -31,6 +32,9 @@ def write_manifest(src_dir: Path, dst_dir: Path, task: str, quantization: dict, 
     manifest.quantization = quantization
     manifest.parity = {k: v for k, v in manifest.parity.items() if k not in ("ort", "pte")}  # those files are not carried
     manifest.parity.update(parity)
+    manifest.executorch = manifest.ort_mobile = None  # the float export's entries describe files not carried over
+    for name, value in (sections or {}).items():  # executorch / ort_mobile entries of the re-made files
+        setattr(manifest, name, value)
     manifest.files = {}
     manifest.save(dst_dir)
     names = [p.name for p in Path(dst_dir).iterdir() if p.is_file() and p.name not in BOOKKEEPING and not p.name.startswith(".")]

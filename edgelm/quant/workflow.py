@@ -25,8 +25,9 @@ def options_from(config, exclude: list[str] | None = None) -> QuantOptions:
 
 
 def quantize_bundle(bundle, source: Path, config, ctx):
+    """Quantize `source` (the float model.onnx of `bundle`) into ctx.workdir; returns (bundle, metrics, files)."""
     tokenizer = _tokenizer(bundle, source)
-    dst = Path(ctx.workdir) / "model.onnx"
+    workdir, dst = Path(ctx.workdir), Path(ctx.workdir) / "model.onnx"
     needs_calibration = config.method == "int8-static" or (config.method == "int4" and config.algorithm == "gptq")
     calib_texts = texts_for(ctx.data, config.calibration_samples, seed=ctx.seed) if needs_calibration else []
     parity_texts = texts_for(ctx.eval_data or ctx.data, config.parity_samples, seed=ctx.seed + 1)
@@ -39,51 +40,45 @@ def quantize_bundle(bundle, source: Path, config, ctx):
     if config.sensitivity or config.auto:
         metrics.update(_sensitivity(bundle, source, tokenizer, config, parity_texts, labelled, calib_texts, exclude))
         exclude = metrics.pop("_exclude")
-
-    options = options_from(config, exclude)
     with step(f"quantize: {config.method}"):
-        info = run_quantizer(source, dst, options, tokenizer, calib_texts)
-    with step("quantize: parity against the float graph"):
+        info = run_quantizer(source, dst, options_from(config, exclude), tokenizer, calib_texts)
+    with step("quantize: parity against the float graph and torch"):
         parity = parity_figures(bundle.task, source, dst, tokenizer, parity_texts, config)
         if labelled is not None:
             parity.update(accuracy_figures(source, dst, tokenizer, labelled))
-        torch_figures = torch_parity(bundle, dst, config.method)
+        metrics["parity_torch"] = torch_parity(bundle, dst, config.method)
     metrics.update(size_mb=size_mb(dst), size_mb_float=size_mb(source), parity=parity, quantization=info)
     metrics["compression"] = round(metrics["size_mb_float"] / max(metrics["size_mb"], 1e-9), 3)
     if parity.get("accuracy_drop_pt") is not None:
         metrics["accuracy_drop_pt"] = parity["accuracy_drop_pt"]
 
-    files = artifact.copy_companions(source.parent, Path(ctx.workdir)) + model_files(dst)
-    artifacts = {"onnx": dst}
+    artifacts, files = publish_folder(bundle, source, dst, config, metrics)
+    _enforce(metrics, config)
+    return bundle.derive(artifacts=artifacts), metrics, files
+
+
+def publish_folder(bundle, source: Path, dst: Path, config, metrics: dict) -> tuple[dict, list[Path]]:
+    """Companions, .ort (when the input had one), quantized .pte (when asked / the input had one), manifest."""
+    workdir = dst.parent
+    files = artifact.copy_companions(source.parent, workdir) + model_files(dst)
+    artifacts, sections = {"onnx": dst}, {}
     if "ort" in bundle.artifacts:
-        ort_info = artifact.convert_ort(dst, Path(ctx.workdir))
+        ort_info = artifact.convert_ort(dst, workdir)
         if ort_info is None:
             metrics["ort_skipped"] = "edgelm.export.ort_mobile.convert_to_ort not available; .ort not re-converted"
         else:
-            artifacts["ort"] = Path(ort_info.path)
-            files.append(Path(ort_info.path))
-    metrics["parity_torch"] = torch_figures
+            artifacts["ort"], sections["ort_mobile"] = Path(ort_info.path), ort_info.manifest_entry()
     if config.pte or (config.pte is None and "pte" in bundle.artifacts):
-        pte = quantized_pte(bundle, Path(ctx.workdir), config)
-        metrics["pte"] = pte
-        if pte.get("path"):
-            artifacts["pte"] = Path(pte.pop("path"))
-            files.append(artifacts["pte"])
-    parity_record = {"onnx": torch_figures, "quantized_vs_float": parity}
-    if "pte" in metrics and "parity" in metrics["pte"]:
-        parity_record["pte"] = metrics["pte"]["parity"]
-    manifest = artifact.write_manifest(source.parent, Path(ctx.workdir), bundle.task, info, parity_record, bundle.source)
-    if "pte" in artifacts:
-        from edgelm.export.manifest import Manifest
-
-        written = Manifest.load(ctx.workdir)
-        written.executorch = metrics["pte"]["executorch"]
-        written.save(ctx.workdir)
-    files.append(manifest)
-    _enforce(parity, torch_figures, config)
-    if metrics.get("pte", {}).get("parity", {}).get("ok") is False and config.on_parity_fail == "error":
-        raise EdgelmError(f"quantize .pte ({metrics['pte']['scheme']}): parity missed: {metrics['pte']['parity']['error']}")
-    return bundle.derive(artifacts={**artifacts, "manifest": manifest}), metrics, files
+        metrics["pte"] = quantized_pte(bundle, workdir, config)
+        if metrics["pte"].get("path"):
+            artifacts["pte"] = Path(metrics["pte"].pop("path"))
+            sections["executorch"] = metrics["pte"]["executorch"]
+    parity = {"onnx": metrics["parity_torch"], "quantized_vs_float": metrics["parity"]}
+    if "parity" in metrics.get("pte", {}):
+        parity["pte"] = metrics["pte"]["parity"]
+    artifacts["manifest"] = artifact.write_manifest(source.parent, workdir, bundle.task, metrics["quantization"], parity,
+                                                    bundle.source, sections)
+    return artifacts, files + [p for k, p in artifacts.items() if k != "onnx"]
 
 
 def _sensitivity(bundle, source, tokenizer, config, texts, labelled, calib_texts, exclude) -> dict:
@@ -185,13 +180,16 @@ def _encoder_torch_parity(bundle, path: Path, fmt: str, tol: dict) -> dict:
         return {"ok": False, "error": str(exc)}
 
 
-def _enforce(parity: dict, torch_figures: dict, config) -> None:
-    if config.on_parity_fail == "warn" or (parity["ok"] and torch_figures["ok"] is not False):
+def _enforce(metrics: dict, config) -> None:
+    parity, torch_figures, pte = metrics["parity"], metrics["parity_torch"], metrics.get("pte", {}).get("parity", {})
+    if config.on_parity_fail == "warn" or (parity["ok"] and torch_figures["ok"] is not False and pte.get("ok") is not False):
         return
     missed = [f"{n}={c['value']} (needs {'<=' if n in fidelity.RATIO_CHECKS else '>='} {c['tolerance']})"
               for n, c in parity["checks"].items() if not c["ok"]]
     if torch_figures["ok"] is False:
         missed.append(f"against torch: {torch_figures['error']}")
+    if pte.get("ok") is False:
+        missed.append(f"model.pte against torch: {pte['error']}")
     raise EdgelmError(f"quantize {config.method}: parity missed: {'; '.join(missed)}; exclude sensitive layers "
                       "(--sensitivity / --auto), loosen --tolerance or pass --on-parity-fail warn")
 
@@ -206,7 +204,7 @@ def texts_for(data, n: int, seed: int = 0) -> list[str]:
     return examples.texts
 
 
-def labelled_examples(data, n: int = 256):
+def labelled_examples(data, n: int = 1000):
     from edgelm.data import load_examples
 
     if data is None:

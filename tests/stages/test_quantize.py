@@ -98,3 +98,21 @@ def test_cli_quantize_export_folder(tiny_onnx, tmp_path):
     assert payload["metrics"]["quantization"]["method"] == "fp16" and (tmp_path / "fp16" / "model.onnx").is_file()
     bad = CliRunner().invoke(main, ["quantize", str(bundle_dir), "-o", str(tmp_path / "bad"), "--tolerance", "nonsense"])
     assert bad.exit_code == 2 and "NAME=VALUE" in bad.output and "Traceback" not in bad.output
+
+
+def test_ort_input_gets_a_reconverted_ort(tiny_onnx, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    bundle = float_bundle(tiny_onnx, "bert", "sequence-classification", tmp_path)
+    bundle = bundle.derive(artifacts={**bundle.artifacts, "ort": bundle.artifacts["onnx"]})  # input shipped a .ort
+    metrics, out = quantize(bundle, tmp_path, method="int8-dynamic", parity_samples=4)
+    folder = tmp_path / "q"
+    assert out.artifacts["ort"] == folder / "model.ort" and "ort_skipped" not in metrics
+    manifest = Manifest.load(folder)
+    assert manifest.ort_mobile and "model.ort" in manifest.files
+    feeds = {"input_ids": np.array([[2, 5, 6, 3]]), "attention_mask": np.ones((1, 4), np.int64),
+             "token_type_ids": np.zeros((1, 4), np.int64)}
+    run = {f: ort.InferenceSession(str(folder / f), providers=["CPUExecutionProvider"]) for f in ("model.onnx", "model.ort")}
+    outputs = {f: s.run(None, {i.name: feeds[i.name] for i in s.get_inputs()})[0] for f, s in run.items()}
+    np.testing.assert_allclose(outputs["model.onnx"], outputs["model.ort"], atol=1e-4)
