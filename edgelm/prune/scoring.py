@@ -13,16 +13,6 @@ from edgelm.prune import coupling
 from edgelm.prune.calibrate import InputStats, run_batches
 
 
-def _rows(module, idx):
-    w = module.weight.detach()
-    return w[:, idx].T if coupling.is_conv1d(module) else w[idx]
-
-
-def _cols(module, idx):
-    w = module.weight.detach()
-    return w[idx].T if coupling.is_conv1d(module) else w[:, idx]
-
-
 def unit_scores(model, layers, method: str, batches, task: str) -> tuple[dict, dict]:
     """({layer: [score per KV group]}, {layer: [score per neuron]}) for the layers that have them."""
     if method == "magnitude":

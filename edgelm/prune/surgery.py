@@ -11,7 +11,6 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from edgelm.errors import EdgelmError
 from edgelm.prune import coupling
 
 INTERMEDIATE_FIELDS = ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim")

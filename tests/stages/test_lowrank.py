@@ -1,5 +1,7 @@
 """lowrank: plain and activation-aware SVD, rank rules, reload parity."""
 
+import copy
+
 import pytest
 import torch
 
@@ -7,8 +9,6 @@ from edgelm.bundle import ModelBundle
 from edgelm.prune.calibrate import InputStats, calibration_batches, run_batches
 from edgelm.stages.lowrank import LowrankConfig, choose_rank, factorize_into, select_targets
 from edgelm.structure import LowRankLinear
-import copy
-
 from tests.prune.helpers import output, run, tiny
 
 
