@@ -42,8 +42,11 @@ class StepRecord:
 @contextmanager
 def locked(out: Path):
     """Exclusive lock on OUT; released by the OS even when the process is killed."""
-    out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / ".lock", "a+")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "a+")
+    except OSError as exc:
+        raise EdgelmError(f"{out}: cannot create the output folder ({exc.strerror or exc}); pick another -o") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -190,12 +193,17 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
     if out_bundle is bundle:
         raise StageFailed(final.name, RuntimeError("stage returned its input bundle; it must derive a new one"))
     out_bundle.record(kind, config.model_dump(mode="json"))
-    out_bundle.save(ctx.workdir)
     metrics = {"kind": kind, "hash": step_hash, "config": config.model_dump(mode="json"), "metrics": result.metrics,
                "files": [os.path.relpath(f, ctx.workdir) for f in result.files], "seconds": seconds,
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json(ctx.workdir / "metrics.json", metrics)
-    publish(ctx.workdir, final)
+    try:
+        out_bundle.save(ctx.workdir)
+        write_json(ctx.workdir / "metrics.json", metrics)
+        publish(ctx.workdir, final)
+    except OSError as exc:  # disk full, permissions: the user can fix it; nothing half-written stays visible
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        raise EdgelmError(f"{final}: cannot write the stage output ({exc.strerror or exc}); free disk space or "
+                          "pick another -o, then re-run (finished stages are kept)") from None
     out_bundle = _rebase(out_bundle, ctx.workdir, final)
     info(f"[green]✓ {final.name}[/green] ({seconds:.1f} s)")
     return StepRecord(final.name, kind, step_hash, "ran", seconds, result.metrics), out_bundle

@@ -136,3 +136,25 @@ def test_two_single_stage_commands_into_one_out(tiny_model, rel_stages, tmp_path
     again = Forked(tmp_path / "again", rel_stages, model, "-o", out, signals=False)
     assert again.join() == 0, again.output()
     assert_complete_stage_folder(out)
+
+
+def test_disk_full_while_saving_is_one_line_and_leaves_nothing(recipe_file, monkeypatch, tmp_path):
+    import errno
+
+    import edgelm.bundle
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(edgelm.bundle, "save_model", full)
+    out = tmp_path / "run"
+    code, output = cli("run", recipe_file, "-o", out)
+    assert_user_error(code, output, "No space left on device")
+    assert stage_folders(out) == [] and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unwritable_output_folder_is_one_line(recipe_file, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, output = cli("run", recipe_file, "-o", blocker / "run")
+    assert_user_error(code, output, "cannot create the output folder")
