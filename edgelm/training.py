@@ -71,6 +71,7 @@ class TrainResult:
     metrics: dict[str, float]  # the best evaluation (names without the eval_ prefix); {} without eval data
     history: list[dict]  # Trainer log entries: training loss/lr per log step, eval metrics per evaluation
     seconds: float  # wall time of this call (training + evaluations)
+    cpu_seconds: float  # CPU time of this process over all its threads (honest on a shared machine)
     steps: int  # optimizer steps done in total (including those before a resume)
     best_step: int | None = None
     resumed_from_step: int | None = None
@@ -157,13 +158,14 @@ def train(model, train_ds: Sequence[dict], eval_ds: Sequence[dict] | None, cfg: 
     )
     trainer.remove_callback(PrinterCallback)  # logs go to the progress bar and TrainResult.history, not stdout
     last = _last_checkpoint(workdir)
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     with _quiet_hf_progress():
         trainer.train(resume_from_checkpoint=str(last) if last else None)
-    seconds = time.time() - started
+    seconds, cpu_seconds = time.time() - started, time.process_time() - cpu_started
     keeper.restore_best(model)
     history = [dict(h) for h in trainer.state.log_history]
     result = TrainResult(metrics=keeper.best_metrics, history=history, seconds=round(seconds, 3),
+                         cpu_seconds=round(cpu_seconds, 3),
                          steps=trainer.state.global_step, best_step=keeper.best_step,
                          resumed_from_step=_step_of(last), precision=precision)
     _barrier()

@@ -89,7 +89,8 @@ class FinetuneStage(Stage):
         reference = trained_logits(model, probe, config, task)
         final_model, extra = export_ready(model, config, job.extra)
         out = bundle.with_model(final_model, task=task, extra=extra)
-        metrics = {"method": config.method, "task": task, "train_seconds": result.seconds, "samples": len(train_ds),
+        metrics = {"method": config.method, "task": task, "train_seconds": result.seconds,
+                   "train_cpu_seconds": result.cpu_seconds, "threads": torch_threads(), "samples": len(train_ds),
                    "eval_samples": len(eval_ds or []), "steps": result.steps, "precision": result.precision,
                    "trainable_params": n_trainable, "resumed_from_step": result.resumed_from_step,
                    **{f"eval_{k}": v for k, v in result.metrics.items() if k != "epoch"}, **perplexity(task, result),
@@ -367,6 +368,12 @@ def perplexity(task: str, result) -> dict:
 
     loss = result.metrics.get("loss")
     return {"eval_perplexity": round(math.exp(min(loss, 50.0)), 4)} if task == "causal-lm" and loss is not None else {}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def trainable_count(model) -> int:
