@@ -62,9 +62,10 @@ def quantize_onnx(src: Path, dst: Path, options: QuantOptions, calibration_reade
 def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # Gemm stays float here: onnxruntime's per-channel dynamic Gemm breaks shape inference (transB heads are tiny)
-    ops = ["MatMul"] + (["Gather"] if options.quantize_embedding else [])
-    with _preprocessed(src) as model_path:
+    # Gemm stays float here: onnxruntime's per-channel dynamic Gemm breaks shape inference (transB heads are tiny).
+    # Attention: the fused encoder attention holds the QKV weights; it becomes QAttention.
+    ops = ["MatMul", "Attention"] + (["Gather"] if options.quantize_embedding else [])
+    with _preprocessed(src, _equal_qkv_sizes_implicit) as model_path:
         quantize_dynamic(model_path, dst, per_channel=options.per_channel, weight_type=QuantType.QInt8,
                          op_types_to_quantize=ops, nodes_to_exclude=options.exclude,
                          use_external_data_format=_is_large(src),
@@ -161,17 +162,21 @@ def _fp16(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 class _preprocessed:
-    """A copy of `src` in a temp folder (the quantizers write sidecar files next to it), without the exporter's
-    value_info: the quantizer re-infers shapes and a stale annotation (seen on dynamo Gemm heads) makes that fail."""
+    """A copy of `src` in a temp folder (the quantizers write sidecar files next to it) with fresh value_info:
+    the exporter's annotations can be stale (dynamo Gemm heads) and ONNX shape inference cannot type contrib ops
+    (fused graphs), which leaves static QDQ unable to quantize activations. onnxruntime's symbolic shape
+    inference knows the contrib ops; where it fails, DefaultTensorType covers the untyped tensors."""
 
-    def __init__(self, src: Path):
-        self.src = src
+    def __init__(self, src: Path, *rewrites):
+        self.src, self.rewrites = src, rewrites
 
     def __enter__(self) -> str:
         self.tmp = Path(tempfile.mkdtemp(prefix="edgelm-quant-"))
         model = onnx.load(str(self.src))
         model.graph.ClearField("value_info")
-        save_model(model, self.tmp / "model.onnx")
+        for rewrite in self.rewrites:
+            rewrite(model)
+        save_model(_typed(model), self.tmp / "model.onnx")
         return str(self.tmp / "model.onnx")
 
     def __exit__(self, *exc):
@@ -189,6 +194,28 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
+    if model.ByteSize() > TWO_GB:
+        return model
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
+    except Exception:  # an op it does not know: quantize untyped (DefaultTensorType)
+        return model
+
+
+def _equal_qkv_sizes_implicit(model: onnx.ModelProto) -> None:
+    """Drop Attention's qkv_hidden_sizes when the three sizes are equal (its default): onnxruntime only makes
+    QAttention from Attention nodes without that attribute."""
+    for node in model.graph.node:
+        if node.op_type != "Attention":
+            continue
+        for attr in list(node.attribute):
+            if attr.name == "qkv_hidden_sizes" and len(set(attr.ints)) == 1:
+                node.attribute.remove(attr)
 
 
 def _is_large(path: Path) -> bool:

@@ -39,7 +39,7 @@ class QuantizeConfig(StageConfig):
 class QuantizeStage(Stage):
     kind = "quantize"
     Config = QuantizeConfig
-    summary = "Quantize ONNX (int8 dynamic/static, int4, fp16) with parity and sensitivity analysis"
+    summary = "Quantize ONNX (int8 dynamic/static, int4, fp16) and .pte (torchao 8da8w/8da4w), with parity and sensitivity"
 
     def run(self, bundle, config: QuantizeConfig, ctx: StageContext) -> StageResult:
         from edgelm.quant.workflow import quantize_bundle

@@ -86,3 +86,25 @@ def tied_onnx(tiny_onnx, tmp_path_factory):
     out = tmp_path_factory.mktemp("tied-llama") / "model.onnx"
     onnx.save(model, str(out))
     return folder, out
+
+
+@pytest.fixture(scope="session")
+def export_fused_onnx(tiny_onnx, tmp_path_factory):
+    """export_fused_onnx(arch, task) -> the tiny graph after the export stage's own fusion pass (onnxscript ORT
+    fusions: Attention with the QKV weights inside, SkipLayerNormalization, BiasGelu, MultiHeadAttention)."""
+    cache = {}
+
+    def make(arch: str, task: str | None = None):
+        if (arch, task) not in cache:
+            import shutil
+
+            from edgelm.export.optimize import optimize_onnx
+
+            folder, path = tiny_onnx(arch, task)
+            out = tmp_path_factory.mktemp(f"export-fused-{arch}") / "model.onnx"
+            shutil.copy(path, out)
+            optimize_onnx(out)
+            cache[(arch, task)] = (folder, out)
+        return cache[(arch, task)]
+
+    return make
