@@ -52,6 +52,8 @@ def _child(argv: list[str], log: str, signal_dir: str | None, stop_at: str | Non
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # pytest's capture objects are not the fds
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     if signal_dir:
         os.environ["REL_SIGNAL_DIR"] = signal_dir
         os.environ["REL_PAUSE"] = str(pause)

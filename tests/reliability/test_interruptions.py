@@ -158,3 +158,18 @@ def test_unwritable_output_folder_is_one_line(recipe_file, tmp_path):
     blocker.write_text("not a folder")
     code, output = cli("run", recipe_file, "-o", blocker / "run")
     assert_user_error(code, output, "cannot create the output folder")
+
+
+def test_ctrl_c_mid_stage_exits_130_and_removes_the_temp_folder(recipe_file, reference, tmp_path):
+    import os
+    import signal
+
+    out = tmp_path / "run"
+    child = Forked(tmp_path, "run", recipe_file, "-o", out, stop_at="02-rel-noise.file0")
+    child.wait_for("02-rel-noise.file0")
+    os.kill(child.proc.pid, signal.SIGINT)
+    assert child.join() == 130, child.output()
+    assert "interrupted" in child.output() and "Traceback" not in child.output()
+    assert check_after_kill(out) == ["01-rel-noise"]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "Ctrl-C left the temp folder"
+    rerun_and_compare(recipe_file, out, ["01-rel-noise"], reference)
