@@ -217,15 +217,20 @@ def write_bench_reports(bench: dict, folder: Path, stem: str = "bench") -> list[
 
 def _read(path: Path, what: str) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EdgelmError(f"{path}: cannot read it ({exc}); is this an edgelm {what}?") from None
+    if not isinstance(data, dict):
+        raise EdgelmError(f"{path}: not an edgelm {what} (expected a JSON object)")
+    return data
 
 
 def render_run(run_dir: str | Path) -> list[Path]:
     """report.md + report.html of a run folder (with the bench.json of any bench stage folded in)."""
     run_dir = Path(run_dir)
     run = _read(run_dir / "run.json", "run folder")
+    if not isinstance(run.get("stages"), list) or not all(isinstance(st, dict) and "name" in st for st in run["stages"]):
+        raise EdgelmError(f"{run_dir / 'run.json'}: damaged run.json (no list of stages); re-run the recipe to rewrite it")
     benches = {st["name"]: _read(run_dir / st["name"] / "bench.json", "bench")
                for st in run["stages"] if (run_dir / st["name"] / "bench.json").is_file()}
     md, page_path = run_dir / "report.md", run_dir / "report.html"

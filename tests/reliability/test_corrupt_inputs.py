@@ -242,3 +242,10 @@ def test_damaged_onnx_artifact(command, how, exported, tmp_path):
     code, output = cli(*[subst.get(a, a) for a in command])
     assert_user_error(code, output, "model.onnx")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", ["[1]", '{"stages": "x"}', '{"stages": [1]}', "{cut", "\udcff"], ids=["list", "stages-text", "stages-ints", "not-json", "not-utf8"])
+def test_report_on_a_damaged_run_json(content, tmp_path):
+    (tmp_path / "run.json").write_bytes(content.encode("utf-8", "surrogateescape"))
+    code, output = cli("report", tmp_path)
+    assert_user_error(code, output, "run.json")
