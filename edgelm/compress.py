@@ -88,7 +88,7 @@ def implemented_only(raw: dict) -> tuple[dict, list[str]]:
         fallback = FALLBACKS.get(spec["kind"])
         if not get_stage(spec["kind"]).implemented and fallback and get_stage(fallback["kind"]).implemented:
             notes.append(f"stage {old} ({spec['kind']}) is not implemented yet: {fallback['kind']} instead")
-            spec = {**fallback, **{k: v for k, v in spec.items() if k in ("max_samples", "epochs")}}
+            spec = {**fallback, **{k: v for k, v in spec.items() if k in ("max_samples", "epochs", "learning_rate")}}
         if get_stage(spec["kind"]).implemented:
             kept.append(spec)
             renamed[old] = f"{len(kept):02d}-{spec['kind']}"
