@@ -94,6 +94,8 @@ def main() -> int:
     parser.add_argument("--runtimes", nargs="+", default=ALL_RUNTIMES)
     parser.add_argument("--models", nargs="+", default=["minilm-l6", "smollm2-135m"])
     parser.add_argument("--repeat", action="store_true", help="run the MiniLM bench twice and report the drift")
+    parser.add_argument("--decoder-formats", nargs="+", default=["onnx", "ort", "pte"],
+                        help="formats to export SmolLM2 to (a .pte decoder export takes many minutes)")
     parser.add_argument("--reuse", nargs="+", default=[], metavar="MODEL=DIR",
                         help="use an existing export folder for MODEL when it holds edgelm.json (saves re-exporting)")
     args = parser.parse_args()
@@ -110,7 +112,7 @@ def main() -> int:
             second = bench(folder, args.out, "minilm-l6-repeat", **common)
             summary += ["### Same bench again (median drift)", "", *drift(first, second), ""]
     if "smollm2-135m" in args.models:
-        folder = export("smollm2-135m", args.out / "smollm2-135m-export", ["onnx", "ort", "pte"], reuse.get("smollm2-135m"))
+        folder = export("smollm2-135m", args.out / "smollm2-135m-export", args.decoder_formats, reuse.get("smollm2-135m"))
         result = bench(folder, args.out, "smollm2-135m", runtimes=args.runtimes, shapes=[], prompt_len=32, new_tokens=128,
                        seconds=max(args.seconds, 20.0))
         summary += ["## SmolLM2-135M-Instruct (greedy decode, 32-token prompt, 128 new tokens)", "", *p50_lines(result), ""]
