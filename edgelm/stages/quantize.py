@@ -66,7 +66,8 @@ class float_onnx:
         export = get_stage("export")
         if not export.implemented:
             raise EdgelmError("quantize: the input has no ONNX artifact; add an export stage before quantize")
-        self.tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=self.ctx.workdir.parent))
+        # a ".tmp" folder beside the stage folder: the pipeline sweeps it if this process is killed
+        self.tmp = Path(tempfile.mkdtemp(prefix=".quantize-export-", suffix=".tmp", dir=self.ctx.workdir.parent))
         sub = StageContext(workdir=self.tmp, data=self.ctx.data, eval_data=self.ctx.eval_data, seed=self.ctx.seed,
                            allow_pickle=self.ctx.allow_pickle, trust_remote_code=self.ctx.trust_remote_code,
                            initial_bundle=self.ctx.initial_bundle)
