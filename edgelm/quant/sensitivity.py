@@ -28,7 +28,6 @@ def quantizable_groups(path: Path, options: QuantOptions) -> dict[str, list[str]
     model = onnx.load(str(path), load_external_data=False)
     weights = {t.name for t in model.graph.initializer}
     ops = {"MatMul", "Gemm"} | ({"Gather"} if options.quantize_embedding and options.method in ("int8-dynamic", "int4") else set())
-    ops |= {"Attention"} if options.method == "int8-dynamic" else set()  # fused QKV weights (-> QAttention)
     groups: dict[str, list[str]] = {}
     for node in model.graph.node:
         if node.op_type not in ops:
