@@ -103,19 +103,19 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = ["# edgelm real-model benchmarks", ""]
     if "minilm-l6" in args.models:
-        folder = export("minilm-l6", args.out / "minilm-l6-export", ["onnx", "ort", "pte"], reuse.get("minilm-l6"))
+        folder = folder_minilm = export("minilm-l6", args.out / "minilm-l6-export", ["onnx", "ort", "pte"], reuse.get("minilm-l6"))
         common = dict(runtimes=args.runtimes, shapes=["1x128"], data=str(SST2_DEV) if SST2_DEV.is_file() else None,
                       max_samples=args.samples, seconds=args.seconds)
         first = bench(folder, args.out, "minilm-l6", **common)
         summary += ["## MiniLM-L6 (all-MiniLM-L6-v2, sentence embeddings)", "", *p50_lines(first), ""]
-        if args.repeat:
-            second = bench(folder, args.out, "minilm-l6-repeat", **common)
-            summary += ["### Same bench again (median drift)", "", *drift(first, second), ""]
     if "smollm2-135m" in args.models:
         folder = export("smollm2-135m", args.out / "smollm2-135m-export", args.decoder_formats, reuse.get("smollm2-135m"))
         result = bench(folder, args.out, "smollm2-135m", runtimes=args.runtimes, shapes=[], prompt_len=32, new_tokens=128,
                        seconds=max(args.seconds, 20.0))
         summary += ["## SmolLM2-135M-Instruct (greedy decode, 32-token prompt, 128 new tokens)", "", *p50_lines(result), ""]
+    if args.repeat and "minilm-l6" in args.models:  # last, so the side-by-side figures exist even if cut short
+        second = bench(folder_minilm, args.out, "minilm-l6-repeat", **common)
+        summary += ["## MiniLM-L6, same bench again (median drift)", "", *drift(first, second), ""]
     machine = json.loads((args.out / f"{'minilm-l6' if 'minilm-l6' in args.models else 'smollm2-135m'}.json").read_text())["machine"]
     summary += [f"Machine: {machine['cpu_model']} ({', '.join(machine['flags'])}), {machine['usable_cores']} cores, "
                 f"load avg {machine['load_avg_1m']} at start."]
