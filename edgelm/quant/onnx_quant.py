@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from edgelm.errors import EdgelmError
@@ -34,10 +35,11 @@ class QuantOptions:
     accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)
     algorithm: str = "rtn"  # int4: rtn | hqq | gptq
     quantize_embedding: bool = True  # int8 Gather / int4 GatherBlockQuantized for the token embedding
+    quantize_attention_weights: bool = True  # int8-dynamic: fused Attention QKV weights stored int8 (float math)
     exclude: list[str] = field(default_factory=list)  # node names kept float
 
     def params(self) -> dict:
-        keys = {"int8-dynamic": ("per_channel", "quantize_embedding"),
+        keys = {"int8-dynamic": ("per_channel", "quantize_embedding", "quantize_attention_weights"),
                 "int8-static": ("per_channel", "calibration"),
                 "int4": ("block_size", "symmetric", "accuracy_level", "algorithm", "quantize_embedding"),
                 "fp16": ()}[self.method]
@@ -71,6 +73,33 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
                          op_types_to_quantize=ops, nodes_to_exclude=options.exclude,
                          use_external_data_format=_is_large(src),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
+    if options.quantize_attention_weights:
+        model = onnx.load(str(dst))
+        if _int8_attention_weights(model, options.exclude):
+            save_model(model, dst)
+
+
+def _int8_attention_weights(model: onnx.ModelProto, exclude: list[str]) -> int:
+    """Fused Attention keeps float math (QAttention is wrong on padded batches), but its QKV weight is stored
+    int8 per output column behind a DequantizeLinear: the file shrinks, the computation stays float."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    done = 0
+    for node in list(model.graph.node):
+        weight = node.input[1] if node.op_type == "Attention" and len(node.input) > 1 else None
+        if weight not in inits or node.name in exclude or inits[weight].data_type != onnx.TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(inits[weight])
+        scale = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
+        scale[scale == 0] = 1.0
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        model.graph.initializer.remove(inits[weight])
+        model.graph.initializer.extend([numpy_helper.from_array(q, weight + "_int8"), numpy_helper.from_array(scale, weight + "_scale")])
+        model.graph.node.insert(list(model.graph.node).index(node), helper.make_node(
+            "DequantizeLinear", [weight + "_int8", weight + "_scale"], [weight], name=weight + "_dequantize", axis=1))
+        done += 1
+    return done
 
 
 def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:

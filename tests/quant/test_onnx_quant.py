@@ -150,5 +150,9 @@ def test_export_fused_encoder(method, expected, export_fused_onnx, tiny_tokenize
     dst = tmp_path / "model.onnx"
     quantize(src, dst, tok, method=method)
     assert expected <= op_types(dst) and "QAttention" not in op_types(dst), op_types(dst)
+    if method == "int8-dynamic":  # the QKV weights are stored int8 behind a DequantizeLinear, computed in float
+        model = onnx.load(str(dst))
+        attention_weights = {n.input[1] for n in model.graph.node if n.op_type == "Attention"}
+        assert attention_weights <= {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
     assert fidelity.check(figures, method)["label_agreement"]["ok"] and figures["sqnr_db"] > 25, figures
