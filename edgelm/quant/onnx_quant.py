@@ -114,8 +114,7 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
                         per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=options.exclude, calibrate_method=method, use_external_data_format=_is_large(src),
                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True,
-                                       "ActivationSymmetric": False, "WeightSymmetric": True,
-                                       "CalibMaxIntermediateOutputs": 16})
+                                       "ActivationSymmetric": False, "WeightSymmetric": True})
 
 
 def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
@@ -131,7 +130,7 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
     else:  # HQQ/GPTQ handle MatMul only: the embedding table goes through RTN
         model = _nbits_pass(model, options, ("MatMul",), _weight_only_algorithm(options, reader))
     if tied is not None and not tie_to_lm_head(model, tied, options.block_size):
-        separate_gather = True  # LM head has zero points (asymmetric / HQQ): its bytes do not decode as a Gather
+        separate_gather = True  # the LM head is not a 4-bit MatMulNBits (e.g. act-order GPTQ): quantize the table
     if separate_gather and options.algorithm != "rtn" or tied is not None and separate_gather:
         model = _nbits_pass(model, options, ("Gather",), None)
     model.metadata_props.append(onnx.StringStringEntryProto(key="edgelm.tied_embedding",

@@ -3,8 +3,8 @@
 torch.onnx.export writes a tied LM head as a second, transposed copy of the embedding table. Quantizing both
 separately keeps two int4 tables (for SmolLM2-135M about 18 MB each). Instead the LM head is quantized to
 MatMulNBits and the embedding lookup becomes a GatherBlockQuantized reading the very same bytes: MatMulNBits
-stores B as uint8 [N, blocks, blob] with zero point 8, which is what GatherBlockQuantized decodes from uint8
-[N, K/2] data without zero points. Only a Reshape sits between the two views (folded by onnxruntime at load).
+stores B as uint8 [N, blocks, blob] (zero point 8, or packed zero points), which is what GatherBlockQuantized
+decodes from uint8 [N, K/2] data with the same scales and zero points. Only a Reshape sits between the two views (folded by onnxruntime at load).
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ def find_tied_pair(model: onnx.ModelProto) -> TiedPair | None:
 
 def tie_to_lm_head(model: onnx.ModelProto, pair: TiedPair, block_size: int) -> bool:
     """Replace the float embedding Gather by a GatherBlockQuantized over the LM head's MatMulNBits weights.
-    Returns False (model untouched) when the LM head is not a plain 4-bit MatMulNBits without zero points."""
+    Zero points (asymmetric blocks) are shared too: both ops pack them as uint8 [N, ceil(blocks / 2)].
+    Returns False (model untouched) when the LM head is not a 4-bit MatMulNBits (excluded, or another op)."""
     nodes = {n.name: n for n in model.graph.node}
     head = next((n for n in model.graph.node if n.op_type == "MatMulNBits" and n.name.startswith(pair.lm_head)), None)
     gather = nodes.get(pair.gather)
-    if head is None or gather is None or len(head.input) > 3 and head.input[3]:
+    if head is None or gather is None or len(head.input) > 4 and head.input[4]:  # g_idx (act-order GPTQ): no
         return False
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
     if attrs.get("bits", 4) != 4:
@@ -57,7 +58,8 @@ def tie_to_lm_head(model: onnx.ModelProto, pair: TiedPair, block_size: int) -> b
     model.graph.initializer.append(numpy_helper.from_array(np.array([vocab, hidden // 2], dtype=np.int64), shape_name))
     data_view = f"{pair.gather}_tied_data"
     reshape = helper.make_node("Reshape", [head.input[1], shape_name], [data_view], name=f"{pair.gather}_tied_reshape")
-    lookup = helper.make_node("GatherBlockQuantized", [data_view, gather.input[1], head.input[2]], list(gather.output),
+    zero_points = [head.input[3]] if len(head.input) > 3 and head.input[3] else []
+    lookup = helper.make_node("GatherBlockQuantized", [data_view, gather.input[1], head.input[2]] + zero_points, list(gather.output),
                               name=pair.gather, domain="com.microsoft", gather_axis=0, quantize_axis=1,
                               block_size=attrs.get("block_size", block_size), bits=4)
     index = list(model.graph.node).index(gather)
