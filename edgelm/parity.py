@@ -105,14 +105,16 @@ def _encoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Toleran
 
 
 def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Tolerances) -> dict:
-    lm = causal_runner(path, fmt)
+    from edgelm.text_tasks import virtual_tokens
+
+    lm, prompt = causal_runner(path, fmt), virtual_tokens(bundle)
     prompt_figs, step_figs, matches, first_mismatch, sample = [], [], 0, None, None
     for text in texts:
         ids = bundle.tokenizer(text, return_tensors="np", truncation=True, max_length=32)["input_ids"].astype(np.int64)
-        ref_logits = torch_prompt_logits(bundle.model, ids)
+        ref_logits = torch_prompt_logits(bundle.model, ids, prompt)
         logits, _ = lm.prefill(ids)
         prompt_figs.append(compare_outputs(ref_logits, logits, "causal-lm"))
-        ref_tokens, ref_steps = torch_greedy(bundle.model, ids, tol.greedy_steps)
+        ref_tokens, ref_steps = torch_greedy(bundle.model, ids, tol.greedy_steps, prompt)
         tokens, steps = lm.generate(ids, tol.greedy_steps, return_logits=True)
         n = min(len(ref_steps), len(steps))
         step_figs.append(compare_outputs(np.stack(ref_steps[:n]), np.stack(steps[:n]), "causal-lm"))
@@ -152,18 +154,33 @@ def _raise_on(bad: list[str], path: Path, output: str) -> None:
 
 
 # --- torch references ------------------------------------------------------------------------------------------
-def torch_prompt_logits(model, ids: np.ndarray) -> np.ndarray:
+def torch_prompt_logits(model, ids: np.ndarray, prompt=None) -> np.ndarray:
+    """Logits of the real tokens; `prompt` (prompt tuning's virtual-token embeddings) is prepended as PEFT does."""
     import torch
 
     with torch.no_grad():
+        if prompt is not None:
+            from edgelm.text_tasks import PromptPrefixed
+
+            ids_t = torch.from_numpy(ids)
+            return PromptPrefixed(model, prompt, "causal-lm")(ids_t, torch.ones_like(ids_t)).float().numpy()
         return model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
 
 
-def torch_greedy(model, ids: np.ndarray, steps: int) -> tuple[list[int], list[np.ndarray]]:
-    """Greedy tokens with the model's own cache (plain argmax, no generation-config processors)."""
+def torch_greedy(model, ids: np.ndarray, steps: int, prompt=None) -> tuple[list[int], list[np.ndarray]]:
+    """Greedy tokens with the model's own cache (plain argmax, no generation-config processors). With virtual
+    tokens the whole sequence is recomputed each step (no cache), an independent path from the export's."""
     import torch
 
     tokens, step_logits = [], []
+    if prompt is not None:
+        seq = ids
+        for _ in range(steps):
+            last = torch.from_numpy(torch_prompt_logits(model, seq, prompt)[0, -1])
+            step_logits.append(last.numpy())
+            tokens.append(int(last.argmax()))
+            seq = np.concatenate([seq, [[tokens[-1]]]], axis=1).astype(np.int64)
+        return tokens, step_logits
     with torch.no_grad():
         out = model(input_ids=torch.from_numpy(ids), use_cache=True)
         for _ in range(steps):

@@ -173,6 +173,21 @@ class PromptPrefixed(nn.Module):
         return logits[:, n:] if self.task == "causal-lm" else logits
 
 
+def virtual_tokens(bundle) -> torch.Tensor | None:
+    """Prompt tuning's virtual-token embeddings [n, hidden], or None for a bundle without them."""
+    entry = bundle.extra.get("prompt_tuning")
+    return decode_prompt(entry) if entry else None
+
+
+def prefix_cache(model, prompt: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The KV cache the virtual tokens leave behind (positions 0..n-1, batch 1). Real tokens that follow them
+    at positions n.. and attend to it get exactly the logits of prepending the embeddings (causal attention)."""
+    with torch.no_grad():
+        embeds = prompt.to(model.get_input_embeddings().weight.dtype)[None]
+        out = model(inputs_embeds=embeds, use_cache=True)
+    return [(layer.keys.detach().clone(), layer.values.detach().clone()) for layer in out.past_key_values.layers]
+
+
 def prompt_prefixed(bundle) -> nn.Module | None:
     """The task module of a prompt-tuned bundle, or None when the bundle carries no virtual tokens."""
     entry = bundle.extra.get("prompt_tuning")

@@ -56,6 +56,9 @@ def require_executorch() -> None:
 
 def export_pte(bundle, out_dir: Path) -> PteExport:
     require_executorch()
+    if bundle.task == "causal-lm" and bundle.extra.get("prompt_tuning"):
+        raise EdgelmError(f"{bundle.source}: .pte of a prompt-tuned decoder is not supported (its static cache "
+                          "cannot carry the virtual tokens yet); export --format onnx ort, or fine-tune with lora")
     if bundle.task == "causal-lm":
         program, inputs, cache = _decoder_program(bundle)
     else:

@@ -105,7 +105,10 @@ def match_signature(module, names, dynamic):
 def _decoder_graph(bundle):
     import torch
 
-    module = DecoderWithCache(bundle.model).eval()
+    from edgelm.text_tasks import prefix_cache, virtual_tokens
+
+    prompt = virtual_tokens(bundle)
+    module = DecoderWithCache(bundle.model, prefix_cache(bundle.model, prompt) if prompt is not None else None).eval()
     batch_size, seq_len, past_len = 2, 3, 4
     ids = torch.randint(0, bundle.model.config.get_text_config().vocab_size, (batch_size, seq_len))
     mask = torch.ones(batch_size, past_len + seq_len, dtype=torch.long)
@@ -132,28 +135,44 @@ def _decoder_module_class():
     from torch import nn
 
     class DecoderWithCache(nn.Module):
-        """forward(input_ids, attention_mask, position_ids, past) -> (logits, *presents), cache as plain tensors."""
+        """forward(input_ids, attention_mask, position_ids, past) -> (logits, *presents), cache as plain tensors.
 
-        def __init__(self, model):
+        With `prefix` (prompt tuning's virtual tokens as the KV cache they leave) the graph carries them as
+        constants: it puts them in front of every past, shifts positions and the mask by their count and cuts
+        them off the presents, so callers see the plain decoder contract and never handle virtual tokens."""
+
+        def __init__(self, model, prefix=None):
             super().__init__()
             self.model = model
+            self.n_prefix = 0 if prefix is None else prefix[0][0].shape[2]
+            for i, (key, value) in enumerate(prefix or []):
+                self.register_buffer(f"prefix_key_{i}", key)
+                self.register_buffer(f"prefix_value_{i}", value)
 
         def forward(self, input_ids, attention_mask, position_ids, past):
+            import torch
             from transformers import DynamicCache
 
+            n, batch = self.n_prefix, input_ids.shape[0]
             cache = DynamicCache()  # no config: every layer keeps full length, so presents are past + new
             for i, (key, value) in enumerate(past):
+                if n:
+                    key = torch.cat([getattr(self, f"prefix_key_{i}").expand(batch, -1, -1, -1), key], dim=2)
+                    value = torch.cat([getattr(self, f"prefix_value_{i}").expand(batch, -1, -1, -1), value], dim=2)
                 cache.update(key, value, i)
+            if n:
+                attention_mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)
+                position_ids = position_ids + n
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache, use_cache=True)
-            presents = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+            presents = [t[:, :, n:] for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
             return (out.logits, *presents)
 
     return DecoderWithCache
 
 
-def DecoderWithCache(model):  # noqa: N802 - builds the nn.Module subclass lazily (torch imported inside)
-    return _decoder_module_class()(model)
+def DecoderWithCache(model, prefix=None):  # noqa: N802 - builds the nn.Module subclass lazily (torch imported inside)
+    return _decoder_module_class()(model, prefix)
 
 
 def _kv_layout(model) -> KVCache:

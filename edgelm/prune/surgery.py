@@ -116,10 +116,19 @@ def _build(model, config, state, layers, plan, stack_path):
     from edgelm.structure import rebuild
 
     heads_in_config = _head_config(config, layers, plan)
-    if heads_in_config is not None and not _shape_ops(model, heads_in_config, state):
+    if heads_in_config is not None and not _config_misfits(model, heads_in_config, state):
         return rebuild(model, heads_in_config, [], state), []
     ops = _shape_ops(model, config, state) + _head_attr_ops(model, config, layers, plan, stack_path)
     return rebuild(model, config, ops, state), ops
+
+
+def _config_misfits(model, config, state) -> bool:
+    """True when `config` cannot express the pruned shapes, including configs the architecture itself rejects
+    (BERT-style validation that hidden_size is a multiple of the head count)."""
+    try:
+        return bool(_shape_ops(model, config, state))
+    except (ValueError, AssertionError):
+        return True
 
 
 def _shape_ops(model, config, state) -> list[dict]:

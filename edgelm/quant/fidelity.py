@@ -102,11 +102,14 @@ def torch_decoder_parity(bundle, path: Path, min_cosine: float, min_argmax_agree
     greedy decoding is not compared: once a quantized model picks another token the contexts differ.)"""
     from edgelm.parity import causal_runner, compare_outputs, default_texts, torch_prompt_logits
 
+    from edgelm.text_tasks import virtual_tokens
+
     lm = causal_runner(Path(path), fmt)  # onnx/ort: OnnxCausalLM, pte: PteCausalLM (same prefill/decode shape)
+    prompt_embeddings = virtual_tokens(bundle)
     prompt, decode = [], []
     for text in default_texts("causal-lm"):
         ids = bundle.tokenizer(text, return_tensors="np", truncation=True, max_length=32)["input_ids"].astype(np.int64)
-        reference = torch_prompt_logits(bundle.model, ids)[0]
+        reference = torch_prompt_logits(bundle.model, ids, prompt_embeddings)[0]
         half = max(1, ids.shape[1] // 2)
         logits, state = lm.prefill(ids[:, :half])
         prompt.append(compare_outputs(reference[:half], logits[0], "causal-lm"))

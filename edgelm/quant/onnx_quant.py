@@ -84,10 +84,12 @@ def _int8_attention_weights(model: onnx.ModelProto, exclude: list[str]) -> int:
     int8 per output column behind a DequantizeLinear: the file shrinks, the computation stays float."""
     from onnx import helper, numpy_helper
 
-    inits = {t.name: t for t in model.graph.initializer}
     done = 0
     for node in list(model.graph.node):
         weight = node.input[1] if node.op_type == "Attention" and len(node.input) > 1 else None
+        inits = {t.name: t for t in model.graph.initializer}
+        if weight is not None and weight not in inits:
+            _fold_constant_concat(model, weight, inits)
         if weight not in inits or node.name in exclude or inits[weight].data_type != onnx.TensorProto.FLOAT:
             continue
         w = numpy_helper.to_array(inits[weight])
@@ -100,6 +102,27 @@ def _int8_attention_weights(model: onnx.ModelProto, exclude: list[str]) -> int:
             "DequantizeLinear", [weight + "_int8", weight + "_scale"], [weight], name=weight + "_dequantize", axis=1))
         done += 1
     return done
+
+
+def _fold_constant_concat(model: onnx.ModelProto, name: str, inits: dict) -> None:
+    """The fusion builds the QKV weight at run time as Concat(Wq, Wk, Wv); make it one initializer (in `inits`
+    too) so it can be stored int8. Left alone when any part is not a float initializer or is used elsewhere."""
+    from onnx import numpy_helper
+
+    producer = next((n for n in model.graph.node if name in n.output), None)
+    if producer is None or producer.op_type != "Concat" or not all(i in inits for i in producer.input):
+        return
+    parts = [inits[i] for i in producer.input]
+    users = [n for n in model.graph.node for i in n.input if i in producer.input]
+    if len(users) != len(parts) or any(p.data_type != onnx.TensorProto.FLOAT for p in parts):
+        return
+    axis = next(a.i for a in producer.attribute if a.name == "axis")
+    folded = numpy_helper.from_array(np.concatenate([numpy_helper.to_array(p) for p in parts], axis=axis), name)
+    model.graph.node.remove(producer)
+    for part in parts:
+        model.graph.initializer.remove(part)
+    model.graph.initializer.append(folded)
+    inits[name] = folded
 
 
 def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:

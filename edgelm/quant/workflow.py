@@ -46,7 +46,7 @@ def quantize_bundle(bundle, source: Path, config, ctx):
         parity = parity_figures(bundle.task, source, dst, tokenizer, parity_texts, config)
         if labelled is not None:
             parity.update(accuracy_figures(source, dst, tokenizer, labelled))
-        metrics["parity_torch"] = torch_parity(bundle, dst, config.method)
+        metrics["parity_torch"] = torch_parity(bundle, dst, config.method, parity_texts)
     metrics.update(size_mb=size_mb(dst), size_mb_float=size_mb(source), parity=parity, quantization=info)
     metrics["compression"] = round(metrics["size_mb_float"] / max(metrics["size_mb"], 1e-9), 3)
     if parity.get("accuracy_drop_pt") is not None:
@@ -141,13 +141,13 @@ TORCH_TOLERANCES = {"int8-dynamic": dict(min_cosine=0.98, min_argmax_agreement=0
                     "fp16": dict(min_cosine=0.999, min_argmax_agreement=0.98)}
 
 
-def torch_parity(bundle, dst: Path, method: str) -> dict:
+def torch_parity(bundle, dst: Path, method: str, texts: list[str] | None = None) -> dict:
     """The quantized artifact against its torch source (decoders: prompt logits and greedy decode via the KV cache)."""
     if bundle.model is None:
         return {"ok": None, "skipped": "the input bundle holds no torch model to compare with"}
     if bundle.task == "causal-lm":
         return fidelity.torch_decoder_parity(bundle, dst, **TORCH_TOLERANCES[method])
-    return _encoder_torch_parity(bundle, dst, "onnx", TORCH_TOLERANCES[method])
+    return _encoder_torch_parity(bundle, dst, "onnx", TORCH_TOLERANCES[method], texts)
 
 
 def quantized_pte(bundle, out_dir: Path, config) -> dict:
@@ -161,21 +161,25 @@ def quantized_pte(bundle, out_dir: Path, config) -> dict:
         return {"skipped": f"{config.method} has no ExecuTorch scheme; .pte not written"}
     with step(f"quantize: torch-side {scheme} for ExecuTorch (.pte)"):
         pte, scheme = export_quantized_pte(bundle, out_dir, config.method, config.block_size)
+    texts = texts_for(None, config.parity_samples) if bundle.task != "causal-lm" else None
     tol = TORCH_TOLERANCES[config.method]
     with step("quantize: parity of model.pte against torch"):
         if bundle.task == "causal-lm":
             figures = fidelity.torch_decoder_parity(bundle, pte.path, fmt="pte", **tol)
         else:
-            figures = _encoder_torch_parity(bundle, pte.path, "pte", tol)
+            figures = _encoder_torch_parity(bundle, pte.path, "pte", tol, texts)
     return {"path": str(pte.path), "scheme": scheme, "size_mb": round(pte.path.stat().st_size / 2**20, 3),
             "executorch": pte.manifest_entry(), "parity": figures}
 
 
-def _encoder_torch_parity(bundle, path: Path, fmt: str, tol: dict) -> dict:
+def _encoder_torch_parity(bundle, path: Path, fmt: str, tol: dict, texts: list[str] | None = None) -> dict:
+    """Classifiers are judged on label agreement only: cosine of 2-class logits swings sign on near-ties."""
     from edgelm.parity import Tolerances, check_artifact
 
+    if bundle.task == "sequence-classification":
+        tol = {**tol, "min_cosine": None}
     try:
-        return {**check_artifact(bundle, path, fmt, None, Tolerances.quantized(**tol)), "ok": True}
+        return {**check_artifact(bundle, path, fmt, texts, Tolerances.quantized(**tol)), "ok": True}
     except EdgelmError as exc:
         return {"ok": False, "error": str(exc)}
 

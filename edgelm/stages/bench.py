@@ -124,10 +124,13 @@ def export_source(source, formats: list[str], folder: Path):
     return result.bundle, None
 
 
-def headline_metrics(bench: dict) -> dict:
-    """What gates and run reports read: speedup {runtime: x}, headline p50 per runtime, skip reasons."""
+def headline_metrics(bench: dict, candidate: str = "candidate") -> dict:
+    """What gates and run reports read: speedup {runtime: x}, the candidate's first p50 per runtime (never the
+    baseline's, whose rows are interleaved with it), skip reasons."""
     p50, skipped = {}, {}
     for row in bench["rows"]:
+        if row.get("artifact", candidate) != candidate:
+            continue
         key = row["runtime"] + (f"@{row['threads']}t" if row["runtime"] == "ort-mobile" and row.get("threads") else "")
         if "skipped" in row or "error" in row:
             skipped.setdefault(key, row.get("skipped") or row.get("error"))

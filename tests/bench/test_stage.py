@@ -66,3 +66,14 @@ def test_accuracy_from_an_earlier_eval_stage(tmp_path):
     assert known_accuracy(ctx, None) == {"candidate": 0.9}
     ctx.previous = {}
     assert known_accuracy(ctx, None) == {}
+
+
+def test_headline_p50_is_the_candidates_not_the_interleaved_baselines():
+    from edgelm.stages.bench import headline_metrics
+
+    rows = [{"artifact": "source", "runtime": "ort-cpu", "p50_ms": 9.0},
+            {"artifact": "candidate", "runtime": "ort-cpu", "p50_ms": 3.0},
+            {"artifact": "source", "runtime": "ort-mobile", "threads": 2, "p50_ms": 8.0},
+            {"artifact": "candidate", "runtime": "ort-mobile", "threads": 2, "p50_ms": 4.0}]
+    metrics = headline_metrics({"rows": rows, "speedup": {"ort-cpu": 3.0}})
+    assert metrics["p50_ms"] == {"ort-cpu": 3.0, "ort-mobile@2t": 4.0}

@@ -90,3 +90,32 @@ def test_untraceable_model_is_one_clear_line(tiny_model, tmp_path):
     message = str(info.value)
     assert "torch.export cannot trace" in message and "\n" not in message
     assert "test_onnx.py" in message and "forward" in message  # names the module code that failed
+
+
+@pytest.mark.parametrize("optimize", [False, True], ids=["raw", "optimized"])
+def test_prompt_tuned_decoder_graph_carries_its_virtual_tokens(tiny_model, tmp_path, optimize):
+    """The graph keeps the plain decoder contract; its logits and greedy tokens are those of torch with the
+    virtual tokens prepended (PromptPrefixed), and differ from the base model's."""
+    import torch
+
+    from edgelm.export.onnx import export_onnx
+    from edgelm.generate import OnnxCausalLM
+    from edgelm.loading import load_model
+    from edgelm.parity import torch_prompt_logits
+    from edgelm.text_tasks import encode_prompt
+
+    bundle = load_model(str(tiny_model("llama")))
+    torch.manual_seed(0)
+    prompt = torch.randn(3, bundle.model.config.hidden_size)
+    bundle = bundle.derive(extra={**bundle.extra, "prompt_tuning": encode_prompt(prompt)})
+    result = export_onnx(bundle, tmp_path)
+    if optimize:
+        from edgelm.export.optimize import optimize_onnx
+
+        optimize_onnx(result.path, bundle)
+    figures = check_artifact(bundle, result.path, "onnx")
+    assert figures["greedy_match"] == 1.0 and figures["max_abs_diff"] < 1e-3
+    ids = np.array([[2, 10, 11, 12, 13]], dtype=np.int64)
+    logits, _ = OnnxCausalLM(result.path).prefill(ids)
+    np.testing.assert_allclose(logits, torch_prompt_logits(bundle.model, ids, prompt), atol=1e-4)
+    assert not np.allclose(logits, torch_prompt_logits(bundle.model, ids), atol=1e-2)

@@ -122,3 +122,14 @@ def test_layers_to_drop_picks_lowest_influence():
     assert layers_to_drop([0.5, 0.01, 0.3, 0.02], 2) == [1, 3]
     with pytest.raises(EdgelmError, match="keep at least one"):
         layers_to_drop([0.1, 0.2], 2)
+
+
+def test_head_count_the_config_rejects_is_recorded_as_ops(tiny_model, tmp_path):
+    """4 -> 3 heads on a 32-wide BERT: BertConfig refuses hidden 32 with 3 heads, so the shapes go to ops."""
+    bundle = tiny(tiny_model, "bert", "sequence-classification")
+    result = run("prune", bundle, tmp_path / "w", heads=0.25, calib_samples=2, calib_seq_len=16)
+    assert result.bundle.extra["structure"]
+    result.bundle.save(tmp_path / "out")
+    reloaded = ModelBundle.load(tmp_path / "out")
+    assert reloaded.model.bert.encoder.layer[0].attention.self.query.out_features == 24
+    torch.testing.assert_close(output(reloaded.model), output(result.bundle.model))

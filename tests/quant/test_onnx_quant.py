@@ -156,3 +156,32 @@ def test_export_fused_encoder(method, expected, export_fused_onnx, tiny_tokenize
         assert attention_weights <= {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
     assert fidelity.check(figures, method)["label_agreement"]["ok"] and figures["sqnr_db"] > 25, figures
+
+
+def test_fused_qkv_weight_built_by_concat_is_stored_int8(export_fused_onnx, tiny_tokenizer, tmp_path):
+    """Real fused graphs (MiniLM) build the Attention QKV weight at run time as Concat(Wq, Wk, Wv); int8-dynamic
+    folds it so no float QKV weight stays in the file."""
+    from onnx import helper
+
+    folder, fused = export_fused_onnx("bert", "sequence-classification")
+    model = onnx.load(str(fused))
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in [n for n in model.graph.node if n.op_type == "Attention"]:
+        w = numpy_helper.to_array(inits[node.input[1]])
+        model.graph.initializer.remove(inits[node.input[1]])
+        parts = np.split(w, 3, axis=1)
+        names = [f"{node.input[1]}_{k}" for k in "qkv"]
+        model.graph.initializer.extend(numpy_helper.from_array(p.copy(), n) for p, n in zip(parts, names))
+        model.graph.node.insert(0, helper.make_node("Concat", names, [node.input[1]], axis=1))
+    src = tmp_path / "src" / "model.onnx"
+    src.parent.mkdir()
+    onnx.save(model, str(src))
+    dst = tmp_path / "model.onnx"
+    quantize(src, dst, tiny_tokenizer(folder), method="int8-dynamic")
+    out = onnx.load(str(dst))
+    assert "Concat" not in {n.op_type for n in out.graph.node if n.output[0].endswith(("qkv", "weight"))}
+    attention_weights = {n.input[1] for n in out.graph.node if n.op_type == "Attention"}
+    assert attention_weights <= {o for n in out.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    tok = tiny_tokenizer(folder)
+    figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    assert figures["sqnr_db"] > 25, figures
