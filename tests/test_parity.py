@@ -61,3 +61,20 @@ def test_diverging_decoder_is_refused(tiny_model, tmp_path_factory):
     loose = Tolerances(max_abs_diff=None, min_cosine=None, min_argmax_agreement=None, min_greedy_match=None)
     figures = check_artifact(_perturbed(bundle), result.path, "onnx", tolerances=loose)
     assert figures["max_abs_diff"] > 1e-3 and figures["greedy_steps"] == 16
+
+
+def test_many_texts_run_in_chunks_and_match(tiny_model, tmp_path_factory, monkeypatch):
+    """More texts than a .pte's bounded batch (16): the artifact sees chunks of at most 8 rows, results line up."""
+    import edgelm.parity as parity
+    from edgelm.data import calibration_texts
+
+    bundle, result = exported(tiny_model, tmp_path_factory, "bert", "sequence-classification")
+    real_runner, batches = parity.artifact_runner, []
+
+    def counting_runner(path, fmt):
+        run = real_runner(path, fmt)
+        return lambda feeds: batches.append(len(feeds["input_ids"])) or run(feeds)
+
+    monkeypatch.setattr(parity, "artifact_runner", counting_runner)
+    figures = check_artifact(bundle, result.path, "onnx", calibration_texts(20, seed=2))
+    assert figures["n"] == 20 and figures["label_agreement"] == 1.0 and max(batches) <= 8, batches
