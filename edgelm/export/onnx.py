@@ -30,13 +30,20 @@ class OnnxExport:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     kv_cache: KVCache | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # trace, translate and save; the fusions' own time is in optimization["seconds"]
     files: list[Path] = field(default_factory=list)
+    optimization: dict | None = None  # what optimize.optimize_model did, when export_onnx(fuse=True)
 
 
-def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None) -> OnnxExport:
-    """Write `out_dir/model.onnx` (+ `.data`) for the bundle's task; returns its IO description."""
+def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None, fuse: bool = False) -> OnnxExport:
+    """Write `out_dir/model.onnx` (+ `.data`) for the bundle's task; returns its IO description.
+
+    The graph is cleaned by onnxscript's optimizer (constant folding, redundant ops); with `fuse` it gets the
+    ORT fusions instead (`optimize.optimize_model`, which runs that optimizer itself), on the exporter's
+    in-memory graph, so the weights are written once and the optimizer never runs twice."""
     import torch
+
+    from edgelm.export.optimize import optimize_model, without_slow_rules
 
     out_dir = Path(out_dir)
     path = out_dir / ONNX_FILE
@@ -50,9 +57,15 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None) -> 
     with _quiet_exporter():
         try:
             program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dynamic, input_names=in_names,
-                                        output_names=out_names, optimize=True, verbose=False, report=False)
+                                        output_names=out_names, optimize=False, verbose=False, report=False)
         except Exception as exc:  # torch.export failures come in many types; all become one line
             raise EdgelmError(f"{bundle.source}: torch.export cannot trace this model: {describe_failure(exc)}") from None
+        optimization = None
+        if fuse:
+            program.model, optimization = optimize_model(program.model)
+        else:
+            with without_slow_rules():
+                program.optimize()
     _name_dims(program.model, dim_names)
     if external_data is None:
         external_data = _param_bytes(bundle.model) > EXTERNAL_DATA_ABOVE_BYTES
@@ -61,7 +74,8 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None) -> 
     program.save(str(path), external_data=external_data)
     inputs, outputs = describe_io(path)
     files = [path] + ([path.with_name(path.name + ".data")] if external_data else [])
-    return OnnxExport(path, inputs, outputs, kv, round(time.time() - started, 2), files)
+    seconds = time.time() - started - (optimization["seconds"] if optimization else 0.0)
+    return OnnxExport(path, inputs, outputs, kv, round(seconds, 2), files, optimization)
 
 
 # --- encoders ------------------------------------------------------------------------------------------------

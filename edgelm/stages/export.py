@@ -76,20 +76,18 @@ class ExportStage(Stage):
         return StageResult(new, metrics, [Path(p) for p in artifacts.values()] + [manifest_path])
 
     def _onnx(self, bundle, config, out: Path, manifest, metrics: dict) -> Path:
-        from edgelm.export.onnx import describe_io, export_onnx
+        from edgelm.export.onnx import export_onnx
         from edgelm.ui import step
 
-        with step("exporting ONNX (torch.onnx.export, dynamo)"):
-            result = export_onnx(bundle, out)
+        doing = "exporting and optimising ONNX (torch.onnx.export, dynamo; fusions)" if config.optimize else \
+            "exporting ONNX (torch.onnx.export, dynamo)"
+        with step(doing):
+            result = export_onnx(bundle, out, fuse=config.optimize)
         metrics["export_seconds"] = result.seconds
         manifest.inputs, manifest.outputs, manifest.kv_cache = result.inputs, result.outputs, result.kv_cache
-        if config.optimize:
-            from edgelm.export.optimize import optimize_onnx
-
-            with step("optimising the ONNX graph (fusions)"):
-                manifest.optimization = optimize_onnx(result.path, bundle)
-            metrics["optimize_seconds"] = manifest.optimization.get("seconds")
-            manifest.inputs, manifest.outputs = describe_io(result.path)
+        if result.optimization is not None:
+            manifest.optimization = result.optimization
+            metrics["optimize_seconds"] = result.optimization.get("seconds")
         return result.path
 
 

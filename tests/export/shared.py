@@ -8,7 +8,7 @@ _CACHE: dict = {}
 
 
 def exported(tiny_model, tmp_path_factory, arch: str, task: str | None = None, optimize: bool = False):
-    """(bundle, OnnxExport) for a tiny model; optimize=True also runs the graph optimiser."""
+    """(bundle, OnnxExport) for a tiny model; optimize=True fuses the graph in memory (as the export stage does)."""
     from edgelm.export.onnx import export_onnx
     from edgelm.loading import load_model
 
@@ -16,10 +16,6 @@ def exported(tiny_model, tmp_path_factory, arch: str, task: str | None = None, o
     if key not in _CACHE:
         bundle = load_model(str(tiny_model(arch, task)), task=task)
         out = Path(tmp_path_factory.mktemp(f"onnx-{arch}-{task or 'default'}-{'opt' if optimize else 'raw'}"))
-        result = export_onnx(bundle, out)
-        if optimize:
-            from edgelm.export.optimize import optimize_onnx
-
-            result.optimization = optimize_onnx(result.path, bundle)
+        result = export_onnx(bundle, out, fuse=optimize)
         _CACHE[key] = (bundle, result)
     return _CACHE[key]
