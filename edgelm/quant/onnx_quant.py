@@ -141,9 +141,10 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
 
 
 def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
-    from edgelm.quant.tied import find_tied_pair, tie_to_lm_head
+    from edgelm.quant.tied import find_tied_pair, tie_to_lm_head, unfuse_transposed_lm_head
 
     model = onnx.load(str(src))
+    unfuse_transposed_lm_head(model, options.exclude)  # the fused graph's LM head is quantized like any MatMul
     tied = find_tied_pair(model) if options.quantize_embedding else None
     if tied and {tied.gather, tied.lm_head} & set(options.exclude):
         tied = None

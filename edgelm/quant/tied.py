@@ -24,7 +24,8 @@ class TiedPair:
 
 
 def find_tied_pair(model: onnx.ModelProto) -> TiedPair | None:
-    """The embedding Gather and the LM head MatMul whose weight is the transposed embedding table, if any."""
+    """The embedding Gather and the LM head MatMul whose weight is the transposed embedding table, if any
+    (an optimised graph's FusedMatMul(transB) LM head is found after `unfuse_transposed_lm_head`)."""
     inputs = {i.name for i in model.graph.input}
     inits = {t.name: t for t in model.graph.initializer}
     gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits and n.input[1] in inputs]
@@ -39,6 +40,31 @@ def find_tied_pair(model: onnx.ModelProto) -> TiedPair | None:
             if np.array_equal(numpy_helper.to_array(table).T, numpy_helper.to_array(inits[node.input[1]])):
                 return TiedPair(gather.name, node.name, table.name)
     return None
+
+
+def unfuse_transposed_lm_head(model: onnx.ModelProto, exclude=()) -> bool:
+    """The export optimiser folds the tied LM head's Transpose into FusedMatMul(transB=1) over the embedding
+    table; the int4 quantizer only takes MatMul with a [K, N] weight. Rewrite it as a plain MatMul over a
+    transposed copy of the table (the tie is then found as in an unoptimised graph)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    gather_tables = {n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits}
+    changed = False
+    for node in list(model.graph.node):
+        if node.op_type != "FusedMatMul" or node.input[1] not in gather_tables or node.name in exclude:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("transB") != 1 or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 \
+                or attrs.get("transBatchA", 0) or attrs.get("transBatchB", 0) or len(inits[node.input[1]].dims) != 2:
+            continue
+        transposed = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[1]]).T.copy(), node.input[1] + "_T")
+        model.graph.initializer.append(transposed)
+        index = list(model.graph.node).index(node)
+        matmul = helper.make_node("MatMul", [node.input[0], transposed.name], list(node.output), name=node.name)
+        matmul.metadata_props.extend(node.metadata_props)
+        model.graph.node.remove(node)
+        model.graph.node.insert(index, matmul)
+        changed = True
+    return changed
 
 
 def tie_to_lm_head(model: onnx.ModelProto, pair: TiedPair, block_size: int) -> bool:

@@ -138,6 +138,37 @@ def test_int4_tied_lm_head_shares_one_table(symmetric, shared, tied_onnx, tiny_t
     assert fidelity.check(figures, "int4")["perplexity_ratio"]["ok"] and figures["top1_agreement"] > 0.9, figures
 
 
+def test_int4_fused_tied_lm_head_is_quantized_and_shared(tied_onnx, tiny_tokenizer, tmp_path):
+    """The export optimiser writes a tied LM head as FusedMatMul(transB=1) over the embedding table itself; int4
+    must still store one 4-bit table for both (the real SmolLM2 export kept its 113 MB float table before)."""
+    from onnx import helper
+
+    folder, tied = tied_onnx
+    model = onnx.load(str(tied))
+    table = next(n.input[0] for n in model.graph.node if n.op_type == "Gather")
+    head = next(n for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output)
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == head.input[1]))
+    fused = helper.make_node("FusedMatMul", [head.input[0], table], list(head.output), name="lm_head_fused",
+                             domain="com.microsoft", transB=1)
+    model.graph.node.insert(list(model.graph.node).index(head), fused)
+    model.graph.node.remove(head)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    src = tmp_path / "src" / "model.onnx"
+    src.parent.mkdir()
+    onnx.save(model, str(src))
+    dst = tmp_path / "model.onnx"
+    tok = tiny_tokenizer(folder)
+    quantize(src, dst, tok, method="int4")
+    out = onnx.load(str(dst))
+    assert {p.key: p.value for p in out.metadata_props}["edgelm.tied_embedding"] == "True"
+    assert {"GatherBlockQuantized", "MatMulNBits"} <= op_types(dst) and "FusedMatMul" not in op_types(dst)
+    assert not [t.name for t in out.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2
+                and t.dims[0] * t.dims[1] >= 1000], "a float weight table stayed in the file"
+    figures = fidelity.compare("causal-lm", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    assert figures["top1_agreement"] > 0.9, figures
+
+
 @pytest.mark.parametrize("method,expected", [("int8-dynamic", {"MatMulInteger"}),
                                              ("int8-static", {"QuantizeLinear"})])
 def test_export_fused_encoder(method, expected, export_fused_onnx, tiny_tokenizer, tmp_path):
