@@ -70,14 +70,15 @@ def unfuse_transposed_lm_head(model: onnx.ModelProto, exclude=()) -> bool:
 def tie_to_lm_head(model: onnx.ModelProto, pair: TiedPair, block_size: int) -> bool:
     """Replace the float embedding Gather by a GatherBlockQuantized over the LM head's MatMulNBits weights.
     Zero points (asymmetric blocks) are shared too: both ops pack them as uint8 [N, ceil(blocks / 2)].
-    Returns False (model untouched) when the LM head is not a 4-bit MatMulNBits (excluded, or another op)."""
+    Returns False (model untouched) when the LM head is not a 4-bit MatMulNBits (excluded, or another op) or its
+    zero points are float (HQQ)."""
     nodes = {n.name: n for n in model.graph.node}
     head = next((n for n in model.graph.node if n.op_type == "MatMulNBits" and n.name.startswith(pair.lm_head)), None)
     gather = nodes.get(pair.gather)
     if head is None or gather is None or len(head.input) > 4 and head.input[4]:  # g_idx (act-order GPTQ): no
         return False
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
-    if attrs.get("bits", 4) != 4:
+    if attrs.get("bits", 4) != 4 or not _packed_zero_points(model, head):
         return False
     vocab, hidden = attrs["N"], attrs["K"]
     shape_name = f"{pair.gather}_tied_shape"
@@ -96,6 +97,15 @@ def tie_to_lm_head(model: onnx.ModelProto, pair: TiedPair, block_size: int) -> b
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return True
+
+
+def _packed_zero_points(model: onnx.ModelProto, head) -> bool:
+    """True when the head has no zero points or packed uint8 ones; HQQ writes float zero points, which
+    GatherBlockQuantized rejects (its zero points share the data's type), so such a table is not shared."""
+    if len(head.input) <= 3 or not head.input[3]:
+        return True
+    zp = next((t for t in model.graph.initializer if t.name == head.input[3]), None)
+    return zp is not None and zp.data_type == onnx.TensorProto.UINT8
 
 
 def _drop_initializer(model: onnx.ModelProto, name: str) -> None:
