@@ -151,9 +151,11 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
     separate_gather = options.quantize_embedding and tied is None
     if options.algorithm == "rtn":
         model = _nbits_pass(model, options, ("MatMul", "Gather") if separate_gather else ("MatMul",), None)
-    else:  # k-quant/HQQ/GPTQ handle MatMul only: the embedding table goes through RTN
-        if options.algorithm == "kquant":
-            _check_kquant_blocks(model, options)
+    elif options.algorithm == "kquant":  # MatMul only, as HQQ/GPTQ: the embedding table goes through RTN
+        from edgelm.quant.kquant import kquant_matmuls
+
+        kquant_matmuls(model, options.block_size, options.accuracy_level, options.exclude)
+    else:
         model = _nbits_pass(model, options, ("MatMul",), _weight_only_algorithm(options, reader))
     if tied is not None and not tie_to_lm_head(model, tied, options.block_size):
         separate_gather = True  # the LM head is not a 4-bit MatMulNBits (e.g. act-order GPTQ): quantize the table
@@ -170,8 +172,6 @@ def _weight_only_algorithm(options: QuantOptions, reader):
     if options.algorithm == "hqq":
         return nbits.HQQWeightOnlyQuantConfig(block_size=options.block_size, op_types_to_quantize=("MatMul",),
                                               quant_axes=INT4_AXES)
-    if options.algorithm == "kquant":  # llama.cpp-style search of each block's scale and (integer) zero point
-        return nbits.KQuantWeightOnlyQuantConfig(op_types_to_quantize=("MatMul",))
     if options.algorithm == "gptq":
         if reader is None:
             raise EdgelmError("int4 algorithm gptq needs calibration data; pass --data or use rtn/hqq")
@@ -181,18 +181,6 @@ def _weight_only_algorithm(options: QuantOptions, reader):
 
 
 INT4_AXES = (("MatMul", 0), ("Gather", 1))
-
-
-def _check_kquant_blocks(model, options: QuantOptions) -> None:
-    """onnxruntime's k-quant packs the 4-bit zero points of all columns as one stream, which is only the layout
-    MatMulNBits reads when every column has an even number of blocks; otherwise it fails or would be wrong."""
-    inits = {t.name: t for t in model.graph.initializer}
-    odd = sorted({int(inits[n.input[1]].dims[0]) for n in model.graph.node if n.op_type == "MatMul" and n.name not in options.exclude
-                  and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
-                  and -(-inits[n.input[1]].dims[0] // options.block_size) % 2})
-    if odd:
-        raise EdgelmError(f"int4 algorithm kquant: block_size {options.block_size} gives an odd number of blocks for "
-                          f"weights with K={odd[:4]}; use a block size with K divisible by 2x it, or algorithm rtn/hqq")
 
 
 def _nbits_pass(model, options: QuantOptions, ops: tuple[str, ...], algo):

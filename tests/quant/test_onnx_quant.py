@@ -75,10 +75,28 @@ def test_int4_algorithms(algorithm, tiny_onnx, tiny_tokenizer, tmp_path):
     assert figures["sqnr_db"] > 10 and figures["perplexity_ratio"] < 1.05, figures
 
 
-def test_kquant_with_odd_block_count_is_a_clear_error(tiny_onnx, tmp_path):
-    _, src = tiny_onnx("llama", "causal-lm")  # hidden 32: one block of 32 per column
-    with pytest.raises(EdgelmError, match="odd number of blocks"):
-        quantize_onnx(src, tmp_path / "m.onnx", QuantOptions(method="int4", algorithm="kquant", block_size=32))
+def test_kquant_odd_block_count_and_zero_point_packing(tiny_onnx, tiny_tokenizer, tmp_path):
+    """One block per column (hidden 32, block 32) is where onnxruntime's own k-quant packing fails; ours packs
+    zero points per column, and the weights MatMulNBits decodes are exactly the ones k-quant chose."""
+    from edgelm.quant.kquant import quantize_weight
+
+    folder, src = tiny_onnx("llama", "causal-lm")
+    tok = tiny_tokenizer(folder)
+    dst = tmp_path / "model.onnx"
+    quantize_onnx(src, dst, QuantOptions(method="int4", algorithm="kquant", block_size=32))
+    figures = fidelity.compare("causal-lm", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    assert figures["sqnr_db"] > 10 and figures["perplexity_ratio"] < 1.05, figures
+    from onnxruntime.quantization.neural_compressor.weight_only import quant_tensor_k_quant_cpu
+
+    w = np.random.default_rng(0).normal(size=(96, 8)).astype(np.float32)  # 3 blocks of 32: odd
+    packed, scales, zp = quantize_weight(w, 32)
+    q = np.stack([packed & 15, packed >> 4], -1).reshape(8, 3, 32).astype(np.float32)
+    z = np.stack([zp & 15, zp >> 4], -1).reshape(8, -1)[:, :3].astype(np.float32)
+    decoded = ((q - z[..., None]) * scales[..., None]).reshape(8, 96).T
+    ref_q, ref_scale, ref_zp = quant_tensor_k_quant_cpu(w.T.copy(), 4, 32)  # what k-quant chose, unpacked
+    expected = ((ref_q - ref_zp) * ref_scale).reshape(8, 96).T
+    np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(decoded - w).max() < 0.5
 
 
 def test_gptq_without_calibration_is_a_clear_error(tiny_onnx, tmp_path):
