@@ -51,4 +51,19 @@ def convert_ort(onnx_path: Path, out_dir: Path):
         from edgelm.export.ort_mobile import convert_to_ort
     except ImportError:
         return None
-    return convert_to_ort(onnx_path, out_dir)
+    converted = convert_to_ort(onnx_path, out_dir)
+    _require_loadable(Path(converted.path))
+    return converted
+
+
+def _require_loadable(path: Path) -> None:
+    """A converter can write an .ort that ORT itself refuses (e.g. a tensor type the format lacks): fail here."""
+    import onnxruntime as ort
+
+    from edgelm.errors import EdgelmError
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise EdgelmError(f"{path}: the quantized model converts to .ort but ONNX Runtime cannot load it "
+                          f"({str(exc).splitlines()[0][:200]}); quantize with --no-quantize-embedding or drop ort") from None

@@ -141,6 +141,7 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
 
 
 def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
+    from edgelm.quant.packing import gather_tables_as_uint8
     from edgelm.quant.tied import find_tied_pair, tie_to_lm_head, unfuse_transposed_lm_head
 
     model = onnx.load(str(src))
@@ -161,6 +162,7 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
         separate_gather = True  # the LM head is not a 4-bit MatMulNBits (e.g. act-order GPTQ): quantize the table
     if separate_gather and options.algorithm != "rtn" or tied is not None and separate_gather:
         model = _nbits_pass(model, options, ("Gather",), None)
+    gather_tables_as_uint8(model)  # the .ort format has no int4 tensors
     model.metadata_props.append(onnx.StringStringEntryProto(key="edgelm.tied_embedding",
                                                             value=str(tied is not None and not separate_gather)))
     save_model(model, dst)

@@ -242,3 +242,23 @@ def test_fused_qkv_weight_built_by_concat_is_stored_int8(export_fused_onnx, tiny
     tok = tiny_tokenizer(folder)
     figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
     assert figures["sqnr_db"] > 25, figures
+
+
+def test_int4_tables_load_in_the_ort_format(tiny_onnx, tiny_tokenizer, tmp_path):
+    """ORT Mobile has no int4 tensor type: the 4-bit embedding tables are uint8 nibbles, so the .ort loads and
+    gives the .onnx's outputs."""
+    from edgelm.export.ort_mobile import convert_to_ort
+
+    folder, src = tiny_onnx("bert", "sequence-classification")
+    tok = tiny_tokenizer(folder)
+    dst = tmp_path / "model.onnx"
+    quantize(src, dst, tok, method="int4", block_size=16)
+    model = onnx.load(str(dst))
+    tables = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert tables and all(any(a.name == "bits" and a.i == 4 for a in n.attribute) for n in tables)
+    assert not [t.name for t in model.graph.initializer if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)]
+    ort_path = convert_to_ort(dst, tmp_path).path
+    onnx_out, ort_out = (fidelity.run_graph(p, tok, TEXTS) for p in (dst, ort_path))
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(onnx_out.values, ort_out.values))
+    float_out = fidelity.run_graph(src, tok, TEXTS)
+    assert fidelity.compare("sequence-classification", float_out, onnx_out)["sqnr_db"] > 5
