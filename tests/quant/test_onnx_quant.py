@@ -262,3 +262,15 @@ def test_int4_tables_load_in_the_ort_format(tiny_onnx, tiny_tokenizer, tmp_path)
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(onnx_out.values, ort_out.values))
     float_out = fidelity.run_graph(src, tok, TEXTS)
     assert fidelity.compare("sequence-classification", float_out, onnx_out)["sqnr_db"] > 5
+
+
+def test_int8_static_stores_embedding_and_fused_qkv_int8(export_fused_onnx, tiny_tokenizer, tmp_path):
+    """Static QDQ covers MatMul/Gemm; the embedding tables (Gather) and the fused Attention QKV weight are int8 too,
+    so no large float weight stays in the file."""
+    folder, src = export_fused_onnx("bert", "sequence-classification")
+    dst = tmp_path / "model.onnx"
+    quantize(src, dst, tiny_tokenizer(folder), method="int8-static")
+    model = onnx.load(str(dst))
+    float_weights = [t.name for t in model.graph.initializer
+                     if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and min(t.dims) >= 32]
+    assert not float_weights, float_weights
