@@ -28,9 +28,12 @@ def quantizable_groups(path: Path, options: QuantOptions) -> dict[str, list[str]
     model = onnx.load(str(path), load_external_data=False)
     weights = {t.name for t in model.graph.initializer}
     ops = {"MatMul", "Gemm"} | ({"Gather"} if options.quantize_embedding and options.method in ("int8-dynamic", "int4") else set())
+    # an optimised graph's tied LM head is FusedMatMul over the embedding table, which int4 unfuses and quantizes
+    tied_heads = {n.name for n in model.graph.node if options.method == "int4" and n.op_type == "FusedMatMul"
+                  and any(g.op_type == "Gather" and g.input[0] == n.input[1] for g in model.graph.node)}
     groups: dict[str, list[str]] = {}
     for node in model.graph.node:
-        if node.op_type not in ops:
+        if node.op_type not in ops and node.name not in tied_heads:
             continue
         weight = node.input[0] if node.op_type == "Gather" else node.input[1] if len(node.input) > 1 else ""
         if weight not in weights:

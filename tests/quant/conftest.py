@@ -89,6 +89,29 @@ def tied_onnx(tiny_onnx, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fused_tied_onnx(tied_onnx, tmp_path_factory):
+    """The tied graph as the export optimiser writes it: the LM head is FusedMatMul(transB=1) over the embedding
+    table itself (no transposed copy)."""
+    import onnx
+    from onnx import helper
+
+    folder, tied = tied_onnx
+    model = onnx.load(str(tied))
+    table = next(n.input[0] for n in model.graph.node if n.op_type == "Gather")
+    head = next(n for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output)
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == head.input[1]))
+    fused = helper.make_node("FusedMatMul", [head.input[0], table], list(head.output), name="lm_head_fused",
+                             domain="com.microsoft", transB=1)
+    model.graph.node.insert(list(model.graph.node).index(head), fused)
+    model.graph.node.remove(head)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    out = tmp_path_factory.mktemp("fused-tied-llama") / "model.onnx"
+    onnx.save(model, str(out))
+    return folder, out
+
+
+@pytest.fixture(scope="session")
 def export_fused_onnx(tiny_onnx, tmp_path_factory):
     """export_fused_onnx(arch, task) -> the tiny graph after the export stage's own fusion pass (onnxscript ORT
     fusions: Attention with the QKV weights inside, SkipLayerNormalization, BiasGelu, MultiHeadAttention)."""

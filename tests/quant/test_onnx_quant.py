@@ -164,25 +164,10 @@ def test_int4_tied_lm_head_shares_one_table(symmetric, algorithm, shared, tied_o
     assert fidelity.check(figures, "int4")["perplexity_ratio"]["ok"] and figures["top1_agreement"] > 0.9, figures
 
 
-def test_int4_fused_tied_lm_head_is_quantized_and_shared(tied_onnx, tiny_tokenizer, tmp_path):
+def test_int4_fused_tied_lm_head_is_quantized_and_shared(fused_tied_onnx, tiny_tokenizer, tmp_path):
     """The export optimiser writes a tied LM head as FusedMatMul(transB=1) over the embedding table itself; int4
     must still store one 4-bit table for both (the real SmolLM2 export kept its 113 MB float table before)."""
-    from onnx import helper
-
-    folder, tied = tied_onnx
-    model = onnx.load(str(tied))
-    table = next(n.input[0] for n in model.graph.node if n.op_type == "Gather")
-    head = next(n for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output)
-    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == head.input[1]))
-    fused = helper.make_node("FusedMatMul", [head.input[0], table], list(head.output), name="lm_head_fused",
-                             domain="com.microsoft", transB=1)
-    model.graph.node.insert(list(model.graph.node).index(head), fused)
-    model.graph.node.remove(head)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    src = tmp_path / "src" / "model.onnx"
-    src.parent.mkdir()
-    onnx.save(model, str(src))
+    folder, src = fused_tied_onnx
     dst = tmp_path / "model.onnx"
     tok = tiny_tokenizer(folder)
     quantize(src, dst, tok, method="int4")
@@ -274,3 +259,14 @@ def test_int8_static_stores_embedding_and_fused_qkv_int8(export_fused_onnx, tiny
     float_weights = [t.name for t in model.graph.initializer
                      if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and min(t.dims) >= 32]
     assert not float_weights, float_weights
+
+
+def test_sensitivity_groups_include_the_fused_tied_lm_head(fused_tied_onnx):
+    """int4 quantizes the fused LM head, so sensitivity must be able to keep it float (else every 'only this
+    layer' run also carries the LM head's error)."""
+    from edgelm.quant.sensitivity import quantizable_groups
+
+    _, src = fused_tied_onnx
+    groups = quantizable_groups(src, QuantOptions(method="int4"))
+    assert ["lm_head_fused"] in groups.values(), groups
+    assert "lm_head_fused" not in sum(quantizable_groups(src, QuantOptions(method="int8-dynamic")).values(), [])
