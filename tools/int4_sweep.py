@@ -1,0 +1,96 @@
+"""int4 settings sweep for a decoder: quantize the float export once per candidate and score each with one fixed
+protocol — WikiText-style sliding-window perplexity (edgelm.evaluate.perplexity) of the ONNX graph on 2 threads,
+against the float graph — plus the quantize stage's own prose parity figures, and the artifact size.
+
+    flock /tmp/edgelm-heavy.lock python tools/int4_sweep.py /work/runs/export-real/smollm2-135m \\
+        --text /work/shared/data/wikitext-2/valid.txt --tokens 2048 --out /work/runs/int4-sweep \\
+        rtn-sym-b32:block_size=32 rtn-asym-b32:symmetric=False kquant-b32:algorithm=kquant \\
+        floattable:quantize_embedding=False,exclude=node_FusedMatMul_696
+
+A candidate is NAME:key=value,... over edgelm.quant.onnx_quant.QuantOptions (method int4; exclude takes node
+names separated by '+'). Accuracy only: no timings here (use `edgelm bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def parse_candidate(spec: str) -> tuple[str, dict]:
+    name, _, settings = spec.partition(":")
+    options: dict = {}
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        if key == "exclude":
+            options[key] = value.split("+")
+        else:
+            options[key] = {"True": True, "False": False, "None": None}.get(value, int(value) if value.lstrip("-").isdigit() else value)
+    return name, options
+
+
+def graph_perplexity(path: Path, tokenizer, text: str, tokens: int, window: int, stride: int) -> dict:
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgelm.evaluate import EvalModel, perplexity
+    from edgelm.generate import OnnxCausalLM
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = 2, 3
+    lm = OnnxCausalLM(path, session_options=options)
+    model = EvalModel(lambda feeds: np.asarray(lm.prefill(feeds["input_ids"])[0]), tokenizer,
+                      ["input_ids", "attention_mask"], "causal-lm", "ort-cpu")
+    return perplexity(model, text, window=window, stride=stride, max_tokens=tokens)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("float_dir", type=Path, help="float export folder (model.onnx + tokenizer)")
+    parser.add_argument("candidates", nargs="+", help="NAME:key=value,... (QuantOptions fields)")
+    parser.add_argument("--text", type=Path, required=True, help="evaluation text (e.g. wikitext-2 valid.txt)")
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--stride", type=int, default=256)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the candidates and results.jsonl")
+    args = parser.parse_args(argv)
+
+    from types import SimpleNamespace
+
+    from edgelm.loading import load_tokenizer
+    from edgelm.quant.feeds import TextCalibrationReader
+    from edgelm.quant.onnx_quant import QuantOptions, quantize_onnx, size_mb
+    from edgelm.quant.workflow import CALIBRATION_MAX_LENGTH, parity_figures, texts_for
+
+    src, text = args.float_dir / "model.onnx", args.text.read_text()
+    tokenizer = load_tokenizer(args.float_dir)
+    reference = graph_perplexity(src, tokenizer, text, args.tokens, args.window, args.stride)
+    print(json.dumps({"name": "float", **reference, "size_mb": size_mb(src)}), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for spec in args.candidates:
+        name, settings = parse_candidate(spec)
+        options = QuantOptions(method="int4", **settings)
+        reader = None
+        if options.algorithm == "gptq":  # as the stage: built-in prose
+            reader = TextCalibrationReader(src, tokenizer, texts_for(None, 64), max_length=CALIBRATION_MAX_LENGTH)
+        dst = args.out / name / "model.onnx"
+        start = time.perf_counter()
+        info = quantize_onnx(src, dst, options, reader)
+        seconds = round(time.perf_counter() - start, 1)
+        scored = graph_perplexity(dst, tokenizer, text, args.tokens, args.window, args.stride)
+        prose = parity_figures("causal-lm", src, dst, tokenizer, texts_for(None, 32, seed=1),
+                               SimpleNamespace(method="int4", tolerance=[]))["figures"]
+        row = {"name": name, "options": options.params(), "exclude": options.exclude, **scored,
+               "ratio": round(scored["perplexity"] / reference["perplexity"], 4), "size_mb": size_mb(dst),
+               "quantize_seconds": seconds, "prose_perplexity_ratio": prose["perplexity_ratio"],
+               "prose_top1_agreement": prose["top1_agreement"], "op_counts": info["op_counts"]}
+        print(json.dumps(row), flush=True)
+        with open(args.out / "results.jsonl", "a") as results:
+            results.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
