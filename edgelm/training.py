@@ -162,6 +162,7 @@ def train(model, train_ds: Sequence[dict], eval_ds: Sequence[dict] | None, cfg: 
     with _quiet_hf_progress():
         trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds, cpu_seconds = time.time() - started, time.process_time() - cpu_started
+    _drop_autocast_wrapper(model)
     keeper.restore_best(model)
     history = [dict(h) for h in trainer.state.log_history]
     result = TrainResult(metrics=keeper.best_metrics, history=history, seconds=round(seconds, 3),
@@ -332,6 +333,14 @@ class _RichProgress(TrainerCallback):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def _drop_autocast_wrapper(model) -> None:
+    """Mixed precision patches `model.forward` with an autocast wrapper; the trained model must compute as it
+    is saved (in its own dtype), so the original forward is put back."""
+    from accelerate.utils import extract_model_from_parallel
+
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)
 
 
 def _save_trainable(model, path: Path) -> None:

@@ -123,3 +123,15 @@ def test_precision_choices():
             resolve_precision("fp16")
     with pytest.raises(EdgelmError, match="precision"):
         TrainConfig(precision="int8")
+
+
+def test_bf16_trained_model_computes_in_its_own_dtype(tiny_model, tmp_path):
+    """Mixed precision wraps forward in autocast during training; the returned model must not keep that wrapper,
+    or it computes differently from the same weights saved and reloaded."""
+    model, _ = run(tiny_model, tmp_path, precision="bf16")
+    assert "_original_forward" not in model.__dict__
+    fresh, _ = tiny_classifier(tiny_model)
+    fresh.load_state_dict(model.state_dict())
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(input_ids=ids).logits, fresh.eval()(input_ids=ids).logits, rtol=0, atol=0)
