@@ -42,6 +42,9 @@ def test_smollm2_onnx_and_ort_greedy_32(tmp_path):
         assert figures["sample"]["artifact"] == figures["sample"]["torch"]
     assert manifest.kv_cache.num_kv_heads == 3 and manifest.kv_cache.num_layers == 30  # GQA: 9 query heads, 3 kv
     assert "model.onnx.data" in manifest.files
+    fusions = manifest.optimization["fusions"]  # every layer's norms, rotary and attention are fused
+    assert fusions["rms_normalization"] == 61 and fusions["skip_rms_normalization"] == 60
+    assert fusions["rotary_embedding"] == 60 and fusions["sdpa"] == 30
 
 
 @pytest.mark.real
