@@ -35,13 +35,14 @@ class QuantOptions:
     accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)
     algorithm: str = "rtn"  # int4: rtn | kquant | hqq | gptq
     quantize_embedding: bool = True  # int8 Gather / int4 GatherBlockQuantized for the token embedding
-    quantize_attention_weights: bool = True  # int8-dynamic: fused Attention QKV weights stored int8 (float math)
+    quantize_attention_weights: bool = True  # fused Attention QKV and Gemm weights stored int8 (float math)
     exclude: list[str] = field(default_factory=list)  # node names kept float
 
     def params(self) -> dict:
         keys = {"int8-dynamic": ("per_channel", "quantize_embedding", "quantize_attention_weights"),
                 "int8-static": ("per_channel", "calibration", "quantize_embedding", "quantize_attention_weights"),
-                "int4": ("block_size", "symmetric", "accuracy_level", "algorithm", "quantize_embedding"),
+                "int4": ("block_size", "symmetric", "accuracy_level", "algorithm", "quantize_embedding",
+                         "quantize_attention_weights"),
                 "fp16": ()}[self.method]
         return {k: v for k, v in asdict(self).items() if k in keys}
 
@@ -75,31 +76,35 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
     if options.quantize_attention_weights:
         model = onnx.load(str(dst))
-        if _int8_attention_weights(model, options.exclude):
+        if _int8_float_weights(model, options.exclude):
             save_model(model, dst)
 
 
-def _int8_attention_weights(model: onnx.ModelProto, exclude: list[str]) -> int:
-    """Fused Attention keeps float math (QAttention is wrong on padded batches), but its QKV weight is stored
-    int8 per output column behind a DequantizeLinear: the file shrinks, the computation stays float."""
+def _int8_float_weights(model: onnx.ModelProto, exclude: list[str]) -> int:
+    """Weights no quantizer pass takes (the fused Attention's QKV weight: QAttention is wrong on padded batches;
+    Gemm weights, e.g. an encoder's pooler) keep float math but are stored int8 per output column behind a
+    DequantizeLinear: the file shrinks, the computation stays float."""
     from onnx import helper, numpy_helper
 
     done = 0
     for node in list(model.graph.node):
-        weight = node.input[1] if node.op_type == "Attention" and len(node.input) > 1 else None
-        inits = {t.name: t for t in model.graph.initializer}
-        if weight is not None and weight not in inits:
-            _fold_constant_concat(model, weight, inits)
-        if weight not in inits or node.name in exclude or inits[weight].data_type != onnx.TensorProto.FLOAT:
+        if node.op_type not in ("Attention", "Gemm") or len(node.input) < 2 or node.name in exclude:
             continue
+        weight, inits = node.input[1], {t.name: t for t in model.graph.initializer}
+        if weight not in inits:
+            _fold_constant_concat(model, weight, inits)
+        if weight not in inits or inits[weight].data_type != onnx.TensorProto.FLOAT:
+            continue
+        transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+        axis = 0 if transposed else 1  # the output-column axis
         w = numpy_helper.to_array(inits[weight])
-        scale = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
+        scale = (np.abs(w).max(axis=1 - axis) / 127.0).astype(np.float32)
         scale[scale == 0] = 1.0
-        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        q = np.clip(np.round(w / np.expand_dims(scale, 1 - axis)), -127, 127).astype(np.int8)
         model.graph.initializer.remove(inits[weight])
         model.graph.initializer.extend([numpy_helper.from_array(q, weight + "_int8"), numpy_helper.from_array(scale, weight + "_scale")])
         model.graph.node.insert(list(model.graph.node).index(node), helper.make_node(
-            "DequantizeLinear", [weight + "_int8", weight + "_scale"], [weight], name=weight + "_dequantize", axis=1))
+            "DequantizeLinear", [weight + "_int8", weight + "_scale"], [weight], name=weight + "_dequantize", axis=axis))
         done += 1
     return done
 
@@ -142,7 +147,7 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
                                        "ActivationSymmetric": False, "WeightSymmetric": True})
     if options.quantize_attention_weights:  # fused Attention is not a QDQ target: store its QKV weight int8
         model = onnx.load(str(dst))
-        if _int8_attention_weights(model, options.exclude):
+        if _int8_float_weights(model, options.exclude):
             save_model(model, dst)
 
 
@@ -169,6 +174,8 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
     if separate_gather and options.algorithm != "rtn" or tied is not None and separate_gather:
         model = _nbits_pass(model, options, ("Gather",), None)
     gather_tables_as_uint8(model)  # the .ort format has no int4 tensors
+    if options.quantize_attention_weights:  # fused Attention / Gemm take no MatMulNBits: their weights go int8
+        _int8_float_weights(model, options.exclude)
     model.metadata_props.append(onnx.StringStringEntryProto(key="edgelm.tied_embedding",
                                                             value=str(tied is not None and not separate_gather)))
     save_model(model, dst)

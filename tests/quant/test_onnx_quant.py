@@ -200,6 +200,25 @@ def test_export_fused_encoder(method, expected, export_fused_onnx, tiny_tokenize
     assert fidelity.check(figures, method)["label_agreement"]["ok"] and figures["sqnr_db"] > 25, figures
 
 
+def test_int4_fused_encoder_leaves_no_float_weight_matrix(export_fused_onnx, tiny_tokenizer, tmp_path):
+    """int4 on the fused graph: MatMuls become MatMulNBits, and what MatMulNBits cannot take (the fused Attention's
+    QKV weight, the pooler / classifier Gemm) is stored int8 behind a DequantizeLinear, so no float matrix stays."""
+    folder, src = export_fused_onnx("bert", "sequence-classification")
+    dst = tmp_path / "model.onnx"
+    tok = tiny_tokenizer(folder)
+    quantize(src, dst, tok, method="int4")
+    model = onnx.load(str(dst))
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    weights = {n.input[1] for n in model.graph.node if n.op_type in ("Attention", "Gemm")}
+    assert weights and weights <= dequantized, weights - dequantized
+    float_matrices = [t.name for t in model.graph.initializer
+                      if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and min(t.dims) > 1
+                      and not t.name.endswith(("_scale", "_scales"))]
+    assert not float_matrices, float_matrices
+    figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    assert fidelity.check(figures, "int4")["label_agreement"]["ok"], figures
+
+
 def test_fused_qkv_weight_built_by_concat_is_stored_int8(export_fused_onnx, tiny_tokenizer, tmp_path):
     """Real fused graphs (MiniLM) build the Attention QKV weight at run time as Concat(Wq, Wk, Wv); int8-dynamic
     folds it so no float QKV weight stays in the file."""
