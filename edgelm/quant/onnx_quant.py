@@ -33,7 +33,7 @@ class QuantOptions:
     block_size: int = 32  # int4
     symmetric: bool = True  # int4
     accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)
-    algorithm: str = "rtn"  # int4: rtn | kquant | hqq | gptq
+    algorithm: str = "rtn"  # int4: rtn | kquant | affine | hqq | gptq
     quantize_embedding: bool = True  # int8 Gather / int4 GatherBlockQuantized for the token embedding
     quantize_attention_weights: bool = True  # fused Attention QKV and Gemm weights stored int8 (float math)
     exclude: list[str] = field(default_factory=list)  # node names kept float
@@ -167,6 +167,11 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
         from edgelm.quant.kquant import kquant_matmuls
 
         kquant_matmuls(model, options.block_size, options.accuracy_level, options.exclude)
+    elif options.algorithm == "affine":  # the tied LM head is left to RTN so it can share the table's 4 bits
+        from edgelm.quant.affine import affine_matmuls
+
+        affine_matmuls(model, options.block_size, options.accuracy_level, [*options.exclude, *([tied.lm_head] if tied else [])])
+        model = _nbits_pass(model, options, ("MatMul",), None)
     else:
         model = _nbits_pass(model, options, ("MatMul",), _weight_only_algorithm(options, reader))
     if tied is not None and not tie_to_lm_head(model, tied, options.block_size):
@@ -192,7 +197,7 @@ def _weight_only_algorithm(options: QuantOptions, reader):
             raise EdgelmError("int4 algorithm gptq needs calibration data; pass --data or use rtn/hqq")
         return nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=options.block_size,
                                                op_types_to_quantize=("MatMul",))
-    raise EdgelmError(f"int4 algorithm {options.algorithm!r}: unknown; use rtn, kquant, hqq or gptq")
+    raise EdgelmError(f"int4 algorithm {options.algorithm!r}: unknown; use rtn, kquant, affine, hqq or gptq")
 
 
 INT4_AXES = (("MatMul", 0), ("Gather", 1))

@@ -23,7 +23,7 @@ class QuantizeConfig(StageConfig):
     block_size: int = Field(32, description="int4: weights per quantization block (16, 32, 64, 128, ...)")
     symmetric: bool = Field(True, description="int4: symmetric blocks (no zero points)")
     accuracy_level: int | None = Field(4, ge=0, le=4, description="int4: MatMulNBits compute precision (4 = int8 activations, fastest on CPU; 0 = float)")
-    algorithm: Literal["rtn", "kquant", "hqq", "gptq"] = Field("rtn", description="int4: round-to-nearest, k-quant (llama.cpp-style scale/zero-point search), HQQ, or GPTQ (uses calibration data)")
+    algorithm: Literal["rtn", "kquant", "affine", "hqq", "gptq"] = Field("rtn", description="int4: round-to-nearest, k-quant (llama.cpp-style scale/zero-point search), affine (min/max blocks with float offsets: exact on GGUF Q4 weights), HQQ, or GPTQ (uses calibration data)")
     quantize_embedding: bool = Field(True, description="also quantize the token embedding table (int8 Gather / int4 GatherBlockQuantized)")
     exclude: list[str] = Field([], description="ONNX node names kept float (see the sensitivity table)")
     sensitivity: bool = Field(False, description="rank layers by the error they add (SQNR) and, with labels, the accuracy with each kept float")

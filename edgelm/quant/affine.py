@@ -1,0 +1,94 @@
+"""int4 'affine': each block of a MatMul weight is min/max quantized to 16 levels with a *float* offset, so
+w = scale * (q - 8) + offset. Weights that came from an affine 4-bit grid (GGUF Q4_0/Q4_1, as the built-in
+SmolLM2) are recovered exactly; other weights get asymmetric min/max rounding without an integer zero point.
+
+MatMulNBits has no float offset when its scales are float32 and its zero points are integers, and float zero
+points would cost a float32 per block (the size of the scales again). The offset term is computed apart instead:
+x @ W = MatMulNBits(x) + blocksum(x) @ C, with blocksum(x) = x @ S (S: K x blocks of ones, one per width K, shared)
+and C (blocks x N) stored int8 per column behind a DequantizeLinear: 1/32 of a byte per weight at block 32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+LEVELS = 15  # 4-bit: q in 0..15, symmetric MatMulNBits subtracts its default zero point 8
+
+
+def affine_matmuls(model: onnx.ModelProto, block_size: int, accuracy_level: int | None, exclude=()) -> int:
+    """Replace every MatMul with a 2-D float initializer weight (not in `exclude`) by MatMulNBits + offset term."""
+    inits = {t.name: t for t in model.graph.initializer}
+    sums: dict[tuple[str, int], str] = {}  # (input, K) -> its block sums, shared by the MatMuls reading it
+    done = 0
+    for node in list(model.graph.node):
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if weight is None or node.name in exclude or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
+            continue
+        _replace(model, node, weight, block_size, accuracy_level, sums)
+        if not any(weight.name in n.input for n in model.graph.node):
+            model.graph.initializer.remove(weight)
+        done += 1
+    if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return done
+
+
+def _replace(model, node, weight, block_size: int, accuracy_level: int | None, sums: dict) -> None:
+    name, (k, n), out = weight.name, weight.dims, node.output[0]
+    packed, scales, offsets = quantize_weight(numpy_helper.to_array(weight), block_size)
+    q8, s8 = _int8_columns(offsets)
+    model.graph.initializer.extend([numpy_helper.from_array(packed, f"{name}_Q4"),
+                                    numpy_helper.from_array(scales, f"{name}_scales"),
+                                    numpy_helper.from_array(q8, f"{name}_offsets_int8"),
+                                    numpy_helper.from_array(s8, f"{name}_offsets_scale")])
+    attrs = dict(K=k, N=n, bits=4, block_size=block_size, **({"accuracy_level": accuracy_level} if accuracy_level else {}))
+    new = [helper.make_node("MatMulNBits", [node.input[0], f"{name}_Q4", f"{name}_scales"], [f"{out}_nbits"],
+                            name=f"{node.name}_Q4", domain="com.microsoft", **attrs)]
+    key = (node.input[0], k)
+    if key not in sums:
+        ones = f"blocksum_{k}_{block_size}"
+        if not any(t.name == ones for t in model.graph.initializer):
+            model.graph.initializer.append(numpy_helper.from_array(block_ones(k, block_size), ones))
+        sums[key] = f"{node.name}_blocksum"
+        new.append(helper.make_node("MatMul", [node.input[0], ones], [sums[key]], name=f"{node.name}_blocksum"))
+    new += [helper.make_node("DequantizeLinear", [f"{name}_offsets_int8", f"{name}_offsets_scale"], [f"{name}_offsets"],
+                             name=f"{name}_offsets_dequantize", axis=1),
+            helper.make_node("MatMul", [sums[key], f"{name}_offsets"], [f"{out}_offset"], name=f"{node.name}_offset"),
+            helper.make_node("Add", [f"{out}_nbits", f"{out}_offset"], [out], name=f"{node.name}_affine")]
+    for extra in new:
+        extra.metadata_props.extend(node.metadata_props)
+    at = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    for i, extra in enumerate(new):
+        model.graph.node.insert(at + i, extra)
+
+
+def block_ones(k: int, block_size: int) -> np.ndarray:
+    """S [K, blocks]: x @ S sums x over each block of K."""
+    s = np.zeros((k, -(-k // block_size)), dtype=np.float32)
+    s[np.arange(k), np.arange(k) // block_size] = 1.0
+    return s
+
+
+def quantize_weight(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[K, N] float weight -> MatMulNBits B uint8 [N, blocks, block/2] (low nibble first), scales float32
+    [N, blocks] and float offsets [blocks, N], with w ~= scale * (q - 8) + offset per block."""
+    k, n = w.shape
+    blocks = -(-k // block_size)
+    padded = np.pad(w.astype(np.float32), ((0, blocks * block_size - k), (0, 0)), mode="edge")  # min/max unchanged
+    b = padded.T.reshape(n, blocks, block_size)
+    lo, hi = b.min(axis=2), b.max(axis=2)
+    scale = (hi - lo) / LEVELS
+    scale[scale == 0] = 1.0
+    q = np.clip(np.round((b - lo[..., None]) / scale[..., None]), 0, LEVELS).astype(np.uint8)
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    offsets = (lo + 8 * scale).T
+    return packed, scale.astype(np.float32), offsets.astype(np.float32)
+
+
+def _int8_columns(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = (np.abs(c).max(axis=0) / 127.0).astype(np.float32)
+    scale[scale == 0] = 1.0
+    return np.clip(np.round(c / scale), -127, 127).astype(np.int8), scale
