@@ -50,6 +50,9 @@ class BenchSettings(BaseModel):
 def build_cases(target: Target, s: BenchSettings) -> list[Case]:
     from edgelm.loading import load_tokenizer
 
+    if s.data and target.task == "causal-lm":
+        raise EdgelmError(f"--data {s.data}: decoders are timed by prompt and generation lengths (--prompt-len, "
+                          "--new-tokens); dataset sentences are for encoders")
     folder = target.tokenizer_dir
     if folder is None:
         raise EdgelmError(f"{target.path}: no tokenizer files here or in its model_dir; benchmark inputs are real tokens")

@@ -57,8 +57,6 @@ def _replace(model, node, weight, block_size: int, accuracy_level: int | None, s
                              name=f"{name}_offsets_dequantize", axis=1),
             helper.make_node("MatMul", [sums[key], f"{name}_offsets"], [f"{out}_offset"], name=f"{node.name}_offset"),
             helper.make_node("Add", [f"{out}_nbits", f"{out}_offset"], [out], name=f"{node.name}_affine")]
-    for extra in new:
-        extra.metadata_props.extend(node.metadata_props)
     at = list(model.graph.node).index(node)
     model.graph.node.remove(node)
     for i, extra in enumerate(new):
@@ -92,3 +90,32 @@ def _int8_columns(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = (np.abs(c).max(axis=0) / 127.0).astype(np.float32)
     scale[scale == 0] = 1.0
     return np.clip(np.round(c / scale), -127, 127).astype(np.int8), scale
+
+
+def tie_offsets(model: onnx.ModelProto, pair, block_size: int) -> bool:
+    """After `tie_to_lm_head` on an affine LM head, the GatherBlockQuantized lookup decodes scale * (q - 8) only:
+    add each token's block offsets (the LM head's offsets [blocks, vocab], gathered by column, spread over the
+    block's hidden positions). Needs rank-2 token ids; returns False (nothing changed) otherwise."""
+    nodes = {n.name: n for n in model.graph.node}
+    lookup, head = nodes.get(pair.gather), nodes.get(f"{pair.lm_head}_Q4")
+    ids = next((i for i in model.graph.input if lookup is not None and i.name == lookup.input[1]), None)
+    if head is None or lookup is None or ids is None or len(ids.type.tensor_type.shape.dim) != 2:
+        return False
+    weight = head.input[1].removesuffix("_Q4")
+    offsets = nodes.get(f"{weight}_offsets_dequantize")
+    hidden = next(a.i for a in head.attribute if a.name == "K")
+    if offsets is None:
+        return False
+    out, spread = lookup.output[0], f"blockspread_{hidden}_{block_size}"
+    model.graph.initializer.append(numpy_helper.from_array(block_ones(hidden, block_size).T.copy(), spread))
+    lookup.output[0] = f"{out}_symmetric"
+    new = [helper.make_node("Gather", [offsets.output[0], lookup.input[1]], [f"{out}_offsets"], name=f"{pair.gather}_offsets", axis=1),
+           helper.make_node("Transpose", [f"{out}_offsets"], [f"{out}_offsets_t"], name=f"{pair.gather}_offsets_t", perm=[1, 2, 0]),
+           helper.make_node("MatMul", [f"{out}_offsets_t", spread], [f"{out}_offsets_h"], name=f"{pair.gather}_offsets_spread"),
+           helper.make_node("Add", [f"{out}_symmetric", f"{out}_offsets_h"], [out], name=f"{pair.gather}_affine")]
+    model.graph.node.remove(offsets)  # the head's offsets are now needed first, by the lookup
+    model.graph.node.insert(list(model.graph.node).index(lookup), offsets)
+    at = list(model.graph.node).index(lookup) + 1
+    for i, node in enumerate(new):
+        model.graph.node.insert(at + i, node)
+    return True

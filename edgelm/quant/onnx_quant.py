@@ -58,6 +58,7 @@ def quantize_onnx(src: Path, dst: Path, options: QuantOptions, calibration_reade
     handler = {"int8-dynamic": _int8_dynamic, "int8-static": _int8_static, "int4": _int4, "fp16": _fp16}[options.method]
     with _quiet_root_logger():
         handler(Path(src), Path(dst), options, calibration_reader)
+    strip_node_metadata(Path(dst))
     return {"method": options.method, "params": options.params(), "excluded_nodes": list(options.exclude),
             "op_counts": quantized_op_counts(dst)}
 
@@ -153,7 +154,7 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
 
 def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
     from edgelm.quant.packing import gather_tables_as_uint8
-    from edgelm.quant.tied import find_tied_pair, tie_to_lm_head, unfuse_transposed_lm_head
+    from edgelm.quant.tied import find_tied_pair, unfuse_transposed_lm_head
 
     model = onnx.load(str(src))
     unfuse_transposed_lm_head(model, options.exclude)  # the fused graph's LM head is quantized like any MatMul
@@ -167,14 +168,13 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
         from edgelm.quant.kquant import kquant_matmuls
 
         kquant_matmuls(model, options.block_size, options.accuracy_level, options.exclude)
-    elif options.algorithm == "affine":  # the tied LM head is left to RTN so it can share the table's 4 bits
+    elif options.algorithm == "affine":  # a tied table shares the LM head's 4 bits and its offsets
         from edgelm.quant.affine import affine_matmuls
 
-        affine_matmuls(model, options.block_size, options.accuracy_level, [*options.exclude, *([tied.lm_head] if tied else [])])
-        model = _nbits_pass(model, options, ("MatMul",), None)
+        affine_matmuls(model, options.block_size, options.accuracy_level, options.exclude)
     else:
         model = _nbits_pass(model, options, ("MatMul",), _weight_only_algorithm(options, reader))
-    if tied is not None and not tie_to_lm_head(model, tied, options.block_size):
+    if tied is not None and not _tie(model, tied, options):
         separate_gather = True  # the LM head is not a 4-bit MatMulNBits (e.g. act-order GPTQ): quantize the table
     if separate_gather and options.algorithm != "rtn" or tied is not None and separate_gather:
         model = _nbits_pass(model, options, ("Gather",), None)
@@ -184,6 +184,21 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
     model.metadata_props.append(onnx.StringStringEntryProto(key="edgelm.tied_embedding",
                                                             value=str(tied is not None and not separate_gather)))
     save_model(model, dst)
+
+
+def _tie(model, tied, options: QuantOptions) -> bool:
+    """The embedding lookup reads the LM head's 4-bit table (affine: plus its offsets, or no sharing)."""
+    from edgelm.quant.affine import tie_offsets
+    from edgelm.quant.tied import tie_to_lm_head
+
+    if options.algorithm != "affine":
+        return tie_to_lm_head(model, tied, options.block_size)
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    if not (tie_to_lm_head(trial, tied, options.block_size) and tie_offsets(trial, tied, options.block_size)):
+        return False
+    model.CopyFrom(trial)
+    return True
 
 
 def _weight_only_algorithm(options: QuantOptions, reader):
@@ -286,6 +301,16 @@ def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _is_large(path: Path) -> bool:
     return sum(f.stat().st_size for f in Path(path).parent.glob(Path(path).name + "*")) > TWO_GB
+
+
+def strip_node_metadata(path: Path) -> None:
+    """The exporter's per-node metadata (stack traces, module scopes: ~3.5 MB on SmolLM2) helps debugging the
+    float graph, not an app: the quantized artifact ships without it. External weights stay where they are."""
+    model = onnx.load(str(path), load_external_data=False)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save_model(model, str(path))
 
 
 def save_model(model: onnx.ModelProto, dst: Path) -> list[Path]:

@@ -50,7 +50,7 @@ class BenchStage(Stage):
         target = target_from_bundle(bundle, "candidate")
         baseline, why_not = resolve_baseline(config, bundle, ctx)
         settings = BenchSettings(runtimes=list(config.runtimes), threads=config.threads, shapes=config.shapes,
-                                 data=pick_data(config, ctx), max_samples=config.max_samples, pad=config.pad,
+                                 data=pick_data(config, ctx, bundle.task), max_samples=config.max_samples, pad=config.pad,
                                  prompt_len=config.prompt_len, new_tokens=config.new_tokens, seconds=config.seconds)
         bench = run_bench([target], settings, baseline=baseline, accuracy=known_accuracy(ctx, baseline))
         if why_not:
@@ -71,9 +71,13 @@ def known_accuracy(ctx, baseline) -> dict[str, float]:
     return {}
 
 
-def pick_data(config: BenchConfig, ctx) -> str | None:
+def pick_data(config: BenchConfig, ctx, task: str | None = None) -> str | None:
+    """The dataset whose sentences are timed: asked for, else the run's (encoders only: a decoder is timed by
+    prompt and generation lengths, and its eval text is a corpus, not sentences)."""
     if config.data:
         return config.data
+    if task == "causal-lm":
+        return None
     for data in (ctx.eval_data, ctx.data):
         if data is not None and Path(data.path).is_file():
             return data.path

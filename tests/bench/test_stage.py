@@ -77,3 +77,22 @@ def test_headline_p50_is_the_candidates_not_the_interleaved_baselines():
             {"artifact": "candidate", "runtime": "ort-mobile", "threads": 2, "p50_ms": 4.0}]
     metrics = headline_metrics({"rows": rows, "speedup": {"ort-cpu": 3.0}})
     assert metrics["p50_ms"] == {"ort-cpu": 3.0, "ort-mobile@2t": 4.0}
+
+
+def test_decoders_are_not_timed_on_dataset_sentences(tmp_path):
+    """A decoder's eval data is a corpus (perplexity), not sentences to time: the stage does not default to it,
+    and asking for it explicitly is one clear error rather than a skipped row."""
+    from types import SimpleNamespace
+
+    from edgelm.bench.suite import BenchSettings, build_cases
+    from edgelm.data import DataConfig
+    from edgelm.stages.bench import pick_data
+
+    text = tmp_path / "valid.txt"
+    text.write_text("some text\n")
+    ctx = SimpleNamespace(eval_data=DataConfig(path=str(text)), data=None)
+    assert pick_data(BenchConfig(), ctx, "causal-lm") is None
+    assert pick_data(BenchConfig(), ctx, "sequence-classification") == str(text)
+    decoder = SimpleNamespace(task="causal-lm", tokenizer_dir=None, path=tmp_path)
+    with pytest.raises(EdgelmError, match="decoders are timed by prompt and generation lengths"):
+        build_cases(decoder, BenchSettings(runtimes=["ort-cpu"], data=str(text)))

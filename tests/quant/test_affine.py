@@ -21,6 +21,7 @@ def on_q4_1_grid(w: np.ndarray, block: int = 32) -> np.ndarray:
     b = w.T.reshape(n, k // block, block)
     lo = b.min(axis=2, keepdims=True).astype(np.float16).astype(np.float32)
     d = ((b.max(axis=2, keepdims=True) - lo) / 15).astype(np.float16).astype(np.float32)
+    d[d == 0] = 1.0
     q = np.clip(np.round((b - lo) / d), 0, 15)
     return (lo + d * q).reshape(n, k).T.astype(np.float32)
 
@@ -66,3 +67,30 @@ def test_graph_on_a_grid_matches_float_far_better_than_rtn(tiny_onnx, tiny_token
         assert "MatMulNBits" in ops and "MatMul" in ops  # the block sums / offset term run as plain MatMuls
         sqnr[algorithm] = fidelity.compare("causal-lm", reference, fidelity.run_graph(dst, tok, TEXTS))["sqnr_db"]
     assert sqnr["affine"] > 35 and sqnr["affine"] > sqnr["rtn"] + 15, sqnr
+
+
+def test_tied_table_on_a_grid_is_shared_and_exact(tied_onnx, tiny_tokenizer, tmp_path):
+    """The tied embedding lookup reads the affine LM head's 4-bit table and adds the token's block offsets: on a
+    Q4_1 grid the whole model (table included) matches float, with one 4-bit table in the file."""
+    folder, src = tied_onnx
+    model = onnx.load(str(src))
+    table = next(t for t in model.graph.initializer if "embed_tokens" in t.name)
+    vocab, hidden = table.dims
+    for t in model.graph.initializer:
+        w = numpy_helper.to_array(t)
+        if t.data_type == onnx.TensorProto.FLOAT and w.ndim == 2 and list(w.shape) == [vocab, hidden]:
+            t.CopyFrom(numpy_helper.from_array(on_q4_1_grid(w.T).T.copy(), t.name))
+        elif t.data_type == onnx.TensorProto.FLOAT and w.ndim == 2 and w.shape[0] % 32 == 0:
+            t.CopyFrom(numpy_helper.from_array(on_q4_1_grid(w), t.name))
+    grid = tmp_path / "grid" / "model.onnx"
+    grid.parent.mkdir()
+    onnx.save(model, str(grid))
+    dst = tmp_path / "affine" / "model.onnx"
+    quantize_onnx(grid, dst, QuantOptions(method="int4", algorithm="affine", block_size=32, accuracy_level=None))
+    out = onnx.load(str(dst))
+    assert {p.key: p.value for p in out.metadata_props}["edgelm.tied_embedding"] == "True"
+    assert "GatherBlockQuantized" in {n.op_type for n in out.graph.node}
+    assert not [t.name for t in out.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and {vocab, hidden} <= set(t.dims)]
+    tok = tiny_tokenizer(folder)
+    figures = fidelity.compare("causal-lm", fidelity.run_graph(grid, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
+    assert figures["sqnr_db"] > 35 and figures["top1_agreement"] == 1.0, figures

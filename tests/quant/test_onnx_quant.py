@@ -142,7 +142,8 @@ def test_fused_graph_needs_default_tensor_type(fused_onnx, tmp_path):
         quantize_dynamic(str(src), str(tmp_path / "m.onnx"), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
 
 
-@pytest.mark.parametrize("symmetric,algorithm,shared", [(True, "rtn", True), (False, "rtn", True), (True, "hqq", False)])
+@pytest.mark.parametrize("symmetric,algorithm,shared", [(True, "rtn", True), (False, "rtn", True), (True, "hqq", False),
+                                                     (True, "affine", True)])
 def test_int4_tied_lm_head_shares_one_table(symmetric, algorithm, shared, tied_onnx, tiny_tokenizer, tmp_path):
     """HQQ's float zero points cannot feed GatherBlockQuantized (its zero points share the data's type), so
     there the table is quantized separately (RTN) rather than failing at load."""
