@@ -123,7 +123,8 @@ class Runner:
     def pick(self, feeds: dict) -> dict:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
-            raise EdgelmError(f"{self.runtime}: feeds lack inputs {missing} (model inputs: {self.input_names})")
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise EdgelmError(f"{self.runtime}: feeds lack the model inputs {missing[:4]}{more}")
         return {n: feeds[n] for n in self.input_names}
 
 

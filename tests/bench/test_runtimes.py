@@ -61,7 +61,7 @@ def test_ort_mobile_session_settings(tiny_export):
 
 def test_runner_names_missing_feeds(tiny_export):
     runner = open_runner("ort-cpu", tiny_export)
-    with pytest.raises(EdgelmError, match="feeds lack inputs"):
+    with pytest.raises(EdgelmError, match="feeds lack the model inputs"):
         runner.run({"input_ids": feeds()["input_ids"]})
 
 
