@@ -31,6 +31,7 @@ class QuantOptions:
     per_channel: bool = True
     calibration: str = "minmax"  # int8-static: minmax | entropy | percentile
     block_size: int = 32  # int4
+    table_block_size: int | None = None  # int4 affine: the tied table / LM head's block size (None: block_size)
     symmetric: bool = True  # int4
     accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)
     algorithm: str = "rtn"  # int4: rtn | kquant | affine | hqq | gptq
@@ -41,8 +42,8 @@ class QuantOptions:
     def params(self) -> dict:
         keys = {"int8-dynamic": ("per_channel", "quantize_embedding", "quantize_attention_weights"),
                 "int8-static": ("per_channel", "calibration", "quantize_embedding", "quantize_attention_weights"),
-                "int4": ("block_size", "symmetric", "accuracy_level", "algorithm", "quantize_embedding",
-                         "quantize_attention_weights"),
+                "int4": ("block_size", "table_block_size", "symmetric", "accuracy_level", "algorithm",
+                         "quantize_embedding", "quantize_attention_weights"),
                 "fp16": ()}[self.method]
         return {k: v for k, v in asdict(self).items() if k in keys}
 
@@ -171,7 +172,10 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
     elif options.algorithm == "affine":  # a tied table shares the LM head's 4 bits and its offsets
         from edgelm.quant.affine import affine_matmuls
 
-        affine_matmuls(model, options.block_size, options.accuracy_level, options.exclude)
+        head = [tied.lm_head] if tied and options.table_block_size else []
+        affine_matmuls(model, options.block_size, options.accuracy_level, [*options.exclude, *head])
+        if head:
+            affine_matmuls(model, options.table_block_size, options.accuracy_level, options.exclude, only=head)
     else:
         model = _nbits_pass(model, options, ("MatMul",), _weight_only_algorithm(options, reader))
     if tied is not None and not _tie(model, tied, options):
@@ -195,7 +199,8 @@ def _tie(model, tied, options: QuantOptions) -> bool:
         return tie_to_lm_head(model, tied, options.block_size)
     trial = onnx.ModelProto()
     trial.CopyFrom(model)
-    if not (tie_to_lm_head(trial, tied, options.block_size) and tie_offsets(trial, tied, options.block_size)):
+    block = options.table_block_size or options.block_size
+    if not (tie_to_lm_head(trial, tied, block) and tie_offsets(trial, tied, block)):
         return False
     model.CopyFrom(trial)
     return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from edgelm.data import calibration_texts
@@ -69,7 +70,8 @@ def test_graph_on_a_grid_matches_float_far_better_than_rtn(tiny_onnx, tiny_token
     assert sqnr["affine"] > 35 and sqnr["affine"] > sqnr["rtn"] + 15, sqnr
 
 
-def test_tied_table_on_a_grid_is_shared_and_exact(tied_onnx, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("table_block_size", [None, 16])
+def test_tied_table_on_a_grid_is_shared_and_exact(table_block_size, tied_onnx, tiny_tokenizer, tmp_path):
     """The tied embedding lookup reads the affine LM head's 4-bit table and adds the token's block offsets: on a
     Q4_1 grid the whole model (table included) matches float, with one 4-bit table in the file."""
     folder, src = tied_onnx
@@ -79,14 +81,17 @@ def test_tied_table_on_a_grid_is_shared_and_exact(tied_onnx, tiny_tokenizer, tmp
     for t in model.graph.initializer:
         w = numpy_helper.to_array(t)
         if t.data_type == onnx.TensorProto.FLOAT and w.ndim == 2 and list(w.shape) == [vocab, hidden]:
-            t.CopyFrom(numpy_helper.from_array(on_q4_1_grid(w.T).T.copy(), t.name))
+            t.CopyFrom(numpy_helper.from_array(on_q4_1_grid(w.T, table_block_size or 32).T.copy(), t.name))
+        elif t.data_type == onnx.TensorProto.FLOAT and w.ndim == 2 and list(w.shape) == [hidden, vocab]:  # the LM head
+            t.CopyFrom(numpy_helper.from_array(on_q4_1_grid(w, table_block_size or 32), t.name))
         elif t.data_type == onnx.TensorProto.FLOAT and w.ndim == 2 and w.shape[0] % 32 == 0:
             t.CopyFrom(numpy_helper.from_array(on_q4_1_grid(w), t.name))
     grid = tmp_path / "grid" / "model.onnx"
     grid.parent.mkdir()
     onnx.save(model, str(grid))
     dst = tmp_path / "affine" / "model.onnx"
-    quantize_onnx(grid, dst, QuantOptions(method="int4", algorithm="affine", block_size=32, accuracy_level=None))
+    quantize_onnx(grid, dst, QuantOptions(method="int4", algorithm="affine", block_size=32, accuracy_level=None,
+                                          table_block_size=table_block_size))
     out = onnx.load(str(dst))
     assert {p.key: p.value for p in out.metadata_props}["edgelm.tied_embedding"] == "True"
     assert "GatherBlockQuantized" in {n.op_type for n in out.graph.node}
