@@ -5,8 +5,9 @@ SmolLM2) are recovered exactly; other weights get asymmetric min/max rounding wi
 MatMulNBits has no float offset when its scales are float32 and its zero points are integers, and float zero
 points would cost a float32 per block (the size of the scales again). The offset term is computed apart instead:
 x @ W = MatMulNBits(x) + blocksum(x) @ C, with blocksum(x) = x @ S (S: K x blocks of ones, one per width K, shared)
-and C (blocks x N) an 8-bit MatMulNBits of its own (groups of 16 blocks): about 1/20 of a byte per weight at
-block 32.
+and C (blocks x N) stored int8 per column behind a DequantizeLinear: 1/32 of a byte per weight at block 32.
+(Measured on SmolLM2, 2 threads: 8-bit MatMulNBits for C was slower, 76 vs ~83 tok/s, and 3.4 MB larger. The
+extra small ops per layer are what costs: RTN without offsets decodes at ~127 tok/s.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import onnx
 from onnx import helper, numpy_helper
 
 LEVELS = 15  # 4-bit: q in 0..15, symmetric MatMulNBits subtracts its default zero point 8
-OFFSET_BLOCK = 16  # the smallest MatMulNBits block: the offsets' K is only K / block_size (18 for K = 576)
 
 
 def affine_matmuls(model: onnx.ModelProto, block_size: int, accuracy_level: int | None, exclude=(), only=None) -> int:
@@ -43,11 +43,11 @@ def affine_matmuls(model: onnx.ModelProto, block_size: int, accuracy_level: int 
 def _replace(model, node, weight, block_size: int, accuracy_level: int | None, sums: dict) -> None:
     name, (k, n), out = weight.name, weight.dims, node.output[0]
     packed, scales, offsets = quantize_weight(numpy_helper.to_array(weight), block_size)
-    q8, s8 = offsets_8bit(offsets)
+    q8, s8 = _int8_columns(offsets)
     model.graph.initializer.extend([numpy_helper.from_array(packed, f"{name}_Q4"),
                                     numpy_helper.from_array(scales, f"{name}_scales"),
-                                    numpy_helper.from_array(q8, f"{name}_offsets_Q8"),
-                                    numpy_helper.from_array(s8, f"{name}_offsets_scales")])
+                                    numpy_helper.from_array(q8, f"{name}_offsets_int8"),
+                                    numpy_helper.from_array(s8, f"{name}_offsets_scale")])
     attrs = dict(K=k, N=n, bits=4, block_size=block_size, **({"accuracy_level": accuracy_level} if accuracy_level else {}))
     new = [helper.make_node("MatMulNBits", [node.input[0], f"{name}_Q4", f"{name}_scales"], [f"{out}_nbits"],
                             name=f"{node.name}_Q4", domain="com.microsoft", **attrs)]
@@ -58,10 +58,9 @@ def _replace(model, node, weight, block_size: int, accuracy_level: int | None, s
             model.graph.initializer.append(numpy_helper.from_array(block_ones(k, block_size), ones))
         sums[key] = f"{node.name}_blocksum"
         new.append(helper.make_node("MatMul", [node.input[0], ones], [sums[key]], name=f"{node.name}_blocksum"))
-    # float math on the block sums (they can be large): no accuracy_level on the 8-bit offset product
-    new += [helper.make_node("MatMulNBits", [sums[key], f"{name}_offsets_Q8", f"{name}_offsets_scales"], [f"{out}_offset"],
-                             name=f"{node.name}_offset", domain="com.microsoft", K=offsets.shape[0], N=n, bits=8,
-                             block_size=OFFSET_BLOCK),
+    new += [helper.make_node("DequantizeLinear", [f"{name}_offsets_int8", f"{name}_offsets_scale"], [f"{name}_offsets"],
+                             name=f"{name}_offsets_dequantize", axis=1),
+            helper.make_node("MatMul", [sums[key], f"{name}_offsets"], [f"{out}_offset"], name=f"{node.name}_offset"),
             helper.make_node("Add", [f"{out}_nbits", f"{out}_offset"], [out], name=f"{node.name}_affine")]
     at = list(model.graph.node).index(node)
     model.graph.node.remove(node)
@@ -92,46 +91,35 @@ def quantize_weight(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndar
     return packed, scale.astype(np.float32), offsets.astype(np.float32)
 
 
-def offsets_8bit(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets [blocks, N] as an 8-bit MatMulNBits B: uint8 [N, groups, 16] (zero point 128) and scales
-    [N, groups], symmetric per group of 16 blocks (the offsets stay in MatMulNBits' fused kernels: no per-call
-    dequantization of the whole matrix)."""
-    kb, n = c.shape
-    groups = -(-kb // OFFSET_BLOCK)
-    padded = np.zeros((n, groups * OFFSET_BLOCK), dtype=np.float32)
-    padded[:, :kb] = c.T
-    g = padded.reshape(n, groups, OFFSET_BLOCK)
-    scale = (np.abs(g).max(axis=2) / 127.0).astype(np.float32)
+def _int8_columns(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = (np.abs(c).max(axis=0) / 127.0).astype(np.float32)
     scale[scale == 0] = 1.0
-    q = (np.clip(np.round(g / scale[..., None]), -127, 127) + 128).astype(np.uint8)
-    return q, scale
+    return np.clip(np.round(c / scale), -127, 127).astype(np.int8), scale
 
 
 def tie_offsets(model: onnx.ModelProto, pair, block_size: int) -> bool:
     """After `tie_to_lm_head` on an affine LM head, the GatherBlockQuantized lookup decodes scale * (q - 8) only:
-    add each token's block offsets, read by a second (8-bit) GatherBlockQuantized from the LM head's offset
-    MatMulNBits weights and spread over the block's hidden positions. Returns False when the head is not affine."""
+    add each token's block offsets (the LM head's offsets [blocks, vocab], gathered by column, spread over the
+    block's hidden positions). Needs rank-2 token ids; returns False (nothing changed) otherwise."""
     nodes = {n.name: n for n in model.graph.node}
-    lookup, offset = nodes.get(pair.gather), nodes.get(f"{pair.lm_head}_offset")
-    head = nodes.get(f"{pair.lm_head}_Q4")
-    if lookup is None or offset is None or head is None or offset.op_type != "MatMulNBits":
+    lookup, head = nodes.get(pair.gather), nodes.get(f"{pair.lm_head}_Q4")
+    ids = next((i for i in model.graph.input if lookup is not None and i.name == lookup.input[1]), None)
+    if head is None or lookup is None or ids is None or len(ids.type.tensor_type.shape.dim) != 2:
         return False
+    weight = head.input[1].removesuffix("_Q4")
+    offsets = nodes.get(f"{weight}_offsets_dequantize")
     hidden = next(a.i for a in head.attribute if a.name == "K")
-    vocab = next(a.i for a in offset.attribute if a.name == "N")
-    q8 = next(t for t in model.graph.initializer if t.name == offset.input[1])
-    width = q8.dims[1] * q8.dims[2]
-    out, view, spread = lookup.output[0], f"{pair.gather}_offsets_view", f"blockspread_{hidden}_{block_size}_{width}"
-    spread_matrix = np.zeros((width, hidden), dtype=np.float32)
-    spread_matrix[: -(-hidden // block_size)] = block_ones(hidden, block_size).T
-    model.graph.initializer.extend([numpy_helper.from_array(spread_matrix, spread),
-                                    numpy_helper.from_array(np.array([vocab, width], dtype=np.int64), f"{view}_shape")])
+    if offsets is None:
+        return False
+    out, spread = lookup.output[0], f"blockspread_{hidden}_{block_size}"
+    model.graph.initializer.append(numpy_helper.from_array(block_ones(hidden, block_size).T.copy(), spread))
     lookup.output[0] = f"{out}_symmetric"
-    new = [helper.make_node("Reshape", [offset.input[1], f"{view}_shape"], [view], name=f"{pair.gather}_offsets_reshape"),
-           helper.make_node("GatherBlockQuantized", [view, lookup.input[1], offset.input[2]], [f"{out}_offsets"],
-                            name=f"{pair.gather}_offsets", domain="com.microsoft", gather_axis=0, quantize_axis=1,
-                            block_size=OFFSET_BLOCK, bits=8),
-           helper.make_node("MatMul", [f"{out}_offsets", spread], [f"{out}_offsets_h"], name=f"{pair.gather}_offsets_spread"),
+    new = [helper.make_node("Gather", [offsets.output[0], lookup.input[1]], [f"{out}_offsets"], name=f"{pair.gather}_offsets", axis=1),
+           helper.make_node("Transpose", [f"{out}_offsets"], [f"{out}_offsets_t"], name=f"{pair.gather}_offsets_t", perm=[1, 2, 0]),
+           helper.make_node("MatMul", [f"{out}_offsets_t", spread], [f"{out}_offsets_h"], name=f"{pair.gather}_offsets_spread"),
            helper.make_node("Add", [f"{out}_symmetric", f"{out}_offsets_h"], [out], name=f"{pair.gather}_affine")]
+    model.graph.node.remove(offsets)  # the head's offsets are now needed first, by the lookup
+    model.graph.node.insert(list(model.graph.node).index(lookup), offsets)
     at = list(model.graph.node).index(lookup) + 1
     for i, node in enumerate(new):
         model.graph.node.insert(at + i, node)
