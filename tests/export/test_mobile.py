@@ -61,3 +61,30 @@ def test_pte_without_executorch_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else real(name, *a))
     with pytest.raises(EdgelmError, match=r"edgelm\[mobile\]"):
         executorch.require_executorch()
+
+
+def test_ort_does_not_store_a_shared_weight_twice(tmp_path):
+    """The int4 tied table is read by the LM head and, through a Reshape view, by the embedding lookup; the stock
+    converter's constant folding would store the reshaped copy too (SmolLM2: +14 MB in the .ort)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("Reshape", ["w", "flat"], ["w_flat"]),
+             helper.make_node("Gather", ["w_flat", "i"], ["g"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256]),
+                                           helper.make_tensor_value_info("i", TensorProto.INT64, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256]),
+                               helper.make_tensor_value_info("g", TensorProto.FLOAT, [3])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-1], np.int64), "flat")])
+    src = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(src))
+    converted = convert_to_ort(src, tmp_path / "out")
+    assert converted.path.stat().st_size < 1.5 * src.stat().st_size, (converted.path.stat().st_size, src.stat().st_size)
+    x, i = np.ones((1, 256), np.float32), np.array([0, 7, 65535], np.int64)
+    y, g = ort.InferenceSession(str(converted.path), providers=["CPUExecutionProvider"]).run(None, {"x": x, "i": i})
+    np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(g, w.reshape(-1)[i])
