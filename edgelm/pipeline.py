@@ -154,6 +154,7 @@ def run_steps(spec: RunSpec, out: Path) -> list[StepRecord]:
 
     def initial() -> ModelBundle:
         if "b" not in initial_cache:
+            seed_everything(spec.seed)  # a head the task adds at load (e.g. a classifier) starts from the seed too
             initial_cache["b"] = spec.load_input()
         return initial_cache["b"]
 

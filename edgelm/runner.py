@@ -10,7 +10,8 @@ from edgelm.data import DataConfig, check_data_source
 from edgelm.errors import EdgelmError
 from edgelm.gates import check_gates, evaluate_gates
 from edgelm.loading import load_model
-from edgelm.pipeline import RunSpec, locked, path_fingerprint, run_one, run_steps, fingerprint, write_run_json
+from edgelm.pipeline import (RunSpec, fingerprint, locked, path_fingerprint, run_one, run_steps, seed_everything,
+                             write_run_json)
 from edgelm.recipe import Recipe, dump_recipe
 from edgelm.stages.base import StageConfig, StageContext
 
@@ -71,6 +72,7 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
     lockdir = out.parent / f".{out.name}.lockdir"
     with locked(lockdir):
         try:
+            seed_everything(seed)  # a head the task adds at load (e.g. a classifier) starts from the seed too
             bundle = load_model(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
             ctx = StageContext(workdir=out.parent / f".{out.name}.tmp", data=data, eval_data=eval_data, seed=seed,
                                allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, run_dir=None,

@@ -79,3 +79,18 @@ def test_resolved_recipe_records_the_seed(tiny_model, rel_stages, tmp_path):
     a, _ = run_twice(tmp_path, raw)
     assert yaml.safe_load((a / "recipe.resolved.yaml").read_text())["seed"] == 5
     assert json.loads((a / "run.json").read_text())["seed"] == 5
+
+
+def test_a_head_added_at_load_starts_from_the_seed(tiny_model, tmp_path):
+    """A recipe `task` that adds a head at load (a classifier on a plain encoder) initialises it from the run's
+    seed, not from whatever the process's random state was (two real `edgelm run`s gave different LoRA teachers)."""
+    import torch
+
+    raw = {"model": str(tiny_model("bert")), "task": "sequence-classification", "seed": 4,
+           "stages": [{"kind": "prune", "ffn": 0.25}]}
+    outs = []
+    for name, prior in (("a", 123), ("b", 456)):
+        torch.manual_seed(prior)  # what earlier work in the process left behind
+        run_recipe(parse_recipe(dict(raw)), tmp_path / name)
+        outs.append(tmp_path / name / "01-prune" / "model.safetensors")
+    assert outs[0].read_bytes() == outs[1].read_bytes()
