@@ -136,7 +136,7 @@ def parse_tolerances(items: list[str]) -> dict[str, float]:
 
 
 # against the torch source (edgelm.parity); looser than the float-vs-quantized checks since both errors add up
-TORCH_TOLERANCES = {"int8-dynamic": dict(min_cosine=0.98, min_argmax_agreement=0.9),
+TORCH_TOLERANCES = {"int8-dynamic": dict(min_cosine=0.95, min_argmax_agreement=0.9),  # worst row, see fidelity
                     "int8-static": dict(min_cosine=0.95, min_argmax_agreement=0.85),
                     "int4": dict(min_cosine=0.9, min_argmax_agreement=0.75),
                     "fp16": dict(min_cosine=0.999, min_argmax_agreement=0.98)}
