@@ -37,7 +37,7 @@ class BenchSettings(BaseModel):
     new_tokens: int = 128
     seconds: float = 5.0
     warmup: int = 3
-    min_repeats: int = 10
+    min_repeats: int = 30
     max_repeats: int = 2000
     rel_tol: float = 0.02
     worker_timeout_s: float = 900

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 @dataclass
 class Budget:
     warmup: int = 3  # untimed calls (per input) before measuring
-    min_repeats: int = 10  # never stop before this many timed calls
+    min_repeats: int = 30  # never stop before this many timed calls (10 left b1xs128 torch-cpu medians 7-16% apart run to run)
     max_repeats: int = 2000
     seconds: float = 5.0  # time budget for the timed calls of one case
     rel_tol: float = 0.02  # the median is stable when adding the last window moved it by less than this
