@@ -1,17 +1,15 @@
-"""ORT Mobile: convert model.onnx to model.ort the way onnxruntime's own converter does ("Fixed" style) and keep
+"""ORT Mobile: convert model.onnx to model.ort as onnxruntime's own converter does ("Fixed" style) and keep
 the required-operators config that a reduced onnxruntime build (build.py --include_ops_by_config) needs.
 
 ORT's graph optimisations run ahead of time, so the app does no graph work at load. target_platform "arm" lets
 int8 QDQ groups stay fusable on ARM CPUs (phones); the file still runs on x86, which is how parity checks it here.
-One difference from `convert_onnx_models_to_ort`: where constant folding would store a weight twice (the int4
+The one difference from `convert_onnx_models_to_ort`: where constant folding would store a weight twice (the int4
 tied table's Reshape view for the embedding lookup) or as float32 (int8 weights behind a DequantizeLinear), it is
 left out (SmolLM2 int4: 93 MB .ort instead of 107 MB from the 90 MB .onnx).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import shutil
 from dataclasses import dataclass
@@ -55,7 +53,8 @@ def folding_would_copy_weights(onnx_path: Path) -> bool:
 
 
 def _convert_fixed(onnx_path: Path, ort_path: Path, cfg_path: Path, target_platform: str, disabled: list[str]) -> None:
-    """onnxruntime's converter, Fixed style, with `disabled` graph optimizers left out."""
+    """What `convert_onnx_models_to_ort` does for the Fixed style (same session settings), with `disabled` graph
+    optimizers left out."""
     import onnxruntime as ort
     from onnxruntime.tools.ort_format_model import create_config_from_models
 
@@ -71,20 +70,14 @@ def _convert_fixed(onnx_path: Path, ort_path: Path, cfg_path: Path, target_platf
 
 
 def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str = "arm") -> OrtExport:
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     tmp = out_dir / ".ort-convert"
     shutil.rmtree(tmp, ignore_errors=True)
     logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
     try:
         produced_ort, produced_cfg = tmp / (onnx_path.stem + ".ort"), tmp / (onnx_path.stem + ".required_operators.config")
-        if folding_would_copy_weights(onnx_path):
-            _convert_fixed(onnx_path, produced_ort, produced_cfg, target_platform, ["ConstantFolding"])
-        else:
-            with contextlib.redirect_stdout(io.StringIO()):  # converter progress chatter; stdout stays clean for --json
-                convert_onnx_models_to_ort(onnx_path, output_dir=tmp, optimization_styles=[OptimizationStyle.Fixed],
-                                           target_platform=target_platform)
+        disabled = ["ConstantFolding"] if folding_would_copy_weights(onnx_path) else []
+        _convert_fixed(onnx_path, produced_ort, produced_cfg, target_platform, disabled)
         if not produced_ort.is_file():
             raise EdgelmError(f"{onnx_path}: onnxruntime's ORT converter produced no .ort file")
         ort_path, cfg_path = out_dir / ORT_FILE, out_dir / OPS_CONFIG

@@ -16,41 +16,29 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgelm.quant.packing import int8_columns, nbits_attrs, pack_nibbles, replace_float_matmuls
+
 LEVELS = 15  # 4-bit: q in 0..15, symmetric MatMulNBits subtracts its default zero point 8
 
 
 def affine_matmuls(model: onnx.ModelProto, block_size: int, accuracy_level: int | None, exclude=(), only=None) -> int:
     """Replace every MatMul with a 2-D float initializer weight (not in `exclude`; only those in `only` when
     given) by MatMulNBits + offset term."""
-    inits = {t.name: t for t in model.graph.initializer}
-    sums: dict[tuple[str, int], str] = {}  # (input, K) -> its block sums, shared by the MatMuls reading it
-    done = 0
-    for node in list(model.graph.node):
-        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
-        if weight is None or node.name in exclude or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
-            continue
-        if only is not None and node.name not in only:
-            continue
-        _replace(model, node, weight, block_size, accuracy_level, sums)
-        if not any(weight.name in n.input for n in model.graph.node):
-            model.graph.initializer.remove(weight)
-        done += 1
-    if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return done
+    sums: dict[tuple[str, int, int], str] = {}  # (input, K, block) -> its block sums, shared by the MatMuls reading it
+    return replace_float_matmuls(model, lambda node, weight: _replace(model, node, weight, block_size, accuracy_level, sums),
+                                 exclude, only)
 
 
 def _replace(model, node, weight, block_size: int, accuracy_level: int | None, sums: dict) -> None:
-    name, (k, n), out = weight.name, weight.dims, node.output[0]
+    name, k, out = weight.name, weight.dims[0], node.output[0]
     packed, scales, offsets = quantize_weight(numpy_helper.to_array(weight), block_size)
-    q8, s8 = _int8_columns(offsets)
+    q8, s8 = int8_columns(offsets)
     model.graph.initializer.extend([numpy_helper.from_array(packed, f"{name}_Q4"),
                                     numpy_helper.from_array(scales, f"{name}_scales"),
                                     numpy_helper.from_array(q8, f"{name}_offsets_int8"),
                                     numpy_helper.from_array(s8, f"{name}_offsets_scale")])
-    attrs = dict(K=k, N=n, bits=4, block_size=block_size, **({"accuracy_level": accuracy_level} if accuracy_level else {}))
     new = [helper.make_node("MatMulNBits", [node.input[0], f"{name}_Q4", f"{name}_scales"], [f"{out}_nbits"],
-                            name=f"{node.name}_Q4", domain="com.microsoft", **attrs)]
+                            name=f"{node.name}_Q4", domain="com.microsoft", **nbits_attrs(weight, block_size, accuracy_level))]
     key = (node.input[0], k, block_size)
     if key not in sums:
         ones = f"blocksum_{k}_{block_size}"
@@ -86,31 +74,36 @@ def quantize_weight(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndar
     scale = (hi - lo) / LEVELS
     scale[scale == 0] = 1.0
     q = np.clip(np.round((b - lo[..., None]) / scale[..., None]), 0, LEVELS).astype(np.uint8)
-    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    packed = pack_nibbles(q)
     offsets = (lo + 8 * scale).T
     return packed, scale.astype(np.float32), offsets.astype(np.float32)
 
 
-def _int8_columns(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scale = (np.abs(c).max(axis=0) / 127.0).astype(np.float32)
-    scale[scale == 0] = 1.0
-    return np.clip(np.round(c / scale), -127, 127).astype(np.int8), scale
+def _offsets_source(model: onnx.ModelProto, pair):
+    """(embedding lookup, LM head offsets DequantizeLinear, hidden size) when the LM head is affine and the lookup
+    takes rank-2 token ids; None otherwise. Holds before and after `tie_to_lm_head` (same lookup name and ids)."""
+    nodes = {n.name: n for n in model.graph.node}
+    lookup, head = nodes.get(pair.gather), nodes.get(f"{pair.lm_head}_Q4")
+    ids = next((i for i in model.graph.input if lookup is not None and i.name == lookup.input[1]), None)
+    if head is None or lookup is None or ids is None or len(ids.type.tensor_type.shape.dim) != 2:
+        return None
+    offsets = nodes.get(f"{head.input[1].removesuffix('_Q4')}_offsets_dequantize")
+    hidden = next(a.i for a in head.attribute if a.name == "K")
+    return None if offsets is None else (lookup, offsets, hidden)
+
+
+def can_tie_offsets(model: onnx.ModelProto, pair) -> bool:
+    return _offsets_source(model, pair) is not None
 
 
 def tie_offsets(model: onnx.ModelProto, pair, block_size: int) -> bool:
     """After `tie_to_lm_head` on an affine LM head, the GatherBlockQuantized lookup decodes scale * (q - 8) only:
     add each token's block offsets (the LM head's offsets [blocks, vocab], gathered by column, spread over the
     block's hidden positions). Needs rank-2 token ids; returns False (nothing changed) otherwise."""
-    nodes = {n.name: n for n in model.graph.node}
-    lookup, head = nodes.get(pair.gather), nodes.get(f"{pair.lm_head}_Q4")
-    ids = next((i for i in model.graph.input if lookup is not None and i.name == lookup.input[1]), None)
-    if head is None or lookup is None or ids is None or len(ids.type.tensor_type.shape.dim) != 2:
+    source = _offsets_source(model, pair)
+    if source is None:
         return False
-    weight = head.input[1].removesuffix("_Q4")
-    offsets = nodes.get(f"{weight}_offsets_dequantize")
-    hidden = next(a.i for a in head.attribute if a.name == "K")
-    if offsets is None:
-        return False
+    lookup, offsets, hidden = source
     out, spread = lookup.output[0], f"blockspread_{hidden}_{block_size}"
     model.graph.initializer.append(numpy_helper.from_array(block_ones(hidden, block_size).T.copy(), spread))
     lookup.output[0] = f"{out}_symmetric"

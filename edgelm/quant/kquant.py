@@ -11,33 +11,25 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgelm.quant.packing import nbits_attrs, pack_nibbles, replace_float_matmuls
+
 
 def kquant_matmuls(model: onnx.ModelProto, block_size: int, accuracy_level: int | None, exclude=()) -> int:
     """Replace every MatMul with a 2-D float initializer weight (not in `exclude`) by a k-quant MatMulNBits."""
-    inits = {t.name: t for t in model.graph.initializer}
-    done = 0
-    for node in list(model.graph.node):
-        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
-        if weight is None or node.name in exclude or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
-            continue
+    def rewrite(node, weight):
         packed, scales, zero_points = quantize_weight(numpy_helper.to_array(weight), block_size)
         name = weight.name
         model.graph.initializer.extend([numpy_helper.from_array(packed, f"{name}_Q4"),
                                         numpy_helper.from_array(scales, f"{name}_scales"),
                                         numpy_helper.from_array(zero_points, f"{name}_zero_points")])
-        k, n = weight.dims
-        attrs = dict(K=k, N=n, bits=4, block_size=block_size, **({"accuracy_level": accuracy_level} if accuracy_level else {}))
         nbits = helper.make_node("MatMulNBits", [node.input[0], f"{name}_Q4", f"{name}_scales", f"{name}_zero_points"],
-                                 list(node.output), name=f"{node.name}_Q4", domain="com.microsoft", **attrs)
+                                 list(node.output), name=f"{node.name}_Q4", domain="com.microsoft",
+                                 **nbits_attrs(weight, block_size, accuracy_level))
         nbits.metadata_props.extend(node.metadata_props)
         model.graph.node.insert(list(model.graph.node).index(node), nbits)
         model.graph.node.remove(node)
-        if not any(name in n.input for n in model.graph.node):
-            model.graph.initializer.remove(weight)
-        done += 1
-    if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return done
+
+    return replace_float_matmuls(model, rewrite, exclude)
 
 
 def quantize_weight(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,9 +44,9 @@ def quantize_weight(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndar
     with np.errstate(divide="ignore", invalid="ignore"):  # constant blocks: the search's D is 0 there, never chosen
         q, scale, zp = quant_tensor_k_quant_cpu(padded.T.copy(), num_bits=4, group_size=block_size)
     q = q.astype(np.uint8).reshape(n, blocks, block_size)
-    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    packed = pack_nibbles(q)
     zp = zp.reshape(n, blocks)
     if blocks % 2:
         zp = np.concatenate([zp, np.zeros((n, 1), dtype=np.uint8)], axis=1)
-    zero_points = (zp[:, 0::2] | (zp[:, 1::2] << 4)).astype(np.uint8)
+    zero_points = pack_nibbles(zp)
     return packed, scale.astype(np.float32).reshape(n, blocks), zero_points

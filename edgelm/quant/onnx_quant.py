@@ -88,6 +88,8 @@ def _int8_float_weights(model: onnx.ModelProto, exclude: list[str]) -> int:
     DequantizeLinear: the file shrinks, the computation stays float."""
     from onnx import helper, numpy_helper
 
+    from edgelm.quant.packing import int8_columns
+
     done = 0
     for node in list(model.graph.node):
         if node.op_type not in ("Attention", "Gemm") or len(node.input) < 2 or node.name in exclude:
@@ -99,10 +101,7 @@ def _int8_float_weights(model: onnx.ModelProto, exclude: list[str]) -> int:
             continue
         transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
         axis = 0 if transposed else 1  # the output-column axis
-        w = numpy_helper.to_array(inits[weight])
-        scale = (np.abs(w).max(axis=1 - axis) / 127.0).astype(np.float32)
-        scale[scale == 0] = 1.0
-        q = np.clip(np.round(w / np.expand_dims(scale, 1 - axis)), -127, 127).astype(np.int8)
+        q, scale = int8_columns(numpy_helper.to_array(inits[weight]), axis)
         model.graph.initializer.remove(inits[weight])
         model.graph.initializer.extend([numpy_helper.from_array(q, weight + "_int8"), numpy_helper.from_array(scale, weight + "_scale")])
         model.graph.node.insert(list(model.graph.node).index(node), helper.make_node(
@@ -192,18 +191,15 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
 
 def _tie(model, tied, options: QuantOptions) -> bool:
     """The embedding lookup reads the LM head's 4-bit table (affine: plus its offsets, or no sharing)."""
-    from edgelm.quant.affine import tie_offsets
+    from edgelm.quant.affine import can_tie_offsets, tie_offsets
     from edgelm.quant.tied import tie_to_lm_head
 
     if options.algorithm != "affine":
         return tie_to_lm_head(model, tied, options.block_size)
-    trial = onnx.ModelProto()
-    trial.CopyFrom(model)
     block = options.table_block_size or options.block_size
-    if not (tie_to_lm_head(trial, tied, block) and tie_offsets(trial, tied, block)):
+    if not can_tie_offsets(model, tied):  # checked first: the table must not be shared without its offsets
         return False
-    model.CopyFrom(trial)
-    return True
+    return tie_to_lm_head(model, tied, block) and tie_offsets(model, tied, block)
 
 
 def _weight_only_algorithm(options: QuantOptions, reader):

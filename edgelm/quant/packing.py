@@ -1,4 +1,5 @@
-"""4-bit GatherBlockQuantized tables stored as uint8 nibbles (`bits=4`) instead of ONNX int4/uint4 tensors.
+"""Packing shared by the quantizers: two 4-bit values per byte, int8 per output column; and 4-bit
+GatherBlockQuantized tables stored as uint8 nibbles (`bits=4`) instead of ONNX int4/uint4 tensors.
 
 The ORT format (.ort, ONNX Runtime Mobile) has no int4 tensor type: a model with an int4 initializer converts
 but fails to load ("Unsupported tensor data type ... Invalid ORT format model"). GatherBlockQuantized also takes
@@ -13,6 +14,45 @@ import onnx
 from onnx import helper, numpy_helper
 
 OFFSET = {onnx.TensorProto.INT4: 8, onnx.TensorProto.UINT4: 0}
+
+
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """uint8 values 0..15 [..., even] -> uint8 [..., half], low nibble first (MatMulNBits' and GatherBlockQuantized's
+    layout)."""
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+
+
+def int8_columns(w: np.ndarray, axis: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one float32 scale per index of `axis` (the output column): (q, scale)."""
+    scale = (np.abs(w).max(axis=1 - axis) / 127.0).astype(np.float32)
+    scale[scale == 0] = 1.0
+    return np.clip(np.round(w / np.expand_dims(scale, 1 - axis)), -127, 127).astype(np.int8), scale
+
+
+def replace_float_matmuls(model: onnx.ModelProto, rewrite, exclude=(), only=None) -> int:
+    """rewrite(node, weight) for every MatMul whose B is a 2-D float initializer (not in `exclude`; only those in
+    `only` when given); weights no node reads any more are dropped and the com.microsoft opset is declared."""
+    inits = {t.name: t for t in model.graph.initializer}
+    done = 0
+    for node in list(model.graph.node):
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if weight is None or node.name in exclude or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
+            continue
+        if only is not None and node.name not in only:
+            continue
+        rewrite(node, weight)
+        if not any(weight.name in n.input for n in model.graph.node):
+            model.graph.initializer.remove(weight)
+        done += 1
+    if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return done
+
+
+def nbits_attrs(weight: onnx.TensorProto, block_size: int, accuracy_level: int | None) -> dict:
+    """MatMulNBits attributes for a 4-bit [K, N] weight."""
+    k, n = weight.dims
+    return dict(K=k, N=n, bits=4, block_size=block_size, **({"accuracy_level": accuracy_level} if accuracy_level else {}))
 
 
 def gather_tables_as_uint8(model: onnx.ModelProto) -> int:
@@ -43,8 +83,7 @@ def _packed(tensor: onnx.TensorProto) -> onnx.TensorProto:
     values = numpy_helper.to_array(tensor).astype(np.int16) + OFFSET[tensor.data_type]
     if values.shape[-1] % 2:
         values = np.concatenate([values, np.zeros((*values.shape[:-1], 1), values.dtype)], axis=-1)
-    low, high = values[..., 0::2], values[..., 1::2]
-    return numpy_helper.from_array((low | (high << 4)).astype(np.uint8), tensor.name)
+    return numpy_helper.from_array(pack_nibbles(values), tensor.name)
 
 
 def _replace(model: onnx.ModelProto, old: onnx.TensorProto, new: onnx.TensorProto) -> None:
