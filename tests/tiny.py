@@ -53,14 +53,15 @@ def build_tokenizer(decoder: bool):
     return fast
 
 
-def build_tiny(folder: Path, arch: str, task: str | None = None, num_labels: int = 2, seed: int = 0) -> Path:
+def build_tiny(folder: Path, arch: str, task: str | None = None, num_labels: int = 2, seed: int = 0,
+               **overrides) -> Path:
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     decoder = arch in DECODERS
     task = task or ("causal-lm" if decoder else "feature-extraction")
     tokenizer = build_tokenizer(decoder)
-    kwargs = dict(TINY_CONFIGS[arch], vocab_size=len(tokenizer))
+    kwargs = dict(TINY_CONFIGS[arch], vocab_size=len(tokenizer), **overrides)
     if decoder:
         kwargs.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id)
