@@ -37,7 +37,10 @@ class LlamaCppGenerator:
                          verbose=False)
 
     def _next(self) -> int:
-        return int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+        # Llama.eval fills `scores` only with logits_all=True (which would compute the LM head for every prompt
+        # token); without it `scores` stays zeros, so read the last position's logits from the context itself.
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+        return int(np.argmax(logits))
 
     def prefill(self, ids):
         self.llm.reset()
@@ -132,7 +135,9 @@ def compare(args) -> dict:
                      "peak_rss_mb": max((x["peak_rss_mb"] for x in ok), default=None),
                      "first_token": ok[0]["first_token"] if ok else None,
                      "errors": [x["error"] for x in results if "error" in x]})
-    return {"schema_version": SCHEMA_VERSION, "rows": rows, "skipped": skipped, "machine": machine_info(),
+    firsts = {row["first_token"] for row in rows if row["first_token"] is not None}
+    return {"schema_version": SCHEMA_VERSION, "rows": rows, "first_tokens_agree": len(firsts) <= 1,
+            "skipped": skipped, "machine": machine_info(),
             "versions": {**library_versions(), **_llamacpp_version()}, "prompt": PROMPT}
 
 

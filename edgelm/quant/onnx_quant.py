@@ -68,10 +68,10 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Gemm stays float here: onnxruntime's per-channel dynamic Gemm breaks shape inference (transB heads are tiny).
-    # Fused Attention stays float: onnxruntime's QAttention mishandles padded batches (measured on MiniLM: cosine
-    # 0.75 vs float for the short row of a padded pair, 0.99 at batch 1), so only MatMul/Gather weights go int8.
+    # Fused Attention is split first (split_attention_projection): QAttention mishandles padded batches (measured
+    # on MiniLM: cosine 0.75 vs float for the short row of a padded pair, 0.99 at batch 1).
     ops = ["MatMul"] + (["Gather"] if options.quantize_embedding else [])
-    with _preprocessed(src) as model_path:
+    with _preprocessed(src, split_attention_projection) as model_path:
         quantize_dynamic(model_path, dst, per_channel=options.per_channel, weight_type=QuantType.QInt8,
                          op_types_to_quantize=ops, nodes_to_exclude=options.exclude,
                          use_external_data_format=_is_large(src),
@@ -80,6 +80,47 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
         model = onnx.load(str(dst))
         if _int8_float_weights(model, options.exclude):
             save_model(model, dst)
+
+
+def split_attention_projection(model: onnx.ModelProto) -> int:
+    """Fused encoder Attention (weights inside) -> MatMul(x, Wqkv) + Split + MultiHeadAttention (no weights), so
+    the QKV projection is an ordinary MatMul the int8 quantizers take, while the attention itself stays one fused
+    op. The alternative, onnxruntime's QAttention, has no attention-bias input: it would drop the padding mask.
+    Left alone: Attention with a mask_index, past state, causal mode or unequal q/k/v widths."""
+    from onnx import helper, numpy_helper
+
+    done = 0
+    for node in list(model.graph.node):
+        ins = list(node.input) + [""] * (6 - len(node.input))
+        if node.op_type != "Attention" or node.domain != "com.microsoft" or ins[3] or ins[4] or len(node.input) > 6:
+            continue
+        inits = {t.name: t for t in model.graph.initializer}
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("unidirectional") or len(node.output) > 1 and any(node.output[1:]):
+            continue
+        if ins[1] not in inits:
+            _fold_constant_concat(model, ins[1], inits)
+        weight = inits.get(ins[1])
+        if weight is None or len(weight.dims) != 2 or weight.dims[1] % 3:
+            continue
+        hidden = weight.dims[1] // 3
+        if list(attrs.get("qkv_hidden_sizes", [hidden] * 3)) != [hidden] * 3:
+            continue
+        name = node.name
+        model.graph.initializer.append(numpy_helper.from_array(np.array([hidden] * 3, dtype=np.int64), f"{name}_split"))
+        extra = {k: attrs[k] for k in ("scale", "mask_filter_value") if k in attrs}
+        new = [helper.make_node("MatMul", [ins[0], ins[1]], [f"{name}_qkv"], name=f"{name}_qkv"),
+               helper.make_node("Split", [f"{name}_qkv", f"{name}_split"], [f"{name}_q", f"{name}_k", f"{name}_v"],
+                                name=f"{name}_split", axis=-1),
+               helper.make_node("MultiHeadAttention", [f"{name}_q", f"{name}_k", f"{name}_v", ins[2], "", ins[5]],
+                                [node.output[0]], name=f"{name}_mha", domain="com.microsoft",
+                                num_heads=attrs["num_heads"], **extra)]
+        at = list(model.graph.node).index(node)
+        model.graph.node.remove(node)
+        for i, n in enumerate(new):
+            model.graph.node.insert(at + i, n)
+        done += 1
+    return done
 
 
 def _int8_float_weights(model: onnx.ModelProto, exclude: list[str]) -> int:
@@ -138,7 +179,7 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
         raise EdgelmError("int8-static needs calibration data; pass --data or leave it empty for built-in text")
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[options.calibration]
-    with _preprocessed(src) as model_path:
+    with _preprocessed(src, split_attention_projection) as model_path:
         # Gather too: the embedding table is half of an encoder like MiniLM; left float it keeps the file > 2.5x int8
         ops = list(WEIGHT_OPS) + (["Gather"] if options.quantize_embedding else [])
         quantize_static(model_path, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,

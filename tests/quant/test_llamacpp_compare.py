@@ -34,3 +34,25 @@ def test_compare_rows_and_skip_reason(tiny_onnx, tmp_path):
     else:  # installed: a missing GGUF is a worker error, reported in the row, not a crash
         assert result["rows"][1]["errors"]
     assert result["machine"]["cpu_model"] and result["schema_version"] == 1
+
+
+def test_llamacpp_generator_reads_real_logits():
+    """The llama.cpp side decodes text (its `scores` buffer stays zeros unless logits_all: reading it gave token 0
+    at every step, a generator that timed the model but never read its answer)."""
+    import pytest
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (pip install 'edgelm[llamacpp]')")
+    try:
+        gguf = llamacpp_compare.default_gguf()
+    except Exception as exc:  # the built-in GGUF package is absent
+        pytest.skip(f"SmolLM2 GGUF absent: {exc}")
+    import numpy as np
+
+    generator = llamacpp_compare.LlamaCppGenerator(gguf, threads=2, n_ctx=64)
+    token, state = generator.prefill(np.array([[504, 2365, 282, 260, 1345, 3040, 314]]))
+    tokens = [token]
+    for _ in range(6):
+        token, state = generator.decode(token, state)
+        tokens.append(token)
+    assert len(set(tokens)) > 1 and max(tokens) > 0
