@@ -73,13 +73,18 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
     ops = ["MatMul"] + (["Gather"] if options.quantize_embedding else [])
     with _preprocessed(src, split_attention_projection) as model_path:
         quantize_dynamic(model_path, dst, per_channel=options.per_channel, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=ops, nodes_to_exclude=options.exclude,
+                         op_types_to_quantize=ops, nodes_to_exclude=_split_names(options.exclude),
                          use_external_data_format=_is_large(src),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
     if options.quantize_attention_weights:
         model = onnx.load(str(dst))
         if _int8_float_weights(model, options.exclude):
             save_model(model, dst)
+
+
+def _split_names(exclude: list[str]) -> list[str]:
+    """An excluded fused Attention keeps its QKV projection float: exclude the MatMul the split gives it too."""
+    return [*exclude, *(f"{name}_qkv" for name in exclude)]
 
 
 def split_attention_projection(model: onnx.ModelProto) -> int:
@@ -184,7 +189,7 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
         ops = list(WEIGHT_OPS) + (["Gather"] if options.quantize_embedding else [])
         quantize_static(model_path, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
                         per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=options.exclude, calibrate_method=method, use_external_data_format=_is_large(src),
+                        nodes_to_exclude=_split_names(options.exclude), calibrate_method=method, use_external_data_format=_is_large(src),
                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True,
                                        "ActivationSymmetric": False, "WeightSymmetric": True})
     if options.quantize_attention_weights:  # fused Attention is not a QDQ target: store its QKV weight int8

@@ -33,6 +33,9 @@ def quantizable_groups(path: Path, options: QuantOptions) -> dict[str, list[str]
                   and any(g.op_type == "Gather" and g.input[0] == n.input[1] for g in model.graph.node)}
     groups: dict[str, list[str]] = {}
     for node in model.graph.node:
+        if node.op_type == "Attention" and options.method.startswith("int8"):  # its QKV MatMul after the split
+            groups.setdefault(layer_key(node), []).append(node.name)
+            continue
         if node.op_type not in ops and node.name not in tied_heads:
             continue
         weight = node.input[0] if node.op_type == "Gather" else node.input[1] if len(node.input) > 1 else ""

@@ -185,19 +185,22 @@ def test_int4_fused_tied_lm_head_is_quantized_and_shared(fused_tied_onnx, tiny_t
 @pytest.mark.parametrize("method,expected", [("int8-dynamic", {"MatMulInteger"}),
                                              ("int8-static", {"QuantizeLinear"})])
 def test_export_fused_encoder(method, expected, export_fused_onnx, tiny_tokenizer, tmp_path):
-    """On the export stage's fused graph: dynamic int8 quantizes the MatMuls but keeps the fused Attention float
-    (QAttention breaks padded batches), and static QDQ must still quantize activations (needs types for the
-    contrib-op outputs)."""
+    """On the export stage's fused graph: the fused Attention is split into its QKV MatMul (quantized like every
+    MatMul) and a weightless MultiHeadAttention (not QAttention, which breaks padded batches); static QDQ must
+    still quantize activations (needs types for the contrib-op outputs)."""
     folder, src = export_fused_onnx("bert", "sequence-classification")
     tok = tiny_tokenizer(folder)
     assert "Attention" in op_types(src)
     dst = tmp_path / "model.onnx"
     quantize(src, dst, tok, method=method)
-    assert expected <= op_types(dst) and "QAttention" not in op_types(dst), op_types(dst)
-    if method == "int8-dynamic":  # the QKV weights are stored int8 behind a DequantizeLinear, computed in float
-        model = onnx.load(str(dst))
-        attention_weights = {n.input[1] for n in model.graph.node if n.op_type == "Attention"}
-        assert attention_weights <= {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    ops = op_types(dst)
+    assert expected <= ops and {"QAttention", "Attention"}.isdisjoint(ops) and "MultiHeadAttention" in ops, ops
+    model = onnx.load(str(dst))
+    qkv = [n for n in model.graph.node if n.name.endswith("_qkv") or n.name.endswith("_qkv_quant")]
+    assert qkv and all(n.op_type in ("MatMulInteger", "MatMul") for n in qkv)
+    float_qkv = [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2
+                 and t.dims[1] == 3 * t.dims[0]]
+    assert not float_qkv, float_qkv
     figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
     assert fidelity.check(figures, method)["label_agreement"]["ok"] and figures["sqnr_db"] > 25, figures
 
@@ -243,8 +246,10 @@ def test_fused_qkv_weight_built_by_concat_is_stored_int8(export_fused_onnx, tiny
     quantize(src, dst, tiny_tokenizer(folder), method="int8-dynamic")
     out = onnx.load(str(dst))
     assert "Concat" not in {n.op_type for n in out.graph.node if n.output[0].endswith(("qkv", "weight"))}
-    attention_weights = {n.input[1] for n in out.graph.node if n.op_type == "Attention"}
-    assert attention_weights <= {o for n in out.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert "Attention" not in {n.op_type for n in out.graph.node}
+    float_qkv = [t.name for t in out.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2
+                 and t.dims[1] == 3 * t.dims[0]]
+    assert not float_qkv, float_qkv
     tok = tiny_tokenizer(folder)
     figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
     assert figures["sqnr_db"] > 25, figures
@@ -291,3 +296,39 @@ def test_sensitivity_groups_include_the_fused_tied_lm_head(fused_tied_onnx):
     groups = quantizable_groups(src, QuantOptions(method="int4"))
     assert ["lm_head_fused"] in groups.values(), groups
     assert "lm_head_fused" not in sum(quantizable_groups(src, QuantOptions(method="int8-dynamic")).values(), [])
+
+
+def test_split_attention_projection_is_exact_on_a_padded_batch(export_fused_onnx, tmp_path):
+    """The split (QKV MatMul + Split + MultiHeadAttention with the attention bias) computes what the fused Attention
+    computed, padding rows included, before any quantization."""
+    import onnxruntime as ort
+
+    from edgelm.quant.onnx_quant import split_attention_projection
+
+    _, src = export_fused_onnx("bert", "sequence-classification")
+    model = onnx.load(str(src))
+    layers = sum(n.op_type == "Attention" for n in model.graph.node)
+    assert split_attention_projection(model) == layers > 0
+    dst = tmp_path / "split.onnx"
+    onnx.save(model, str(dst))
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
+    feeds = {"input_ids": np.array([[2, 7, 9, 0, 0, 0], [2, 8, 5, 9, 11, 3]], dtype=np.int64), "attention_mask": mask,
+             "token_type_ids": np.zeros_like(mask)}
+    outs = []
+    for path in (src, dst):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outs.append(session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0])
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_excluded_fused_attention_keeps_its_qkv_projection_float(export_fused_onnx, tiny_tokenizer, tmp_path):
+    from edgelm.quant.sensitivity import quantizable_groups
+
+    folder, src = export_fused_onnx("bert", "sequence-classification")
+    attention = next(n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Attention")
+    assert any(attention in names for names in quantizable_groups(src, QuantOptions(method="int8-dynamic")).values())
+    dst = tmp_path / "model.onnx"
+    quantize(src, dst, tiny_tokenizer(folder), method="int8-dynamic", exclude=[attention])
+    nodes = {n.name: n for n in onnx.load(str(dst)).graph.node}
+    assert nodes[f"{attention}_qkv"].op_type == "MatMul"  # kept float, the other layer's QKV is quantized
+    assert sum(n.op_type == "MatMulInteger" and "_qkv" in n.name for n in nodes.values()) >= 1
