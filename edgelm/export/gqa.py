@@ -24,6 +24,7 @@ from onnx import helper, numpy_helper
 
 MS = "com.microsoft"
 HEAD_SPLIT_PERM = [0, 2, 1, 3]
+MASKED = -1e9  # additive bias of a padded key: finite, so a row with every key masked stays finite
 MAX_CACHE_POSITIONS = 131072  # cos/sin table rows, built at session load (8192 on SmolLM2: 2 MB in memory)
 
 
@@ -86,11 +87,7 @@ def _match(g: _Graph, mha) -> _Layer | None:
     v, v_rotated = _head_input(g, value_concat.input[1])
     if not (q and k and v and q_rotated and k_rotated and not v_rotated):
         return None
-    bias = ins[5]
-    if bias:
-        node = g.node_of(bias)
-        bias = node.input[0] if node is not None and node.op_type == "Expand" else bias  # heads broadcast inside
-    return _Layer(mha, q, k, v, key_concat, value_concat, bias)
+    return _Layer(mha, q, k, v, key_concat, value_concat, ins[5])
 
 
 def _cache_concat(g: _Graph, tensor: str, depth: int = 8):
@@ -148,8 +145,9 @@ def _cache_dims(g: _Graph, layer: _Layer) -> tuple[int | None, int | None]:
 
 
 def _shared_inputs(g: _Graph, inv_freq: np.ndarray, positions: int) -> dict:
-    """cos/sin tables and seqlens_k / total_sequence_length from attention_mask (all rows its full length: the
-    mask bias, not seqlens, hides padding). The tables are computed in the graph from the inverse frequencies:
+    """cos/sin tables, seqlens_k / total_sequence_length and the padding bias, all from attention_mask alone (every
+    row its full length: the bias, not seqlens, hides padding). Nothing reads the past inputs' shapes, so a caller
+    may pass one preallocated buffer as both past and present (the op's shared-buffer mode, `generate.py`). The tables are computed in the graph from the inverse frequencies:
     onnxruntime folds them once at load, and the file does not carry 2 x positions x head/2 floats."""
     g.graph.initializer.extend([numpy_helper.from_array(inv_freq.reshape(1, -1), "gqa_inv_freq"),
                                 numpy_helper.from_array(np.array(positions, dtype=np.float32), "gqa_positions"),
@@ -157,7 +155,9 @@ def _shared_inputs(g: _Graph, inv_freq: np.ndarray, positions: int) -> dict:
                                 numpy_helper.from_array(np.array(1, dtype=np.float32), "gqa_one_f"),
                                 numpy_helper.from_array(np.array(1, dtype=np.int64), "gqa_one"),
                                 numpy_helper.from_array(np.array(0, dtype=np.int64), "gqa_zero"),
-                                numpy_helper.from_array(np.array([1], dtype=np.int64), "gqa_last_axis")])
+                                numpy_helper.from_array(np.array([1], dtype=np.int64), "gqa_last_axis"),
+                                numpy_helper.from_array(np.array(MASKED, dtype=np.float32), "gqa_masked"),
+                                numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "gqa_bias_axes")])
     node = helper.make_node
     nodes = [node("Range", ["gqa_zero_f", "gqa_positions", "gqa_one_f"], ["gqa_position"], name="gqa_position"),
              node("Unsqueeze", ["gqa_position", "gqa_last_axis"], ["gqa_position_1"], name="gqa_position_1"),
@@ -171,10 +171,20 @@ def _shared_inputs(g: _Graph, inv_freq: np.ndarray, positions: int) -> dict:
              node("Sub", ["gqa_total64", "gqa_one"], ["gqa_last64"], name="gqa_last"),
              node("Unsqueeze", ["gqa_batch", "gqa_zero"], ["gqa_batch_1d"], name="gqa_batch_1d"),
              node("Expand", ["gqa_last64", "gqa_batch_1d"], ["gqa_seqlens64"], name="gqa_seqlens"),
-             node("Cast", ["gqa_seqlens64"], ["gqa_seqlens_k"], name="gqa_seqlens_i32", to=onnx.TensorProto.INT32)]
+             node("Cast", ["gqa_seqlens64"], ["gqa_seqlens_k"], name="gqa_seqlens_i32", to=onnx.TensorProto.INT32),
+             # padding as an additive bias [batch, 1, seq, total]; the op applies the causal part itself
+             node("Cast", ["attention_mask"], ["gqa_mask_f"], name="gqa_mask_f", to=onnx.TensorProto.FLOAT),
+             node("Sub", ["gqa_one_f", "gqa_mask_f"], ["gqa_padding"], name="gqa_padding"),
+             node("Mul", ["gqa_padding", "gqa_masked"], ["gqa_padding_bias"], name="gqa_padding_bias"),
+             node("Unsqueeze", ["gqa_padding_bias", "gqa_bias_axes"], ["gqa_padding_bias_4d"], name="gqa_padding_bias_4d"),
+             node("Shape", ["input_ids"], ["gqa_seq_1d"], name="gqa_seq_1d", start=1, end=2),
+             node("Concat", ["gqa_last_axis", "gqa_last_axis", "gqa_seq_1d", "gqa_last_axis"], ["gqa_bias_shape"],
+                  name="gqa_bias_shape", axis=0),
+             node("Expand", ["gqa_padding_bias_4d", "gqa_bias_shape"], ["gqa_attention_bias"], name="gqa_attention_bias")]
     for i, new in enumerate(nodes):
         g.graph.node.insert(i, new)
-    return {"seqlens": "gqa_seqlens_k", "total": "gqa_total_sequence_length", "cos": "gqa_cos_cache", "sin": "gqa_sin_cache"}
+    return {"seqlens": "gqa_seqlens_k", "total": "gqa_total_sequence_length", "cos": "gqa_cos_cache", "sin": "gqa_sin_cache",
+            "bias": "gqa_attention_bias"}
 
 
 def _replace(g: _Graph, layer: _Layer, kv_heads: int, shared: dict) -> None:
@@ -186,7 +196,7 @@ def _replace(g: _Graph, layer: _Layer, kv_heads: int, shared: dict) -> None:
     gqa = helper.make_node(
         "GroupQueryAttention",
         [q, k, v, layer.key_concat.input[0], layer.value_concat.input[0], shared["seqlens"],
-         shared["total"], shared["cos"], shared["sin"], "", layer.bias],
+         shared["total"], shared["cos"], shared["sin"], "", shared["bias"] if layer.bias else ""],
         [mha.output[0], layer.key_concat.output[0], layer.value_concat.output[0]],
         name=mha.name.replace("MultiHeadAttention", "GroupQueryAttention"), domain=MS,
         num_heads=attrs["num_heads"], kv_num_heads=kv_heads, do_rotary=1, rotary_interleaved=0, **extra)
@@ -211,6 +221,39 @@ def _packed_projection(g: _Graph, layer: _Layer) -> str | None:
     matmul = helper.make_node("MatMul", [nodes[0].input[0], f"{name}_weight"], [name], name=name)
     g.graph.node.insert(list(g.graph.node).index(nodes[0]), matmul)
     return name
+
+
+def pack_sibling_matmuls(model: onnx.ModelProto) -> int:
+    """Two MatMuls of one input by float [K, N] initializers of the same shape (an MLP's gate and up projections)
+    -> one MatMul of twice the width + Split into the same two outputs: one weight op per decode step, not two.
+    Returns how many pairs were packed."""
+    g = _Graph(model)
+    by_input: dict[str, list] = {}
+    for node in g.graph.node:
+        weight = g.inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if weight is not None and len(weight.dims) == 2 and weight.data_type == onnx.TensorProto.FLOAT:
+            by_input.setdefault(node.input[0], []).append(node)
+    packed = 0
+    for source, nodes in by_input.items():
+        if len(nodes) != 2 or g.inits[nodes[0].input[1]].dims != g.inits[nodes[1].input[1]].dims:
+            continue
+        first, second = nodes
+        width = g.inits[first.input[1]].dims[1]
+        name = f"{first.name}_pair"
+        weights = [numpy_helper.to_array(g.inits[n.input[1]]) for n in nodes]
+        g.graph.initializer.extend([numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}_weight"),
+                                    numpy_helper.from_array(np.array([width, width], dtype=np.int64), f"{name}_split")])
+        at = list(g.graph.node).index(first)
+        new = [helper.make_node("MatMul", [source, f"{name}_weight"], [name], name=name),
+               helper.make_node("Split", [name, f"{name}_split"], [first.output[0], second.output[0]],
+                                name=f"{name}_split", axis=-1)]
+        for node in nodes:
+            g.graph.node.remove(node)
+        for i, node in enumerate(new):
+            g.graph.node.insert(at + i, node)
+        packed += 1
+    _drop_dead_nodes(g.graph)
+    return packed
 
 
 def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
@@ -240,6 +283,7 @@ def fuse_file(path: Path, max_positions: int | None, atol: float = 1e-3) -> dict
     model = onnx.ModelProto()
     model.CopyFrom(original)
     count = fuse_group_query_attention(model, max_positions)
+    pairs = pack_sibling_matmuls(model) if count else 0
     if not count:
         return {"GroupQueryAttention": 0, "reason": "no attention layer to rewrite (MultiHeadAttention with full-head rotary, a KV cache and a head size that is a multiple of 16)",
                 "seconds": time.time() - started}
@@ -258,7 +302,8 @@ def fuse_file(path: Path, max_positions: int | None, atol: float = 1e-3) -> dict
                         location=path.name + ".data", size_threshold=1024)
     else:
         save_model(model, path)
-    return {"GroupQueryAttention": count, "max_logit_diff": float(diff), "seconds": time.time() - started}
+    return {"GroupQueryAttention": count, "packed_matmul_pairs": pairs, "max_logit_diff": float(diff),
+            "seconds": time.time() - started}
 
 
 def _max_logit_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> float:

@@ -54,6 +54,8 @@ def test_fused_decoder_runs_one_attention_op_per_layer(gqa_llama):
     assert ops["GroupQueryAttention"] == layers and not ops["MultiHeadAttention"]
     assert not ops["Neg"] and not any(n.startswith("present.") for n in _concat_outputs(fused.path))  # in the op now
     assert fused.optimization["fusions"]["GroupQueryAttention"] == layers
+    assert fused.optimization["group_query_attention"]["packed_matmul_pairs"] == layers  # gate + up
+    assert ops["Split"] >= layers and ops["MatMul"] == 4 * layers + 1  # qkv, o, gate|up, down per layer; lm head
     assert fused.optimization["group_query_attention"]["max_logit_diff"] < 1e-4
     assert [t.name for t in fused.inputs][:3] == ["input_ids", "attention_mask", "position_ids"]
 
@@ -146,8 +148,9 @@ def test_int4_affine_keeps_the_packed_projection_and_the_logits(gqa_llama, tmp_p
     config = bundle.model.config
     head = config.hidden_size // config.num_attention_heads
     packed = (config.num_attention_heads + 2 * config.num_key_value_heads) * head
-    widths = [next(a.i for a in n.attribute if a.name == "N") for n in model.graph.node if n.op_type == "MatMulNBits"]
-    assert widths.count(packed) == config.num_hidden_layers  # q, k and v: one 4-bit op per layer
+    widths = [next(a.i for a in n.attribute if a.name == "N") for n in model.graph.node
+              if n.op_type == "MatMulNBits" and n.name.endswith("_qkv_Q4")]
+    assert widths == [packed] * config.num_hidden_layers  # q, k and v: one 4-bit op per layer
     ids = np.array([[3, 8, 5, 9, 2, 7, 11, 4]])
     ref, _ = OnnxCausalLM(fused.path).prefill(ids)
     got, _ = OnnxCausalLM(dst).prefill(ids)
