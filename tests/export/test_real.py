@@ -45,6 +45,8 @@ def test_smollm2_onnx_and_ort_greedy_32(tmp_path):
     fusions = manifest.optimization["fusions"]  # every layer's norms, rotary and attention are fused
     assert fusions["rms_normalization"] == 61 and fusions["skip_rms_normalization"] == 60
     assert fusions["rotary_embedding"] == 60 and fusions["sdpa"] == 30
+    assert fusions["GroupQueryAttention"] == 30  # then each layer's attention, rotary and cache append: one op
+    assert manifest.optimization["group_query_attention"]["packed_matmul_pairs"] == 30  # gate + up
 
 
 @pytest.mark.real
