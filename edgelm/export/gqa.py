@@ -25,7 +25,6 @@ from onnx import helper, numpy_helper
 MS = "com.microsoft"
 HEAD_SPLIT_PERM = [0, 2, 1, 3]
 MASKED = -1e9  # additive bias of a padded key: finite, so a row with every key masked stays finite
-MAX_CACHE_POSITIONS = 131072  # cos/sin table rows, built at session load (8192 on SmolLM2: 2 MB in memory)
 
 
 @dataclass
@@ -53,7 +52,7 @@ class _Graph:
         return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
 
 
-def fuse_group_query_attention(model: onnx.ModelProto, max_positions: int | None) -> int:
+def fuse_group_query_attention(model: onnx.ModelProto) -> int:
     """Rewrite every matching MultiHeadAttention layer in place; returns how many (0: model unchanged)."""
     g = _Graph(model)
     layers = [layer for mha in g.graph.node if mha.op_type == "MultiHeadAttention" and mha.domain == MS
@@ -64,8 +63,7 @@ def fuse_group_query_attention(model: onnx.ModelProto, max_positions: int | None
     kv_heads, head_size = _cache_dims(g, layers[0])
     if kv_heads is None or 2 * inv_freq.size != head_size or head_size % 16:  # partial rotary; the op's head sizes
         return 0
-    positions = min(max_positions or MAX_CACHE_POSITIONS, MAX_CACHE_POSITIONS)
-    shared = _shared_inputs(g, inv_freq, positions)
+    shared = _shared_inputs(g, inv_freq)
     for layer in layers:
         _replace(g, layer, kv_heads, shared)
     _drop_dead_nodes(g.graph)
@@ -144,13 +142,13 @@ def _cache_dims(g: _Graph, layer: _Layer) -> tuple[int | None, int | None]:
     return past[1].dim_value, past[3].dim_value
 
 
-def _shared_inputs(g: _Graph, inv_freq: np.ndarray, positions: int) -> dict:
+def _shared_inputs(g: _Graph, inv_freq: np.ndarray) -> dict:
     """cos/sin tables, seqlens_k / total_sequence_length and the padding bias, all from attention_mask alone (every
     row its full length: the bias, not seqlens, hides padding). Nothing reads the past inputs' shapes, so a caller
     may pass one preallocated buffer as both past and present (the op's shared-buffer mode, `generate.py`). The tables are computed in the graph from the inverse frequencies:
-    onnxruntime folds them once at load, and the file does not carry 2 x positions x head/2 floats."""
+    the tables have one row per position of this call's total length (a few thousand values per step, where a
+    table for the model's whole context would be a constant the .ort format stores, or recomputes every call)."""
     g.graph.initializer.extend([numpy_helper.from_array(inv_freq.reshape(1, -1), "gqa_inv_freq"),
-                                numpy_helper.from_array(np.array(positions, dtype=np.float32), "gqa_positions"),
                                 numpy_helper.from_array(np.array(0, dtype=np.float32), "gqa_zero_f"),
                                 numpy_helper.from_array(np.array(1, dtype=np.float32), "gqa_one_f"),
                                 numpy_helper.from_array(np.array(1, dtype=np.int64), "gqa_one"),
@@ -159,13 +157,14 @@ def _shared_inputs(g: _Graph, inv_freq: np.ndarray, positions: int) -> dict:
                                 numpy_helper.from_array(np.array(MASKED, dtype=np.float32), "gqa_masked"),
                                 numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "gqa_bias_axes")])
     node = helper.make_node
-    nodes = [node("Range", ["gqa_zero_f", "gqa_positions", "gqa_one_f"], ["gqa_position"], name="gqa_position"),
+    nodes = [node("Shape", ["attention_mask"], ["gqa_mask_shape"], name="gqa_mask_shape"),
+             node("Gather", ["gqa_mask_shape", "gqa_one"], ["gqa_total64"], name="gqa_total", axis=0),
+             node("Cast", ["gqa_total64"], ["gqa_positions"], name="gqa_positions", to=onnx.TensorProto.FLOAT),
+             node("Range", ["gqa_zero_f", "gqa_positions", "gqa_one_f"], ["gqa_position"], name="gqa_position"),
              node("Unsqueeze", ["gqa_position", "gqa_last_axis"], ["gqa_position_1"], name="gqa_position_1"),
              node("Mul", ["gqa_position_1", "gqa_inv_freq"], ["gqa_angles"], name="gqa_angles"),
              node("Cos", ["gqa_angles"], ["gqa_cos_cache"], name="gqa_cos_cache"),
              node("Sin", ["gqa_angles"], ["gqa_sin_cache"], name="gqa_sin_cache"),
-             node("Shape", ["attention_mask"], ["gqa_mask_shape"], name="gqa_mask_shape"),
-             node("Gather", ["gqa_mask_shape", "gqa_one"], ["gqa_total64"], name="gqa_total", axis=0),
              node("Cast", ["gqa_total64"], ["gqa_total_sequence_length"], name="gqa_total_i32", to=onnx.TensorProto.INT32),
              node("Gather", ["gqa_mask_shape", "gqa_zero"], ["gqa_batch"], name="gqa_batch", axis=0),
              node("Sub", ["gqa_total64", "gqa_one"], ["gqa_last64"], name="gqa_last"),
@@ -271,7 +270,7 @@ def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
 
 
 # --- on a saved export, checked ------------------------------------------------------------------------------
-def fuse_file(path: Path, max_positions: int | None, atol: float = 1e-3) -> dict:
+def fuse_file(path: Path, atol: float = 1e-3) -> dict:
     """Rewrite the decoder at `path` in place when every layer matches and onnxruntime gives the same logits
     (prompt and one cached step, relative to the logits' scale) as the original. Returns what happened."""
     from edgelm.quant.onnx_quant import save_model
@@ -282,7 +281,7 @@ def fuse_file(path: Path, max_positions: int | None, atol: float = 1e-3) -> dict
     original = onnx.load(str(path))
     model = onnx.ModelProto()
     model.CopyFrom(original)
-    count = fuse_group_query_attention(model, max_positions)
+    count = fuse_group_query_attention(model)
     pairs = pack_sibling_matmuls(model) if count else 0
     if not count:
         return {"GroupQueryAttention": 0, "reason": "no attention layer to rewrite (MultiHeadAttention with full-head rotary, a KV cache and a head size that is a multiple of 16)",

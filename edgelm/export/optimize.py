@@ -70,17 +70,16 @@ def optimize_onnx(path: Path, bundle=None) -> dict:
         Path(str(tmp) + ".data").replace(data_file)
         _rename_external_data(path, tmp.name + ".data", data_file.name)
     if bundle is not None and bundle.task == "causal-lm":
-        info = fuse_decoder_attention(path, bundle, info)
+        info = fuse_decoder_attention(path, info)
     return info | {"seconds": round(time.time() - started, 2)}
 
 
-def fuse_decoder_attention(path: Path, bundle, info: dict) -> dict:
+def fuse_decoder_attention(path: Path, info: dict) -> dict:
     """After the onnxscript fusions of a saved KV-cache decoder: attention -> GroupQueryAttention (edgelm.export.gqa),
     recorded in `info` (its fusions, seconds and what the check measured or why nothing was rewritten)."""
     from edgelm.export.gqa import fuse_file
 
-    limit = getattr(bundle.model.config, "max_position_embeddings", None)
-    gqa = fuse_file(path, int(limit) if limit and limit > 8 else None)
+    gqa = fuse_file(path)
     info["seconds"] = round(info["seconds"] + gqa.pop("seconds"), 2)
     info["fusions"]["GroupQueryAttention"] = gqa.pop("GroupQueryAttention")
     info["group_query_attention"] = gqa

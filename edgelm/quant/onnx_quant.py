@@ -12,7 +12,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +204,8 @@ def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
 
     model = onnx.load(str(src))
     unfuse_transposed_lm_head(model, options.exclude)  # the fused graph's LM head is quantized like any MatMul
+    split_attention_projection(model)  # a fused encoder's QKV projection becomes a MatMul, so MatMulNBits too
+    options = replace(options, exclude=_split_names(options.exclude))
     tied = find_tied_pair(model) if options.quantize_embedding else None
     if tied and {tied.gather, tied.lm_head} & set(options.exclude):
         tied = None

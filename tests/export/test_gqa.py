@@ -90,15 +90,15 @@ def test_a_rewrite_that_changes_the_logits_is_refused(gqa_llama, tmp_path, monke
     before = mha.read_bytes()
     real = gqa.fuse_group_query_attention
 
-    def wrong_scale(model, max_positions):
-        count = real(model, max_positions)
+    def wrong_scale(model):
+        count = real(model)
         for node in model.graph.node:
             if node.op_type == "GroupQueryAttention":
                 node.attribute.append(onnx.helper.make_attribute("scale", 0.5))
         return count
 
     monkeypatch.setattr(gqa, "fuse_group_query_attention", wrong_scale)
-    result = gqa.fuse_file(mha, 64)
+    result = gqa.fuse_file(mha)
     assert result["GroupQueryAttention"] == 0 and "differs from the original" in result["reason"]
     assert mha.read_bytes() == before
 
@@ -110,7 +110,7 @@ def test_graph_without_rotary_is_left_alone(tiny_model, tmp_path_factory, tmp_pa
     _, raw = exported(tiny_model, tmp_path_factory, "gpt2")
     copy = tmp_path / "model.onnx"
     shutil.copy(raw.path, copy)
-    result = fuse_file(copy, 64)
+    result = fuse_file(copy)
     assert result["GroupQueryAttention"] == 0 and "no attention layer" in result["reason"]
     assert copy.read_bytes() == raw.path.read_bytes()
 

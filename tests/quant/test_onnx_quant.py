@@ -206,16 +206,19 @@ def test_export_fused_encoder(method, expected, export_fused_onnx, tiny_tokenize
 
 
 def test_int4_fused_encoder_leaves_no_float_weight_matrix(export_fused_onnx, tiny_tokenizer, tmp_path):
-    """int4 on the fused graph: MatMuls become MatMulNBits, and what MatMulNBits cannot take (the fused Attention's
-    QKV weight, the pooler / classifier Gemm) is stored int8 behind a DequantizeLinear, so no float matrix stays."""
+    """int4 on the fused graph: MatMuls (the fused Attention's QKV projection too, after the split) become
+    MatMulNBits, and what MatMulNBits cannot take (the pooler / classifier Gemm) is stored int8 behind a
+    DequantizeLinear, so no float matrix stays."""
     folder, src = export_fused_onnx("bert", "sequence-classification")
     dst = tmp_path / "model.onnx"
     tok = tiny_tokenizer(folder)
     quantize(src, dst, tok, method="int4")
     model = onnx.load(str(dst))
     dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    weights = {n.input[1] for n in model.graph.node if n.op_type in ("Attention", "Gemm")}
+    weights = {n.input[1] for n in model.graph.node if n.op_type == "Gemm"}
     assert weights and weights <= dequantized, weights - dequantized
+    assert "Attention" not in op_types(dst)  # split: the QKV projection is a MatMulNBits like the others
+    assert any(n.op_type == "MatMulNBits" and "_qkv" in n.name for n in model.graph.node)
     float_matrices = [t.name for t in model.graph.initializer
                       if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and min(t.dims) > 1
                       and not t.name.endswith(("_scale", "_scales"))]
