@@ -54,6 +54,11 @@ def _child(argv: list[str], log: str, signal_dir: str | None, stop_at: str | Non
     os.dup2(fd, 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # pytest's capture objects are not the fds
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    # A real `edgelm` process starts with SIGINT unblocked and CPython's own handler installed; a child forked from
+    # the test process inherits whatever that process's libraries did to both, so restore them (a Ctrl-C test once
+    # slept through its SIGINT in CI).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal_dir:
         os.environ["REL_SIGNAL_DIR"] = signal_dir
         os.environ["REL_PAUSE"] = str(pause)
