@@ -75,7 +75,7 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None, fus
     if fuse and kv is not None:  # decoder attention -> GroupQueryAttention (checked against the graph it replaces)
         from edgelm.export.optimize import fuse_decoder_attention
 
-        optimization = fuse_decoder_attention(path, optimization)
+        optimization = fuse_decoder_attention(path, bundle, optimization)
     inputs, outputs = describe_io(path)
     files = [path] + ([path.with_name(path.name + ".data")] if external_data else [])
     seconds = time.time() - started - (optimization["seconds"] if optimization else 0.0)

@@ -70,20 +70,35 @@ def optimize_onnx(path: Path, bundle=None) -> dict:
         Path(str(tmp) + ".data").replace(data_file)
         _rename_external_data(path, tmp.name + ".data", data_file.name)
     if bundle is not None and bundle.task == "causal-lm":
-        info = fuse_decoder_attention(path, info)
+        info = fuse_decoder_attention(path, bundle, info)
     return info | {"seconds": round(time.time() - started, 2)}
 
 
-def fuse_decoder_attention(path: Path, info: dict) -> dict:
+def fuse_decoder_attention(path: Path, bundle, info: dict) -> dict:
     """After the onnxscript fusions of a saved KV-cache decoder: attention -> GroupQueryAttention (edgelm.export.gqa),
     recorded in `info` (its fusions, seconds and what the check measured or why nothing was rewritten)."""
     from edgelm.export.gqa import fuse_file
 
-    gqa = fuse_file(path)
+    window = sliding_window(bundle.model.config)
+    if window:  # the rewrite's mask is padding + causal; a short check prompt would not show a lost window
+        gqa = {"GroupQueryAttention": 0, "seconds": 0.0,
+               "reason": f"sliding-window attention ({window} tokens) is not rewritten; MultiHeadAttention kept"}
+    else:
+        gqa = fuse_file(path)
     info["seconds"] = round(info["seconds"] + gqa.pop("seconds"), 2)
     info["fusions"]["GroupQueryAttention"] = gqa.pop("GroupQueryAttention")
     info["group_query_attention"] = gqa
     return info
+
+
+def sliding_window(config) -> int | None:
+    """The window of a model whose attention is (in some layers) limited to the last N tokens, else None."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text, "sliding_window", None)
+    if not window or getattr(text, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(text, "layer_types", None)
+    return int(window) if not layer_types or "sliding_attention" in layer_types else None
 
 
 def _count_nodes(model) -> int:

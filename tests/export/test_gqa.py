@@ -156,3 +156,18 @@ def test_int4_affine_keeps_the_packed_projection_and_the_logits(gqa_llama, tmp_p
     got, _ = OnnxCausalLM(dst).prefill(ids)
     cosine = (ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got)
     assert cosine > 0.99
+
+
+def test_sliding_window_models_keep_their_masked_attention():
+    """A rewrite would replace the exporter's window mask with padding + causal; a short check prompt cannot see the
+    difference, so such models are not rewritten."""
+    from transformers import AutoConfig
+
+    from edgelm.export.optimize import sliding_window
+
+    assert sliding_window(AutoConfig.for_model("mistral", sliding_window=4096)) == 4096
+    assert sliding_window(AutoConfig.for_model("mistral", sliding_window=None)) is None
+    assert sliding_window(AutoConfig.for_model("qwen2", sliding_window=4096, use_sliding_window=False)) is None
+    assert sliding_window(AutoConfig.for_model("llama")) is None
+    gemma2 = AutoConfig.for_model("gemma2", sliding_window=64)
+    assert sliding_window(gemma2) == 64  # alternating local/global layers
