@@ -79,16 +79,27 @@ def fuse_decoder_attention(path: Path, bundle, info: dict) -> dict:
     recorded in `info` (its fusions, seconds and what the check measured or why nothing was rewritten)."""
     from edgelm.export.gqa import fuse_file
 
-    window = sliding_window(bundle.model.config)
-    if window:  # the rewrite's mask is padding + causal; a short check prompt would not show a lost window
-        gqa = {"GroupQueryAttention": 0, "seconds": 0.0,
-               "reason": f"sliding-window attention ({window} tokens) is not rewritten; MultiHeadAttention kept"}
+    why = length_dependent_attention(bundle.model.config)
+    if why:  # what the rewrite would change only shows past the check's short prompt
+        gqa = {"GroupQueryAttention": 0, "seconds": 0.0, "reason": f"{why} is not rewritten; MultiHeadAttention kept"}
     else:
         gqa = fuse_file(path)
     info["seconds"] = round(info["seconds"] + gqa.pop("seconds"), 2)
     info["fusions"]["GroupQueryAttention"] = gqa.pop("GroupQueryAttention")
     info["group_query_attention"] = gqa
     return info
+
+
+def length_dependent_attention(config) -> str | None:
+    """Why a decoder's attention depends on sequence length in ways the rewrite would drop (its mask is padding +
+    causal, its rotary one fixed frequency table), else None."""
+    window = sliding_window(config)
+    if window:
+        return f"sliding-window attention ({window} tokens)"
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rope = getattr(text, "rope_scaling", None) or getattr(text, "rope_parameters", None) or {}
+    kind = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
+    return f"rotary scaling {kind!r}" if kind in ("dynamic", "longrope") else None
 
 
 def sliding_window(config) -> int | None:

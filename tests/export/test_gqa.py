@@ -171,3 +171,14 @@ def test_sliding_window_models_keep_their_masked_attention():
     assert sliding_window(AutoConfig.for_model("llama")) is None
     gemma2 = AutoConfig.for_model("gemma2", sliding_window=64)
     assert sliding_window(gemma2) == 64  # alternating local/global layers
+
+
+def test_length_dependent_rotary_is_not_rewritten():
+    from transformers import AutoConfig
+
+    from edgelm.export.optimize import length_dependent_attention
+
+    dynamic = AutoConfig.for_model("llama", rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    assert "dynamic" in length_dependent_attention(dynamic)
+    assert length_dependent_attention(AutoConfig.for_model("llama")) is None
+    assert "sliding-window" in length_dependent_attention(AutoConfig.for_model("mistral", sliding_window=4096))
