@@ -182,3 +182,21 @@ def test_length_dependent_rotary_is_not_rewritten():
     assert "dynamic" in length_dependent_attention(dynamic)
     assert length_dependent_attention(AutoConfig.for_model("llama")) is None
     assert "sliding-window" in length_dependent_attention(AutoConfig.for_model("mistral", sliding_window=4096))
+
+
+@pytest.mark.parametrize("method", ["fp16", "int8-dynamic"])
+def test_other_methods_run_on_the_rewritten_graph(method, gqa_llama, tmp_path):
+    from edgelm.generate import OnnxCausalLM
+    from edgelm.quant.onnx_quant import QuantOptions, quantize_onnx
+
+    _, fused, _ = gqa_llama
+    dst = tmp_path / "model.onnx"
+    quantize_onnx(fused.path, dst, QuantOptions(method=method))
+    assert _ops(dst)["GroupQueryAttention"] == _ops(fused.path)["GroupQueryAttention"]
+    ids = np.array([[3, 8, 5, 9, 2, 7, 11, 4]])
+    ref, state = OnnxCausalLM(fused.path).prefill(ids)
+    lm = OnnxCausalLM(dst)
+    got, got_state = lm.prefill(ids)
+    step, _ = lm.decode(np.array([6]), got_state)  # the cache round-trips through the quantized graph
+    cosine = (ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got)
+    assert cosine > 0.99 and np.isfinite(step).all()
