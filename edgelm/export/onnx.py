@@ -76,6 +76,10 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None, fus
         from edgelm.export.optimize import fuse_decoder_attention
 
         optimization = fuse_decoder_attention(path, bundle, optimization)
+    elif fuse:  # encoder LayerNorms -> centring + RMS norm (checked against the graph it replaces)
+        from edgelm.export.optimize import decompose_encoder_norms
+
+        optimization = decompose_encoder_norms(path, optimization)
     inputs, outputs = describe_io(path)
     files = [path] + ([path.with_name(path.name + ".data")] if external_data else [])
     seconds = time.time() - started - (optimization["seconds"] if optimization else 0.0)

@@ -71,7 +71,21 @@ def optimize_onnx(path: Path, bundle=None) -> dict:
         _rename_external_data(path, tmp.name + ".data", data_file.name)
     if bundle is not None and bundle.task == "causal-lm":
         info = fuse_decoder_attention(path, bundle, info)
+    elif bundle is not None:
+        info = decompose_encoder_norms(path, info)
     return info | {"seconds": round(time.time() - started, 2)}
+
+
+def decompose_encoder_norms(path: Path, info: dict) -> dict:
+    """After the onnxscript fusions of a saved encoder: LayerNorms as centring + RMS norm (edgelm.export.layernorm),
+    recorded in `info`."""
+    from edgelm.export.layernorm import decompose_file
+
+    started = time.time()
+    result = decompose_file(path)
+    info["seconds"] = round(info["seconds"] + time.time() - started, 2)
+    info["layer_norm"] = result
+    return info
 
 
 def fuse_decoder_attention(path: Path, bundle, info: dict) -> dict:
