@@ -108,9 +108,12 @@ def auto_exclude(source: Path, tokenizer, options: QuantOptions, table: list[dic
 
 
 def accuracy(path: Path, tokenizer, labelled) -> float:
+    return round(float((predictions(path, tokenizer, labelled) == np.asarray(labelled.labels)).mean()), 5)
+
+
+def predictions(path: Path, tokenizer, labelled) -> np.ndarray:
     outputs = fidelity.run_graph(path, tokenizer, labelled.texts, batch_size=16, max_length=128)
-    predicted = np.concatenate([v.argmax(-1) for v in outputs.values])
-    return round(float((predicted == np.asarray(labelled.labels)).mean()), 5)
+    return np.concatenate([v.argmax(-1) for v in outputs.values])
 
 
 def _with_exclude(options: QuantOptions, exclude: list[str]) -> QuantOptions:
