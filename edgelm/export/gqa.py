@@ -215,11 +215,15 @@ def _packed_projection(g: _Graph, layer: _Layer) -> str | None:
     if len({n.input[0] for n in nodes}) != 1 or any(len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT for w in weights):
         return None
     name = f"{nodes[0].name}_qkv"
-    packed = np.concatenate([numpy_helper.to_array(w) for w in weights], axis=1)
-    g.graph.initializer.append(numpy_helper.from_array(packed, f"{name}_weight"))
-    matmul = helper.make_node("MatMul", [nodes[0].input[0], f"{name}_weight"], [name], name=name)
-    g.graph.node.insert(list(g.graph.node).index(nodes[0]), matmul)
+    g.graph.node.insert(list(g.graph.node).index(nodes[0]), _concat_matmul(g, nodes, name))
     return name
+
+
+def _concat_matmul(g: _Graph, nodes: list, name: str) -> onnx.NodeProto:
+    """One MatMul (output `name`) of the nodes' shared input by their weights side by side (new initializer)."""
+    weights = [numpy_helper.to_array(g.inits[n.input[1]]) for n in nodes]
+    g.graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}_weight"))
+    return helper.make_node("MatMul", [nodes[0].input[0], f"{name}_weight"], [name], name=name)
 
 
 def pack_sibling_matmuls(model: onnx.ModelProto) -> int:
@@ -233,17 +237,15 @@ def pack_sibling_matmuls(model: onnx.ModelProto) -> int:
         if weight is not None and len(weight.dims) == 2 and weight.data_type == onnx.TensorProto.FLOAT:
             by_input.setdefault(node.input[0], []).append(node)
     packed = 0
-    for source, nodes in by_input.items():
+    for nodes in by_input.values():
         if len(nodes) != 2 or g.inits[nodes[0].input[1]].dims != g.inits[nodes[1].input[1]].dims:
             continue
         first, second = nodes
         width = g.inits[first.input[1]].dims[1]
         name = f"{first.name}_pair"
-        weights = [numpy_helper.to_array(g.inits[n.input[1]]) for n in nodes]
-        g.graph.initializer.extend([numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}_weight"),
-                                    numpy_helper.from_array(np.array([width, width], dtype=np.int64), f"{name}_split")])
+        g.graph.initializer.append(numpy_helper.from_array(np.array([width, width], dtype=np.int64), f"{name}_split"))
         at = list(g.graph.node).index(first)
-        new = [helper.make_node("MatMul", [source, f"{name}_weight"], [name], name=name),
+        new = [_concat_matmul(g, nodes, name),
                helper.make_node("Split", [name, f"{name}_split"], [first.output[0], second.output[0]],
                                 name=f"{name}_split", axis=-1)]
         for node in nodes:
@@ -271,38 +273,17 @@ def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
 
 # --- on a saved export, checked ------------------------------------------------------------------------------
 def fuse_file(path: Path, atol: float = 1e-3) -> dict:
-    """Rewrite the decoder at `path` in place when every layer matches and onnxruntime gives the same logits
-    (prompt and one cached step, relative to the logits' scale) as the original. Returns what happened."""
-    from edgelm.quant.onnx_quant import save_model
+    """Rewrite the decoder at `path` in place when onnxruntime gives the same logits (prompt and one cached step,
+    relative to the logits' scale) as the original. Returns what happened."""
+    from edgelm.export.checked import rewrite_checked
 
-    import time
+    def rewrite(model):
+        count = fuse_group_query_attention(model)
+        return {"GroupQueryAttention": count, "packed_matmul_pairs": pack_sibling_matmuls(model) if count else 0}
 
-    started, path = time.time(), Path(path)
-    original = onnx.load(str(path))
-    model = onnx.ModelProto()
-    model.CopyFrom(original)
-    count = fuse_group_query_attention(model)
-    pairs = pack_sibling_matmuls(model) if count else 0
-    if not count:
-        return {"GroupQueryAttention": 0, "reason": "no attention layer to rewrite (MultiHeadAttention with full-head rotary, a KV cache and a head size that is a multiple of 16)",
-                "seconds": time.time() - started}
-    try:
-        diff = _max_logit_diff(original, model)
-    except Exception as exc:  # onnxruntime refused the rewritten graph: keep the original, say why
-        return {"GroupQueryAttention": 0, "reason": f"onnxruntime cannot run the rewritten graph: {str(exc)[-200:]}",
-                "seconds": time.time() - started}
-    if not diff <= atol:
-        return {"GroupQueryAttention": 0, "reason": f"rewritten graph differs from the original (max logit diff {diff:.3g})",
-                "seconds": time.time() - started}
-    external = path.with_name(path.name + ".data").exists()
-    if external:
-        path.with_name(path.name + ".data").unlink()  # onnx appends to an existing data file
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-    else:
-        save_model(model, path)
-    return {"GroupQueryAttention": count, "packed_matmul_pairs": pairs, "max_logit_diff": float(diff),
-            "seconds": time.time() - started}
+    return rewrite_checked(path, rewrite, _max_logit_diff, atol, "GroupQueryAttention", "max_logit_diff",
+                           "no attention layer to rewrite (MultiHeadAttention with full-head rotary, a KV cache and "
+                           "a head size that is a multiple of 16)")
 
 
 def _max_logit_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> float:

@@ -79,25 +79,12 @@ def _composite(name, summands, gamma, beta, epsilon, output, sum_output, axes, o
 def decompose_file(path: Path, atol: float = 1e-4) -> dict:
     """Rewrite the encoder at `path` in place when onnxruntime gives the same outputs (two rows, one padded) as the
     original; returns {"layer_norms": n, ...} or the reason nothing was rewritten."""
-    from edgelm.quant.onnx_quant import save_model
+    from edgelm.export.checked import rewrite_checked
 
-    path = Path(path)
-    original = onnx.load(str(path))
-    if any(i.name.startswith("past_key_values") for i in original.graph.input):
+    if any(i.name.startswith("past_key_values") for i in onnx.load(str(path), load_external_data=False).graph.input):
         return {"layer_norms": 0, "reason": "decoder graph (left as exported)"}
-    model = onnx.ModelProto()
-    model.CopyFrom(original)
-    count = decompose_layer_norms(model)
-    if not count:
-        return {"layer_norms": 0, "reason": "no LayerNormalization to rewrite"}
-    try:
-        diff = _max_output_diff(original, model)
-    except Exception as exc:  # keep the original, say why
-        return {"layer_norms": 0, "reason": f"onnxruntime cannot run the rewritten graph: {str(exc)[-200:]}"}
-    if not diff <= atol:
-        return {"layer_norms": 0, "reason": f"rewritten graph differs from the original (max diff {diff:.3g})"}
-    save_model(model, path)
-    return {"layer_norms": count, "max_abs_diff": diff}
+    return rewrite_checked(path, lambda model: {"layer_norms": decompose_layer_norms(model)}, _max_output_diff, atol,
+                           "layer_norms", "max_abs_diff", "no LayerNormalization to rewrite")
 
 
 def _max_output_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> float:

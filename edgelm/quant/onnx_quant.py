@@ -362,13 +362,13 @@ def strip_node_metadata(path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
-def save_model(model: onnx.ModelProto, dst: Path) -> list[Path]:
-    """Save as one file, or with one `<name>.data` sidecar when the weights pass the protobuf limit."""
+def save_model(model: onnx.ModelProto, dst: Path, external: bool = False) -> list[Path]:
+    """Save as one file, or with one `<name>.data` sidecar when asked or when the weights pass the protobuf limit."""
     dst = Path(dst)
     data = dst.with_name(dst.name + ".data")
-    for stale in (dst, data):
+    for stale in (dst, data):  # also: onnx appends to an existing data file
         stale.unlink(missing_ok=True)
-    if model.ByteSize() > TWO_GB:
+    if external or model.ByteSize() > TWO_GB:
         onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data.name, size_threshold=1024)
         return [dst, data]
