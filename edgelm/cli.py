@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from edgelm.errors import EdgelmError, GateFailed, StageFailed
+from edgelm.core.errors import EdgelmError, GateFailed, StageFailed
+from edgelm.core.registry import Choices, choices_of
 
 SCHEMA_VERSION = 1
 
@@ -113,7 +114,7 @@ def data_options(f):
 
 
 def data_config(data, text_column, label_column, max_samples=None, seed=0):
-    from edgelm.data import DataConfig
+    from edgelm.data.readers import DataConfig
 
     if data is None:
         return None
@@ -142,6 +143,12 @@ class GreedyOption(click.Option):
             opt.process = process
 
 
+def _registry_choices(field) -> tuple[str, ...] | None:
+    """A `Name(registry)` field: pydantic moves the Annotated metadata into `field.metadata`."""
+    found = [m for m in field.metadata if isinstance(m, Choices)]
+    return found[0].names() if found else None
+
+
 def _field_option(name: str, field) -> click.Option:
     extra = field.json_schema_extra or {}
     flag = extra.get("cli", "--" + name.replace("_", "-"))
@@ -157,16 +164,18 @@ def _field_option(name: str, field) -> click.Option:
         return click.Option([f"--{base}/--no-{base}", name], default=None, help=help_text)
     if origin is list:
         item = args[0] if args else str
-        choice = click.Choice(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else None
+        names = choices_of(item)
+        choice = click.Choice(names) if names else None
         return GreedyOption([flag, name], multiple=True, type=choice, help=help_text + " (several allowed)")
-    if origin is typing.Literal:
-        return click.Option([flag, name], type=click.Choice([str(a) for a in args]), default=None, help=help_text)
+    names = choices_of(ann) or _registry_choices(field)
+    if names:
+        return click.Option([flag, name], type=click.Choice(names), default=None, help=help_text)
     click_type = {int: int, float: float}.get(ann, str)
     return click.Option([flag, name], type=click_type, default=None, help=help_text)
 
 
 def add_stage_command(kind: str, command_name: str | None = None):
-    from edgelm.stages.base import get_stage
+    from edgelm.core.stage import get_stage
 
     stage = get_stage(kind)
     fields = stage.Config.model_fields
@@ -178,8 +187,8 @@ def add_stage_command(kind: str, command_name: str | None = None):
 
     def callback(model, out, force, as_json, task, allow_pickle, trust_remote_code, data, eval_data, text_column,
                  label_column, seed, **stage_kwargs):
-        from edgelm.recipe import _validate_config
-        from edgelm.runner import run_single
+        from edgelm.pipeline.recipe import _validate_config
+        from edgelm.pipeline.runner import run_single
 
         given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in stage_kwargs.items()
                  if v is not None and not (isinstance(v, tuple) and not v)}
@@ -209,7 +218,7 @@ for _kind in ("export", "quantize", "finetune", "lowrank", "prune", "distill"):
 @model_options
 def info(model, as_json, task, allow_pickle, trust_remote_code):
     """Architecture, task, parameters and shapes of MODEL."""
-    from edgelm.loading import load_model, model_info
+    from edgelm.models.loading import load_model, model_info
 
     facts = model_info(load_model(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code))
     if as_json:
@@ -226,8 +235,8 @@ def info(model, as_json, task, allow_pickle, trust_remote_code):
 @click.option("--json", "as_json", is_flag=True, help="print run.json")
 def run(recipe, out, overrides, as_json):
     """Run (or resume) a recipe: one folder per stage, run.json and a report."""
-    from edgelm.recipe import load_recipe
-    from edgelm.runner import run_recipe
+    from edgelm.pipeline.recipe import load_recipe
+    from edgelm.pipeline.runner import run_recipe
 
     parsed = load_recipe(resolve_recipe_path(recipe), overrides)
     out = out or Path("runs") / (parsed.name or Path(recipe).stem)
@@ -250,12 +259,12 @@ def resolve_recipe_path(recipe: Path) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def stages(as_json):
     """Registered stage kinds with their parameters and help."""
-    from edgelm.stages.base import all_stages
+    from edgelm.core.stage import all_stages
 
     table = {}
     for kind, stage in all_stages().items():
         table[kind] = {"summary": stage.summary, "implemented": stage.implemented,
-                       "parameters": {n: {"type": _type_name(f.annotation), "default": f.get_default(call_default_factory=True),
+                       "parameters": {n: {"type": _type_name(f), "default": f.get_default(call_default_factory=True),
                                           "help": f.description} for n, f in stage.Config.model_fields.items()}}
     if as_json:
         emit_json({"stages": table})
@@ -266,15 +275,24 @@ def stages(as_json):
             click.echo(f"    {name} = {p['default']!r}  [{p['type']}]  {p['help']}")
 
 
-def _type_name(annotation) -> str:
-    return getattr(annotation, "__name__", None) if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+def _type_name(field) -> str:
+    names = _registry_choices(field)
+    if names:
+        return "one of " + " | ".join(names)
+    annotation = field.annotation
+    item = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
+    if item is not None and typing.get_origin(item) is typing.Annotated and choices_of(item):
+        return "list of " + " | ".join(choices_of(item))
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def report(run_dir):
     """Re-render report.md/report.html of RUN_DIR (or the .md/.html of a bench JSON) from its JSON."""
-    from edgelm.report import render_path
+    from edgelm.deliver.report import render_path
 
     for path in render_path(run_dir):
         click.echo(str(path))
@@ -302,9 +320,9 @@ def report(run_dir):
 def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, prompt_len, new_tokens, seconds, baseline,
                   no_compare, json_path, html_path, md_path):
     """Time exported artifacts (OUT folders) on CPU, CUDA and mobile-class runtimes, each in a fresh process."""
-    from edgelm.bench.runtimes import resolve_target
-    from edgelm.bench.suite import BenchSettings, run_bench, write_bench_json
-    from edgelm.report import bench_markdown, bench_html_body, page
+    from edgelm.runtimes.base import resolve_target
+    from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json
+    from edgelm.deliver.report import bench_markdown, bench_html_body, page
 
     targets = [resolve_target(o) for o in outs]
     names = [t.name for t in targets]
@@ -344,7 +362,7 @@ def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, promp
 def eval_command(model, metrics, runtimes, reference, k_shot, label_words, max_samples, as_json, task, allow_pickle,
                  trust_remote_code, data, eval_data, text_column, label_column, seed):
     """Evaluate MODEL_OR_OUT (a model, stage folder or run folder) on its artifact or torch model."""
-    from edgelm.recipe import _validate_config
+    from edgelm.pipeline.recipe import _validate_config
     from edgelm.stages.eval import evaluate_standalone
 
     given = {"metrics": list(metrics) or None, "runtime": list(runtimes) or None, "k_shot": k_shot,
@@ -379,7 +397,7 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, max_s
 def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, data,
                      eval_data, text_column, label_column, seed):
     """Compress MODEL (default minilm-l6) for TARGET: default recipe, eval, bench, report and an app bundle."""
-    from edgelm.compress import TARGET_RUNTIMES, compress
+    from edgelm.pipeline.compress import TARGET_RUNTIMES, compress
 
     gates = {k: v for k, v in (("max_accuracy_drop", max_accuracy_drop), ("max_size_mb", max_size_mb)) if v is not None}
     if min_speedup is not None:
@@ -405,7 +423,7 @@ def _print_compress(result: dict, err: bool = False) -> None:
         click.echo(f"note: {note}", err=err)
     for key, value in result["headline"].items():
         click.echo(f"{key:>24}: {value}", err=err)
-    click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.consumer {result['bundle']} \"some text\")", err=err)
+    click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.deliver.consumer {result['bundle']} \"some text\")", err=err)
     click.echo("report: " + "  ".join(result["report"].values()), err=err)
 
 

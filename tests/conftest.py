@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.measure.exports import tiny_export  # noqa: F401  (a shared session fixture)
 from tests.tiny import build_tiny
 
 os.environ.setdefault("EDGELM_QUIET", "1")
@@ -44,8 +45,8 @@ def wikitext_valid():
 
 
 def require_builtin(name: str) -> Path:
-    from edgelm.errors import EdgelmError
-    from edgelm.loading import builtin_path
+    from edgelm.core.errors import EdgelmError
+    from edgelm.models.loading import builtin_path
 
     try:
         return builtin_path(name)

@@ -41,7 +41,7 @@ def test_bad_recipe_exit_2(tmp_path):
 
 
 def test_unimplemented_stage_says_so(tiny_model, tmp_path):
-    from edgelm.stages.base import all_stages
+    from edgelm.core.stage import all_stages
 
     missing = [k for k, s in all_stages().items() if not s.implemented and k in ("export", "quantize", "finetune", "lowrank", "prune", "distill")]
     if not missing:

@@ -26,14 +26,14 @@ ALL_RUNTIMES = ["torch-cpu", "ort-cpu", "ort-mobile", "executorch", "torch-cuda"
 
 def export(model: str, folder: Path, formats: list[str], existing: str | None = None) -> Path:
     """The export stage's folder for MODEL (reused when present)."""
-    from edgelm.stages.base import get_stage
+    from edgelm.core.stage import get_stage
 
     if existing and (Path(existing) / "edgelm.json").is_file():
         print(f"[bench_real] reusing the export in {existing}", file=sys.stderr)
         return Path(existing)
     if (folder / "edgelm.json").is_file():
         return folder
-    from edgelm.runner import run_single
+    from edgelm.pipeline.runner import run_single
 
     for fewer in range(len(formats)):  # a format that fails to export is left out (its runtime is then skipped)
         asked = formats[:len(formats) - fewer]
@@ -46,9 +46,9 @@ def export(model: str, folder: Path, formats: list[str], existing: str | None = 
 
 
 def bench(folder: Path, out: Path, name: str, **settings) -> dict:
-    from edgelm.bench.runtimes import resolve_target
-    from edgelm.bench.suite import BenchSettings, run_bench, write_bench_json
-    from edgelm.report import write_bench_reports
+    from edgelm.runtimes.base import resolve_target
+    from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json
+    from edgelm.deliver.report import write_bench_reports
 
     result = run_bench([resolve_target(folder, name=name)], BenchSettings(compare=False, **settings))
     write_bench_json(result, out / f"{name}.json")

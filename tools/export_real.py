@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(RUNS))
     opts = parser.parse_args()
     opts.out.mkdir(parents=True, exist_ok=True)
-    from edgelm.pipeline import environment
+    from edgelm.pipeline.run import environment
 
     figures = {"machine": {"cpu": cpu_model(), **environment()}, "runs": []}
     for model in opts.models:

@@ -1,5 +1,5 @@
 """int4 settings sweep for a decoder: quantize the float export once per candidate and score each with one fixed
-protocol — WikiText-style sliding-window perplexity (edgelm.evaluate.perplexity) of the ONNX graph on 2 threads,
+protocol — WikiText-style sliding-window perplexity (edgelm.measure.quality.perplexity) of the ONNX graph on 2 threads,
 against the float graph — plus the quantize stage's own prose parity figures, and the artifact size.
 
     flock /tmp/edgelm-heavy.lock python tools/int4_sweep.py /work/runs/export-real/smollm2-135m \\
@@ -7,7 +7,7 @@ against the float graph — plus the quantize stage's own prose parity figures, 
         rtn-sym-b32:block_size=32 rtn-asym-b32:symmetric=False kquant-b32:algorithm=kquant \\
         floattable:quantize_embedding=False,exclude=node_FusedMatMul_696
 
-A candidate is NAME:key=value,... over edgelm.quant.onnx_quant.QuantOptions (method int4; exclude takes node
+A candidate is NAME:key=value,... over edgelm.techniques.quantize.onnx_quant.QuantOptions (method int4; exclude takes node
 names separated by '+'). Accuracy only: no timings here (use `edgelm bench`).
 """
 
@@ -35,8 +35,8 @@ def graph_perplexity(path: Path, tokenizer, text: str, tokens: int, window: int,
     import numpy as np
     import onnxruntime as ort
 
-    from edgelm.evaluate import EvalModel, perplexity
-    from edgelm.generate import OnnxCausalLM
+    from edgelm.measure.quality import EvalModel, perplexity
+    from edgelm.models.generate import OnnxCausalLM
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.log_severity_level = 2, 3
@@ -59,10 +59,10 @@ def main(argv=None) -> int:
 
     from types import SimpleNamespace
 
-    from edgelm.loading import load_tokenizer
-    from edgelm.quant.feeds import TextCalibrationReader
-    from edgelm.quant.onnx_quant import QuantOptions, quantize_onnx, size_mb
-    from edgelm.quant.workflow import CALIBRATION_MAX_LENGTH, parity_figures, texts_for
+    from edgelm.models.loading import load_tokenizer
+    from edgelm.verify.feeds import TextCalibrationReader
+    from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx, size_mb
+    from edgelm.techniques.quantize.workflow import CALIBRATION_MAX_LENGTH, parity_figures, texts_for
 
     src, text = args.float_dir / "model.onnx", args.text.read_text()
     tokenizer = load_tokenizer(args.float_dir)

@@ -2,7 +2,7 @@
 GGUF, side by side on this machine (batch 1, same thread count, same prompt tokens, greedy).
 
 Each measurement runs in a fresh worker process; the runtimes are interleaved round by round (A B, B A, ...)
-so load drift hits both alike. Statistics come from edgelm.bench.timing (the only place that computes them).
+so load drift hits both alike. Statistics come from edgelm.measure.timing (the only place that computes them).
 
     flock /tmp/edgelm-heavy.lock python tools/llamacpp_compare.py \
         --onnx OUT/int4 [--onnx OUT/fp32 ...] [--gguf path.gguf] --threads 2 --json llamacpp.json
@@ -55,8 +55,8 @@ class LlamaCppGenerator:
 def onnx_generator(folder: str, threads: int):
     import onnxruntime as ort
 
-    from edgelm.bench.decoding import OnnxGenerator
-    from edgelm.generate import OnnxCausalLM
+    from edgelm.runtimes.decoding import OnnxGenerator
+    from edgelm.models.generate import OnnxCausalLM
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -65,15 +65,15 @@ def onnx_generator(folder: str, threads: int):
 
 
 def prompt_ids(tokenizer_dir: str, prompt_len: int) -> np.ndarray:
-    from edgelm.loading import load_tokenizer
+    from edgelm.models.loading import load_tokenizer
 
     ids = load_tokenizer(Path(tokenizer_dir))(PROMPT, return_tensors="np")["input_ids"][:, :prompt_len]
     return ids.astype(np.int64)
 
 
 def worker(args) -> dict:
-    from edgelm.bench.machine import peak_rss_mb
-    from edgelm.bench.timing import Budget, summarize_generation, time_generation
+    from edgelm.measure.machine import peak_rss_mb
+    from edgelm.measure.timing import Budget, summarize_generation, time_generation
 
     ids = prompt_ids(args.tokenizer, args.prompt_len)
     if args.worker == "llama.cpp":
@@ -106,8 +106,8 @@ def llamacpp_missing() -> str | None:
 
 
 def compare(args) -> dict:
-    from edgelm.bench.machine import library_versions, machine_info
-    from edgelm.bench.timing import median
+    from edgelm.measure.machine import library_versions, machine_info
+    from edgelm.measure.timing import median
 
     runtimes = [(f"ort-cpu:{Path(p).name}", "onnx", p) for p in args.onnx]
     skipped = {}
@@ -153,7 +153,7 @@ def _llamacpp_version() -> dict:
 def default_gguf() -> str:
     import importlib.util
 
-    from edgelm.loading import BUILTIN_MODELS
+    from edgelm.models.loading import BUILTIN_MODELS
 
     spec = BUILTIN_MODELS["smollm2-135m"]
     package = importlib.util.find_spec(spec["package"])

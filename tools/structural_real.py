@@ -5,7 +5,7 @@
     flock /tmp/edgelm-heavy.lock python tools/structural_real.py minilm   --teacher /work/artifacts/minilm-sst2-lora
 
 Perplexity: WikiText-2 valid (../shared/data/wikitext-2/valid.txt), the first --tokens tokens, non-overlapping
---window-token windows (stride = window), through edgelm.evaluate.perplexity. Prints one JSON object per experiment (stdout) with machine facts.
+--window-token windows (stride = window), through edgelm.measure.quality.perplexity. Prints one JSON object per experiment (stdout) with machine facts.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ def machine() -> dict:
 
 
 def perplexity(bundle, text: str, tokens: int, window: int) -> float:
-    """edgelm.evaluate's sliding-window perplexity with stride = window (non-overlapping windows)."""
-    from edgelm.evaluate import perplexity as evaluate_perplexity, torch_model
+    """edgelm.measure.quality's sliding-window perplexity with stride = window (non-overlapping windows)."""
+    from edgelm.measure.quality import perplexity as evaluate_perplexity, torch_model
 
     return evaluate_perplexity(torch_model(bundle), text, window=window, stride=window, max_tokens=tokens)["perplexity"]
 
 
 def run_stage(kind: str, bundle, config: dict, workdir: Path, data=None, initial=None):
     """Run one stage in-process (stage metrics + seconds)."""
-    from edgelm.stages.base import StageContext, get_stage
+    from edgelm.core.stage import StageContext, get_stage
 
     stage = get_stage(kind)
     ctx = StageContext(workdir=workdir, data=data, initial_bundle=initial or (lambda: bundle))
@@ -51,8 +51,8 @@ def run_stage(kind: str, bundle, config: dict, workdir: Path, data=None, initial
 
 
 def lowrank(args) -> dict:
-    from edgelm.loading import load_model
-    from edgelm.stages.lowrank import select_targets, weight_matrix
+    from edgelm.models.loading import load_model
+    from edgelm.techniques.lowrank.stage import select_targets, weight_matrix
 
     text = (DATA / "wikitext-2" / "valid.txt").read_text()
     base = load_model("smollm2-135m")
@@ -63,7 +63,7 @@ def lowrank(args) -> dict:
     out = {"experiment": "smollm2-135m lowrank", "eval": f"wikitext-2 valid, first {args.tokens} tokens, "
            f"window {args.window}, stride {args.window}", "target_model_reduction": args.reduction,
            "per_layer_ratio": ratio, "params_base": total,
-           "calibration": f"{args.calib_samples} x 256-token windows of Python's bundled docs (edgelm.data.calibration_texts)"}
+           "calibration": f"{args.calib_samples} x 256-token windows of Python's bundled docs (edgelm.data.readers.calibration_texts)"}
     out["ppl_base"] = round(perplexity(base, text, args.tokens, args.window), 3)
     print(json.dumps({"ppl_base": out["ppl_base"]}), file=sys.stderr, flush=True)
     for method in ("svd", "activation"):
@@ -83,8 +83,8 @@ def lowrank(args) -> dict:
 def prune_lm(args) -> dict:
     """SmolLM2-135M: 25% of FFN neurons pruned (activation importance, pydoc calibration), then a short
     distillation from the unpruned model on WikiText-2 valid text that lies AFTER the evaluated span."""
-    from edgelm.data import DataConfig
-    from edgelm.loading import load_model
+    from edgelm.data.readers import DataConfig
+    from edgelm.models.loading import load_model
 
     text = (DATA / "wikitext-2" / "valid.txt").read_text()
     base = load_model("smollm2-135m")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgelm.errors import EdgelmError
+from edgelm.core.errors import EdgelmError
 
 PTE_FILE = "model.pte"
 MAX_BATCH = 16
@@ -79,7 +79,7 @@ def _backend_config(has_cache: bool):
 
 
 def _encoder_inputs(bundle) -> list[str]:
-    from edgelm.tasks import model_input_names
+    from edgelm.models.tasks import model_input_names
 
     return model_input_names(bundle)
 
@@ -186,7 +186,7 @@ def pte_runner(path: Path):
 
 
 class PteCausalLM:
-    """prefill/decode/generate over a static-cache .pte, mirroring edgelm.generate.OnnxCausalLM (batch 1)."""
+    """prefill/decode/generate over a static-cache .pte, mirroring edgelm.models.generate.OnnxCausalLM (batch 1)."""
 
     def __init__(self, path: Path):
         self.method = _load_method(path)

@@ -290,8 +290,8 @@ def _max_logit_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> float:
     """Prefill of 7 tokens then one decode step on both graphs; max |difference| / max |logit|."""
     import tempfile
 
-    from edgelm.generate import OnnxCausalLM
-    from edgelm.quant.onnx_quant import save_model
+    from edgelm.models.generate import OnnxCausalLM
+    from edgelm.techniques.quantize.onnx_quant import save_model
 
     with tempfile.TemporaryDirectory(prefix="edgelm-gqa-") as tmp:
         runs = []

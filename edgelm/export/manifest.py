@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgelm.errors import EdgelmError
+from edgelm.core.errors import EdgelmError
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = 1

@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgelm.errors import EdgelmError
+from edgelm.core.errors import EdgelmError
 from edgelm.export.manifest import KVCache, TensorSpec
 
 ONNX_FILE = "model.onnx"
@@ -91,7 +91,7 @@ def encoder_example(bundle):
     """(task module, input names, example args) for tracing an encoder on real, padded text."""
     import torch
 
-    from edgelm.tasks import model_input_names, task_module
+    from edgelm.models.tasks import model_input_names, task_module
 
     names = model_input_names(bundle)
     enc = bundle.tokenizer(EXAMPLE_TEXTS, padding=True, return_tensors="pt")
@@ -102,7 +102,7 @@ def encoder_example(bundle):
 def _encoder_graph(bundle):
     import torch
 
-    from edgelm.tasks import output_name
+    from edgelm.models.tasks import output_name
 
     module, names, args = encoder_example(bundle)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=_max_positions(bundle))
@@ -127,7 +127,7 @@ def match_signature(module, names, dynamic):
 def _decoder_graph(bundle):
     import torch
 
-    from edgelm.text_tasks import prefix_cache, virtual_tokens
+    from edgelm.models.text_tasks import prefix_cache, virtual_tokens
 
     prompt = virtual_tokens(bundle)
     module = DecoderWithCache(bundle.model, prefix_cache(bundle.model, prompt) if prompt is not None else None).eval()

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgelm.errors import EdgelmError
+from edgelm.core.errors import EdgelmError
 
 ORT_FILE = "model.ort"
 OPS_CONFIG = "model.required_operators.config"

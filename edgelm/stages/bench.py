@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgelm.errors import EdgelmError
-from edgelm.stages.base import Stage, StageConfig, StageResult, register_stage
+from edgelm.core.errors import EdgelmError
+from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
 
 Runtime = Literal["torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-mobile", "executorch"]
 ARTIFACT_OF = {"ort-cpu": "onnx", "ort-cuda": "onnx", "ort-mobile": "ort", "executorch": "pte"}
@@ -38,12 +38,12 @@ class BenchStage(Stage):
     summary = "Benchmark latency on CPU, CUDA and mobile-class runtimes"
 
     def run(self, bundle, config: BenchConfig, ctx) -> StageResult:
-        from edgelm.bench.runtimes import target_from_bundle
-        from edgelm.bench.suite import BenchSettings, run_bench, write_bench_json
-        from edgelm.report import write_bench_reports
+        from edgelm.runtimes.base import target_from_bundle
+        from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json
+        from edgelm.deliver.report import write_bench_reports
 
         if bundle.model_dir is None and bundle.model is not None:
-            from edgelm.bundle import save_model
+            from edgelm.models.bundle import save_model
 
             save_model(bundle.model, bundle.tokenizer, ctx.workdir / "weights")
             bundle = bundle.derive(model_dir=ctx.workdir / "weights")
@@ -86,7 +86,7 @@ def pick_data(config: BenchConfig, ctx, task: str | None = None) -> str | None:
 
 def resolve_baseline(config: BenchConfig, bundle, ctx):
     """(baseline Target or None, reason when there is none)."""
-    from edgelm.bench.runtimes import resolve_target, target_from_bundle
+    from edgelm.runtimes.base import resolve_target, target_from_bundle
 
     choice = config.baseline
     if choice == "none":
@@ -108,7 +108,7 @@ def resolve_baseline(config: BenchConfig, bundle, ctx):
         if source is None:
             return None, why
     if source.model_dir is None and source.model is not None:
-        from edgelm.bundle import save_model
+        from edgelm.models.bundle import save_model
 
         save_model(source.model, source.tokenizer, ctx.workdir / "baseline" / "weights")
         source = source.derive(model_dir=ctx.workdir / "baseline" / "weights")
@@ -117,7 +117,7 @@ def resolve_baseline(config: BenchConfig, bundle, ctx):
 
 def export_source(source, formats: list[str], folder: Path):
     """The input model exported like the candidate, so ONNX/.ort/.pte runtimes compare like with like."""
-    from edgelm.stages.base import StageContext, get_stage
+    from edgelm.core.stage import StageContext, get_stage
 
     stage = get_stage("export")
     if not stage.implemented:

@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgelm.errors import EdgelmError
-from edgelm.stages.base import Stage, StageConfig, StageResult, register_stage
+from edgelm.core.errors import EdgelmError
+from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
 
 Metric = Literal["accuracy", "perplexity", "icl", "fidelity", "generation"]
 DEFAULT_METRICS = {"sequence-classification": ["accuracy"], "feature-extraction": ["fidelity"],
@@ -53,7 +53,7 @@ class EvalStage(Stage):
     summary = "Evaluate accuracy / perplexity / ICL / embedding fidelity against a reference model"
 
     def run(self, bundle, config: EvalConfig, ctx) -> StageResult:
-        from edgelm.evaluate import torch_model
+        from edgelm.measure.quality import torch_model
 
         metrics = config.metrics or DEFAULT_METRICS[bundle.task]
         reference_bundle, reference_name = find_reference(bundle, config.reference, ctx)
@@ -98,7 +98,7 @@ def compare(metrics, candidate, reference, data, config, ref_scores) -> dict:
 
 
 def score(metric: str, model, reference, data: "EvalData", config: EvalConfig) -> dict:
-    from edgelm import evaluate as ev
+    from edgelm.measure import quality as ev
 
     if metric == "accuracy":
         result = ev.evaluate_classification(model, data.labelled(), max_length=config.max_length, batch_size=config.batch_size)
@@ -131,7 +131,7 @@ def find_reference(bundle, spec: str, ctx):
         if ctx.initial_bundle is None:
             raise EdgelmError("eval reference 'input': this run has no input model to compare with")
         return ctx.initial_bundle(), "input"
-    from edgelm.bundle import ModelBundle
+    from edgelm.models.bundle import ModelBundle
 
     folder = Path(ctx.run_dir or ".") / spec
     if spec not in previous or not folder.is_dir():
@@ -143,14 +143,14 @@ def find_reference(bundle, spec: str, ctx):
 
 
 def candidate_model(bundle, runtime: str):
-    from edgelm.evaluate import torch_model
+    from edgelm.measure.quality import torch_model
 
     if runtime == "auto":
         runtime = next((rt for fmt, rt in (("ort", "ort-mobile"), ("onnx", "ort-cpu"), ("pte", "executorch"))
                         if fmt in bundle.artifacts), "torch")
     if runtime in ("torch", "torch-cpu"):
         return torch_model(bundle, "torch")
-    from edgelm.evaluate_artifacts import artifact_model
+    from edgelm.measure.artifacts import artifact_model
 
     return artifact_model(bundle, runtime)
 
@@ -164,7 +164,7 @@ class EvalData:
         self.source: str | None = None  # where labelled eval examples came from, for the report
 
     def _load(self, spec):
-        from edgelm.data import as_config, load_examples
+        from edgelm.data.readers import as_config, load_examples
 
         return load_examples(as_config(spec, seed=self.seed))
 
@@ -196,7 +196,7 @@ class EvalData:
         _, held = self._train_and_eval()
         if held is not None:
             return self._sample(held, min(n, self.config.max_samples or n)).texts
-        from edgelm.data import calibration_texts
+        from edgelm.data.readers import calibration_texts
 
         return calibration_texts(n, seed=self.seed)
 
@@ -205,11 +205,11 @@ class EvalData:
             if spec is not None:
                 path = Path(getattr(spec, "path", spec))
                 if path.suffix.lower() == ".txt" and path.is_file():
-                    from edgelm.data import load_text
+                    from edgelm.data.readers import load_text
 
                     return load_text(path)
                 return "\n\n".join(self._load(spec).texts)
-        from edgelm.data import calibration_texts
+        from edgelm.data.readers import calibration_texts
 
         return "\n\n".join(calibration_texts(64, seed=self.seed))
 
@@ -218,7 +218,7 @@ class EvalData:
         train, held = self._train_and_eval()
         if train is not None and train.labels is not None and held is not None and held.labels is not None:
             return train, self._sample(held, self.config.icl_samples), False
-        from edgelm.data import load_examples
+        from edgelm.data.readers import load_examples
 
         probe = load_examples(str(PROBE_DATA))
         return probe, probe, True
@@ -230,8 +230,8 @@ def evaluate_standalone(model: str, config: EvalConfig, *, data=None, eval_data=
     another MODEL given with --reference (none by default: a lone model has nothing to be compared with)."""
     import tempfile
 
-    from edgelm.loading import load_model
-    from edgelm.stages.base import StageContext
+    from edgelm.models.loading import load_model
+    from edgelm.core.stage import StageContext
 
     kw = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     bundle = load_model(str(last_stage_folder(Path(model))) if Path(model).is_dir() else model, task=task, **kw)

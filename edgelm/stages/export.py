@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgelm.stages.base import Stage, StageConfig, StageResult, register_stage, require_model
+from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 
 
 class ExportConfig(StageConfig):
@@ -30,8 +30,8 @@ class ExportStage(Stage):
 
     def run(self, bundle, config: ExportConfig, ctx) -> StageResult:
         from edgelm.export.manifest import Manifest, artifact_size_mb, file_entries
-        from edgelm.parity import Tolerances, check_artifact
-        from edgelm.ui import step
+        from edgelm.verify.parity import Tolerances, check_artifact
+        from edgelm.core.ui import step
 
         require_model(bundle, self.kind)
         out = Path(ctx.workdir)
@@ -77,7 +77,7 @@ class ExportStage(Stage):
 
     def _onnx(self, bundle, config, out: Path, manifest, metrics: dict) -> Path:
         from edgelm.export.onnx import export_onnx
-        from edgelm.ui import step
+        from edgelm.core.ui import step
 
         doing = "exporting and optimising ONNX (torch.onnx.export, dynamo; fusions)" if config.optimize else \
             "exporting ONNX (torch.onnx.export, dynamo)"
@@ -95,14 +95,14 @@ def parity_texts(ctx, task: str) -> list[str] | None:
     """Real texts for parity: the run's data when given (a few rows), else built-in prose."""
     if ctx.data is None:
         return None
-    from edgelm.data import load_examples
+    from edgelm.data.readers import load_examples
 
     texts = [t for t in load_examples(ctx.data).texts if t.strip()]
     return texts[: 3 if task == "causal-lm" else 8] or None
 
 
 def preprocessing(bundle, config: ExportConfig) -> dict:
-    from edgelm.tasks import model_input_names
+    from edgelm.models.tasks import model_input_names
 
     pre = {"tokenizer": "tokenizer.json", "add_special_tokens": True}
     if bundle.task == "causal-lm":

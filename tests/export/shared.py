@@ -10,7 +10,7 @@ _CACHE: dict = {}
 def exported(tiny_model, tmp_path_factory, arch: str, task: str | None = None, optimize: bool = False):
     """(bundle, OnnxExport) for a tiny model; optimize=True fuses the graph in memory (as the export stage does)."""
     from edgelm.export.onnx import export_onnx
-    from edgelm.loading import load_model
+    from edgelm.models.loading import load_model
 
     key = (arch, task, optimize)
     if key not in _CACHE:

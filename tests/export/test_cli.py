@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from edgelm.bundle import ModelBundle
+from edgelm.models.bundle import ModelBundle
 from edgelm.cli import main
 from edgelm.export.manifest import Manifest, sha256_file
 

@@ -21,7 +21,7 @@ def gqa_llama(tmp_path_factory):
     """(bundle, fused export, export without fusions) of a tiny llama with head size 16 (onnxruntime's
     GroupQueryAttention needs a multiple of 16; the shared tiny llama has 8 and keeps MultiHeadAttention)."""
     from edgelm.export.onnx import export_onnx
-    from edgelm.loading import load_model
+    from edgelm.models.loading import load_model
 
     folder = build_tiny(tmp_path_factory.mktemp("tiny-llama-h16"), "llama", hidden_size=64)
     bundle = load_model(str(folder))
@@ -138,8 +138,8 @@ def test_head_size_8_keeps_multi_head_attention_and_says_why(tiny_model, tmp_pat
 
 
 def test_int4_affine_keeps_the_packed_projection_and_the_logits(gqa_llama, tmp_path):
-    from edgelm.generate import OnnxCausalLM
-    from edgelm.quant.onnx_quant import QuantOptions, quantize_onnx
+    from edgelm.models.generate import OnnxCausalLM
+    from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx
 
     bundle, fused, _ = gqa_llama
     dst = tmp_path / "int4.onnx"
@@ -186,8 +186,8 @@ def test_length_dependent_rotary_is_not_rewritten():
 
 @pytest.mark.parametrize("method", ["fp16", "int8-dynamic"])
 def test_other_methods_run_on_the_rewritten_graph(method, gqa_llama, tmp_path):
-    from edgelm.generate import OnnxCausalLM
-    from edgelm.quant.onnx_quant import QuantOptions, quantize_onnx
+    from edgelm.models.generate import OnnxCausalLM
+    from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx
 
     _, fused, _ = gqa_llama
     dst = tmp_path / "model.onnx"

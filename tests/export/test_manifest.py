@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgelm.errors import EdgelmError
+from edgelm.core.errors import EdgelmError
 from edgelm.export.manifest import KVCache, Manifest, TensorSpec, file_entries, refresh_file_hashes, sha256_file
 
 

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from edgelm.export.ort_mobile import convert_to_ort, parse_ops_config
-from edgelm.parity import check_artifact
+from edgelm.verify.parity import check_artifact
 from tests.export.shared import exported
 
 needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
@@ -39,7 +39,7 @@ def test_ort_format_and_operator_config(arch, tiny_model, tmp_path_factory, tmp_
 @pytest.mark.parametrize("arch", ["bert", "llama"])
 def test_pte_lowered_to_xnnpack(arch, tiny_model, tmp_path):
     from edgelm.export.executorch import export_pte
-    from edgelm.loading import load_model
+    from edgelm.models.loading import load_model
 
     task = "causal-lm" if arch == "llama" else None
     bundle = load_model(str(tiny_model(arch, task)), task=task)
@@ -54,7 +54,7 @@ def test_pte_lowered_to_xnnpack(arch, tiny_model, tmp_path):
 
 
 def test_pte_without_executorch_says_how_to_get_it(monkeypatch):
-    from edgelm.errors import EdgelmError
+    from edgelm.core.errors import EdgelmError
     from edgelm.export import executorch
 
     real = importlib.util.find_spec

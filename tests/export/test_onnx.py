@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgelm.errors import EdgelmError
-from edgelm.parity import check_artifact
+from edgelm.core.errors import EdgelmError
+from edgelm.verify.parity import check_artifact
 from tests.export.shared import exported
 from tests.tiny import DECODERS, ENCODERS
 
@@ -47,7 +47,7 @@ def test_encoder_dynamic_batch_and_sequence(tiny_model, tmp_path_factory):
     import onnxruntime as ort
     import torch
 
-    from edgelm.tasks import task_module
+    from edgelm.models.tasks import task_module
 
     bundle, result = exported(tiny_model, tmp_path_factory, "bert")
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
@@ -75,7 +75,7 @@ def test_untraceable_model_is_one_clear_line(tiny_model, tmp_path):
     import torch
 
     from edgelm.export.onnx import export_onnx
-    from edgelm.loading import load_model
+    from edgelm.models.loading import load_model
 
     class DataDependentBranch(torch.nn.Module):
         def forward(self, hidden_states, *args, **kwargs):
@@ -99,10 +99,10 @@ def test_prompt_tuned_decoder_graph_carries_its_virtual_tokens(tiny_model, tmp_p
     import torch
 
     from edgelm.export.onnx import export_onnx
-    from edgelm.generate import OnnxCausalLM
-    from edgelm.loading import load_model
-    from edgelm.parity import torch_prompt_logits
-    from edgelm.text_tasks import encode_prompt
+    from edgelm.models.generate import OnnxCausalLM
+    from edgelm.models.loading import load_model
+    from edgelm.verify.parity import torch_prompt_logits
+    from edgelm.models.text_tasks import encode_prompt
 
     bundle = load_model(str(tiny_model("llama")))
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 
-from edgelm.parity import check_artifact
+from edgelm.verify.parity import check_artifact
 from tests.export.shared import exported
 
 

@@ -116,7 +116,7 @@ def stage_folders(out: Path) -> list[Path]:
 
 def assert_complete_stage_folder(folder: Path) -> dict:
     """A published stage folder: metrics.json with its hash, edgelm.json, and whole weight files."""
-    from edgelm.loading import validate_safetensors
+    from edgelm.models.loading import validate_safetensors
 
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics.get("hash"), f"{folder}: metrics.json has no hash"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from edgelm.stages.base import REGISTRY, Stage, StageConfig, StageResult
+from edgelm.core.stage import REGISTRY, Stage, StageConfig, StageResult
 
 NOISE_KIND = "rel-noise"
 
@@ -83,9 +83,9 @@ def unregister() -> None:
 
 def _install_kill_points() -> None:
     """Wrap the pipeline's save / publish / run.json steps so each announces itself before it completes."""
-    import edgelm.bundle as bundle_mod
-    import edgelm.pipeline as pipeline
-    import edgelm.runner as runner
+    import edgelm.models.bundle as bundle_mod
+    import edgelm.pipeline.run as pipeline
+    import edgelm.pipeline.runner as runner
 
     save_model, publish, write_run_json = bundle_mod.save_model, pipeline.publish, runner.write_run_json
 

@@ -202,7 +202,7 @@ def test_absurd_sizes(args, expect, tiny_model, tmp_path):
 # --- exported ONNX files that were truncated or modified after export -----------------------------------------------
 @pytest.fixture(scope="module")
 def exported(tiny_model, tmp_path_factory):
-    from edgelm.stages.base import get_stage
+    from edgelm.core.stage import get_stage
 
     if not get_stage("export").implemented:
         pytest.skip("export stage not implemented yet")

@@ -9,9 +9,9 @@ import json
 import pytest
 import yaml
 
-from edgelm.recipe import parse_recipe
-from edgelm.runner import run_recipe
-from edgelm.stages.base import get_stage
+from edgelm.pipeline.recipe import parse_recipe
+from edgelm.pipeline.runner import run_recipe
+from edgelm.core.stage import get_stage
 
 # wall-clock facts: they differ between two runs by nature; everything else must not
 CLOCK_KEYS = ("seconds", "finished_at", "created", "_ms", "_s", "load_avg")

@@ -15,8 +15,8 @@ from annotated_types import Ge, Gt, Le, Lt
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from edgelm.recipe import Recipe
-from edgelm.stages.base import all_stages
+from edgelm.pipeline.recipe import Recipe
+from edgelm.core.stage import all_stages
 from tests.reliability.helpers import assert_user_error, cli, real_cli
 
 FUZZ = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
@@ -150,7 +150,7 @@ BROKEN_YAML = st.one_of(
     st.just("stages: [unclosed\n"), st.just("model: a: b: c\n"), st.just("\tmodel: x\n"), st.just("model: *nowhere\n"),
     st.just("- just\n- a list\n"), st.just("42\n"), st.just(""), st.just("# only a comment\n"),
     st.just("model: !!python/object/apply:os.system ['touch /tmp/edgelm-pwned']\n"),
-    st.just("!!python/object:edgelm.recipe.Recipe {}\n"),
+    st.just("!!python/object:edgelm.pipeline.recipe.Recipe {}\n"),
     st.text(max_size=40).map(lambda t: "stages: [" + t),                       # never closed
     st.binary(min_size=1, max_size=40).map(lambda b: b"model: x\n\xff\xfe" + b),  # not UTF-8
     st.text(string.printable, max_size=30).map(lambda t: "{" + t.replace("}", "")),

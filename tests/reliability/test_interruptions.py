@@ -141,12 +141,12 @@ def test_two_single_stage_commands_into_one_out(tiny_model, rel_stages, tmp_path
 def test_disk_full_while_saving_is_one_line_and_leaves_nothing(recipe_file, monkeypatch, tmp_path):
     import errno
 
-    import edgelm.bundle
+    import edgelm.models.bundle
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(edgelm.bundle, "save_model", full)
+    monkeypatch.setattr(edgelm.models.bundle, "save_model", full)
     out = tmp_path / "run"
     code, output = cli("run", recipe_file, "-o", out)
     assert_user_error(code, output, "No space left on device")

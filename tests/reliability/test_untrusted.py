@@ -103,14 +103,14 @@ def test_set_override_cannot_smuggle_a_python_tag(tmp_path):
 @pytest.fixture(scope="module")
 def app_bundle(tiny_model, tmp_path_factory):
     try:
-        from tests.mobile.runs import tiny_run
+        from tests.deliver.runs import tiny_run
     except ImportError as exc:
         pytest.skip(f"compress bundle not available: {exc}")
     return tiny_run("classifier", tiny_model, tmp_path_factory)["bundle"]
 
 
 def consume(folder, capsys) -> tuple[int, str]:
-    from edgelm.consumer import main
+    from edgelm.deliver.consumer import main
 
     code = main([str(folder), "a great movie"])
     captured = capsys.readouterr()

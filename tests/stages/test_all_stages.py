@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
-from edgelm.bundle import ModelBundle
-from edgelm.data import DataConfig
-from edgelm.loading import load_model
-from edgelm.pipeline import run_one
-from edgelm.stages.base import StageContext, all_stages, get_stage
+from edgelm.models.bundle import ModelBundle
+from edgelm.data.readers import DataConfig
+from edgelm.models.loading import load_model
+from edgelm.pipeline.run import run_one
+from edgelm.core.stage import StageContext, all_stages, get_stage
 from tests.stages.cases import CASES
 
 LABELLED = "\n".join(["label\tsentence"] + [f"{i % 2}\t{'a great fun movie' if i % 2 else 'a boring bad film'} {i % 7}"
@@ -80,7 +80,7 @@ def test_unimplemented_stage_refuses_to_run(kind, tiny_model, tmp_path):
     stage = get_stage(kind)
     if stage.implemented:
         pytest.skip(f"{kind} is implemented")
-    from edgelm.errors import NotImplementedYet
+    from edgelm.core.errors import NotImplementedYet
 
     bundle = load_model(str(tiny_model("bert")))
     ctx = StageContext(workdir=tmp_path / "w")

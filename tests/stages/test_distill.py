@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from edgelm.data import DataConfig
-from edgelm.distillation import layer_map
-from edgelm.errors import EdgelmError
-from tests.prune.helpers import output, run, tiny
+from edgelm.data.readers import DataConfig
+from edgelm.techniques.distill.losses import layer_map
+from edgelm.core.errors import EdgelmError
+from tests.techniques.prune.helpers import output, run, tiny
 from tests.stages.test_all_stages import LABELLED
 
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgelm.bundle import ModelBundle
-from edgelm.data import DataConfig
-from edgelm.errors import EdgelmError
-from edgelm.loading import load_model
-from edgelm.pipeline import run_one
-from edgelm.stages.base import StageContext, get_stage
-from edgelm.stages.finetune import adapter_targets, block_linears, checkpoint_dir
-from edgelm.tasks import task_module
-from edgelm.text_tasks import chat_features, completion_features
+from edgelm.models.bundle import ModelBundle
+from edgelm.data.readers import DataConfig
+from edgelm.core.errors import EdgelmError
+from edgelm.models.loading import load_model
+from edgelm.pipeline.run import run_one
+from edgelm.core.stage import StageContext, get_stage
+from edgelm.techniques.finetune.stage import adapter_targets, block_linears, checkpoint_dir
+from edgelm.models.tasks import task_module
+from edgelm.models.text_tasks import chat_features, completion_features
 from tests.stages.test_all_stages import LABELLED, TEXT
 from tests.tiny import DECODERS, ENCODERS, TINY_CONFIGS
 
@@ -54,7 +54,7 @@ def test_target_modules_override(tiny_model):
 def test_lora_turns_an_embedder_into_a_trained_classifier(tiny_model, tmp_path):
     from peft import PeftModel
 
-    from edgelm.stages.finetune import as_classifier
+    from edgelm.techniques.finetune.stage import as_classifier
 
     metrics, out = finetune(tiny_model("bert"), tmp_path, {"method": "lora", "epochs": 4, "learning_rate": 1e-2,
                                                             "batch_size": 8, "eval_fraction": 0.2}, LABELLED)
@@ -188,7 +188,7 @@ def test_input_bundle_is_not_mutated(arch, tiny_model, tmp_path):
 def test_chat_data_trains_a_decoder(tiny_model, tmp_path):
     import shutil
 
-    from edgelm.loading import load_tokenizer
+    from edgelm.models.loading import load_tokenizer
 
     folder = shutil.copytree(tiny_model("llama"), tmp_path / "chat-llama")
     tok = load_tokenizer(folder)

@@ -5,11 +5,11 @@ import copy
 import pytest
 import torch
 
-from edgelm.bundle import ModelBundle
-from edgelm.prune.calibrate import InputStats, calibration_batches, run_batches
-from edgelm.stages.lowrank import LowrankConfig, choose_rank, factorize_into, select_targets
-from edgelm.structure import LowRankLinear
-from tests.prune.helpers import output, run, tiny
+from edgelm.models.bundle import ModelBundle
+from edgelm.techniques.prune.calibrate import InputStats, calibration_batches, run_batches
+from edgelm.techniques.lowrank.stage import LowrankConfig, choose_rank, factorize_into, select_targets
+from edgelm.models.structure import LowRankLinear
+from tests.techniques.prune.helpers import output, run, tiny
 
 
 def test_ratio_removes_that_share_of_each_factorized_layer(tiny_model, tmp_path):

@@ -9,14 +9,14 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from edgelm.bundle import ModelBundle
-from edgelm.data import DataConfig
-from edgelm.errors import EdgelmError
+from edgelm.models.bundle import ModelBundle
+from edgelm.data.readers import DataConfig
+from edgelm.core.errors import EdgelmError
 from edgelm.export.manifest import Manifest, sha256_file
-from edgelm.loading import load_model
-from edgelm.pipeline import run_one
-from edgelm.stages.base import StageContext, get_stage
-from tests.quant.conftest import fused_onnx, tiny_onnx, tiny_tokenizer  # noqa: F401  (shared fixtures)
+from edgelm.models.loading import load_model
+from edgelm.pipeline.run import run_one
+from edgelm.core.stage import StageContext, get_stage
+from tests.techniques.quantize.conftest import fused_onnx, tiny_onnx, tiny_tokenizer  # noqa: F401  (shared fixtures)
 from tests.stages.test_all_stages import LABELLED
 
 

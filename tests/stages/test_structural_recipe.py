@@ -4,11 +4,11 @@ import json
 
 import torch
 
-from edgelm.bundle import ModelBundle
-from edgelm.recipe import parse_recipe
-from edgelm.runner import run_recipe
-from edgelm.structure import LowRankLinear
-from tests.prune.helpers import output
+from edgelm.models.bundle import ModelBundle
+from edgelm.pipeline.recipe import parse_recipe
+from edgelm.pipeline.runner import run_recipe
+from edgelm.models.structure import LowRankLinear
+from tests.techniques.prune.helpers import output
 
 
 def test_prune_distill_lowrank_recipe(tiny_model, tmp_path):

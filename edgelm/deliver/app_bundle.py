@@ -1,0 +1,118 @@
+"""The app bundle `OUT/bundle/`: what an app developer copies into a phone app.
+
+model (.ort, else .onnx + its external data; .pte too when exported), tokenizer.json, labels.txt (classifiers),
+manifest.json (the export manifest with the files re-hashed as shipped, the run's headline figures), README.md
+and integration snippets (Kotlin / Swift / ExecuTorch) rendered from that manifest. File names are plain names
+(no folders, no `..`) so nothing in the bundle can point outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from edgelm.core.errors import EdgelmError
+
+BUNDLE_DIR = "bundle"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def safe_name(name: str) -> str:
+    """A file name that stays inside the bundle folder: no separators, no `..`, no leading dot."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+        raise EdgelmError(f"bundle file name {name!r} is not a plain file name; refusing it")
+    return name
+
+
+def shipped_stage(run_dir: Path) -> tuple[Path, dict]:
+    """(folder of the last stage holding an exported artifact, its edgelm.json) from run.json."""
+    try:
+        stages = json.loads((run_dir / "run.json").read_text())["stages"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise EdgelmError(f"{run_dir}/run.json: cannot read the run ({exc}); run edgelm compress or edgelm run first") from None
+    for stage in reversed(stages):
+        folder = run_dir / stage["name"]
+        try:
+            meta = json.loads((folder / "edgelm.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if any(fmt in meta.get("artifacts", {}) for fmt in ("ort", "onnx", "pte")):
+            return folder, meta
+    raise EdgelmError(f"{run_dir}: no stage exported a model (.ort/.onnx/.pte); add an export stage to the recipe")
+
+
+def model_files(folder: Path, meta: dict) -> list[Path]:
+    """What the app loads: the .ort (else .onnx with its external data), plus .pte where one exists."""
+    arts = {fmt: (folder / rel).resolve() for fmt, rel in meta.get("artifacts", {}).items()}
+    files = []
+    if "ort" in arts:
+        files.append(arts["ort"])
+    elif "onnx" in arts:
+        files += [arts["onnx"], *sorted(arts["onnx"].parent.glob(arts["onnx"].name + ".data"))]
+    if "pte" in arts:
+        files.append(arts["pte"])
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise EdgelmError(f"{folder}: artifact files are missing ({', '.join(missing)}); re-run the export stage")
+    return files
+
+
+def find_tokenizer(folder: Path, meta: dict, stage_folder: Path) -> Path:
+    candidates = [folder]
+    if meta.get("model_dir"):
+        candidates.append((stage_folder / meta["model_dir"]).resolve())
+    for base in candidates:
+        if (base / TOKENIZER_FILE).is_file():
+            return base / TOKENIZER_FILE
+    raise EdgelmError(f"{folder}: no {TOKENIZER_FILE} next to the model; the app bundle needs a fast tokenizer")
+
+
+def bundle_manifest(folder: Path, meta: dict, run: dict, bundle_dir: Path, model_names: list[str]) -> dict:
+    """The export manifest re-described for the bundle: its files hashed as shipped, plus the run's figures."""
+    from edgelm.pipeline.compress import headline
+    from edgelm.export.manifest import Manifest, file_entries
+
+    manifest = Manifest.load(folder).model_dump(mode="json")
+    names = sorted(p.name for p in bundle_dir.iterdir() if p.is_file() and p.name != "manifest.json")
+    manifest["files"] = {n: e.model_dump() for n, e in file_entries(bundle_dir, names).items()}
+    primary = model_names[0]
+    manifest["bundle"] = {
+        "model": primary, "format": primary.rsplit(".", 1)[-1], "tokenizer": TOKENIZER_FILE,
+        "labels": "labels.txt" if (bundle_dir / "labels.txt").is_file() else None,
+        "executorch_model": next((n for n in model_names if n.endswith(".pte")), None),
+        "made_by": {"stage": folder.name, "recipe": run.get("recipe"), "history": [h["kind"] for h in meta.get("history", [])]},
+    }
+    manifest["metrics"] = {**manifest.get("metrics", {}), **headline(run)}
+    return manifest
+
+
+def write_bundle(run_dir: str | Path, bundle_dir: str | Path | None = None) -> Path:
+    """Write (replace) the app bundle for a finished run; returns its folder."""
+    from edgelm.deliver.snippets import render_all
+    from edgelm.pipeline.run import publish
+
+    run_dir = Path(run_dir)
+    final = Path(bundle_dir) if bundle_dir else run_dir / BUNDLE_DIR
+    stage_folder, meta = shipped_stage(run_dir)
+    models = model_files(stage_folder, meta)
+    folder = models[0].parent  # the export / quantize folder: manifest.json and tokenizer live beside the model
+    run = json.loads((run_dir / "run.json").read_text())
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for src in models:
+        shutil.copyfile(src, tmp / safe_name(src.name))
+    shutil.copyfile(find_tokenizer(folder, meta, stage_folder), tmp / TOKENIZER_FILE)
+    labels = json.loads((folder / "manifest.json").read_text()).get("postprocessing", {}).get("labels")
+    if labels:
+        (tmp / "labels.txt").write_text("\n".join(str(x) for x in labels) + "\n")
+    manifest = bundle_manifest(folder, meta, run, tmp, [m.name for m in models])
+    for name, text in render_all(manifest).items():
+        (tmp / safe_name(name)).write_text(text)
+    manifest = bundle_manifest(folder, meta, run, tmp, [m.name for m in models])  # hashes cover README/snippets
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    publish(tmp, final)
+    return final

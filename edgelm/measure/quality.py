@@ -1,0 +1,243 @@
+"""Evaluation as plain functions on an `EvalModel`: one forward function (numpy feeds -> numpy output) plus the
+tokenizer, so the same metric code scores a torch model and an exported artifact on any runtime.
+
+- classification: accuracy and macro-F1 in percentage points
+- perplexity: sliding window (window / stride / max tokens) over a text, as in the HF perplexity guide
+- embedding fidelity: cosine between a candidate's sentence embeddings and a reference's
+- in-context-learning probe: k-shot prompts, the prediction is the label word with the highest next-token logit
+- generation parity: greedy continuations of a candidate vs a reference, token by token
+
+`torch_model(bundle)` builds an EvalModel from a bundle's torch model; `edgelm.measure.artifacts` builds one
+from an exported artifact through the bench runtimes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgelm.core.errors import EdgelmError
+
+Feeds = dict[str, np.ndarray]
+ICL_TEMPLATE = "Review: {text}\nSentiment: {label}"
+ICL_SEPARATOR = "\n\n"
+
+
+@dataclass
+class EvalModel:
+    """What evaluation needs from a model: a batched forward and the tokenizer that feeds it."""
+
+    forward: Callable[[Feeds], np.ndarray]  # logits [B, labels] | embeddings [B, H] | LM logits [B, T, V]
+    tokenizer: Any
+    input_names: list[str]
+    task: str
+    name: str = "torch"
+    generate: Callable[[list[int], int], list[int]] | None = None  # greedy: prompt ids -> new ids
+    info: dict = field(default_factory=dict)
+
+    def encode(self, texts: Sequence[str], max_length: int) -> Feeds:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        feeds = {n: np.asarray(enc[n], dtype=np.int64) for n in self.input_names if n in enc}
+        if "token_type_ids" in self.input_names and "token_type_ids" not in feeds:  # single segment: all zeros
+            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        return feeds
+
+    def run(self, texts: Sequence[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
+        """Outputs for texts in their order; batches are formed by length so padding stays small."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        outputs: list[np.ndarray | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = np.asarray(self.forward(self.encode([texts[i] for i in chunk], max_length)))
+            for row, i in zip(batch, chunk):
+                outputs[i] = row
+        return np.stack(outputs) if outputs else np.zeros((0,))
+
+
+def torch_model(bundle, name: str = "torch") -> EvalModel:
+    """EvalModel over a bundle's torch model (the task's exported output: logits or sentence embeddings)."""
+    import torch
+
+    from edgelm.models.tasks import model_input_names, task_module
+
+    if bundle.model is None:
+        raise EdgelmError(f"{bundle.source}: holds no torch model to evaluate; evaluate its artifact instead")
+    module = task_module(bundle)
+    names = model_input_names(bundle)
+
+    def forward(feeds: Feeds) -> np.ndarray:
+        with torch.no_grad():
+            out = module(**{n: torch.from_numpy(feeds[n]) for n in names if n in feeds})
+        return out.float().numpy()
+
+    generate = None
+    if bundle.task == "causal-lm":
+        def generate(prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+            ids = torch.tensor([prompt_ids])
+            with torch.no_grad():
+                out = bundle.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                            do_sample=False, pad_token_id=bundle.tokenizer.pad_token_id)
+            return out[0, len(prompt_ids):].tolist()
+
+    return EvalModel(forward, bundle.tokenizer, names, bundle.task, name, generate)
+
+
+# --- classification -----------------------------------------------------------------------------------------
+def classification_scores(predictions: Sequence[int], labels: Sequence[int]) -> dict:
+    """Accuracy and macro-F1 over the label set seen in either list, in percentage points."""
+    pred, gold = np.asarray(predictions), np.asarray(labels)
+    if len(pred) != len(gold) or len(gold) == 0:
+        raise EdgelmError(f"classification needs as many predictions as labels (got {len(pred)} vs {len(gold)})")
+    f1s = []
+    for c in sorted(set(gold.tolist()) | set(pred.tolist())):
+        tp = int(((pred == c) & (gold == c)).sum())
+        denom = int((pred == c).sum() + (gold == c).sum())
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return {"accuracy": round(100 * float((pred == gold).mean()), 3), "f1": round(100 * float(np.mean(f1s)), 3),
+            "n": int(len(gold))}
+
+
+def evaluate_classification(model: EvalModel, examples, *, max_length: int = 128, batch_size: int = 32) -> dict:
+    examples.require_labels()
+    logits = model.run(examples.texts, max_length, batch_size)
+    if logits.ndim != 2:
+        raise EdgelmError(f"{model.name}: classification expects [batch, labels] logits, got shape {logits.shape}")
+    if max(examples.labels) >= logits.shape[1]:
+        raise EdgelmError(f"{examples.source}: label {max(examples.labels)} but the model has {logits.shape[1]} outputs")
+    return {**classification_scores(logits.argmax(-1).tolist(), examples.labels), "predictions": logits.argmax(-1).tolist()}
+
+
+# --- embeddings ---------------------------------------------------------------------------------------------
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+
+
+def embedding_fidelity(candidate: EvalModel, reference: EvalModel, texts: Sequence[str], *,
+                       max_length: int = 128, batch_size: int = 32) -> dict:
+    """Cosine between candidate and reference embeddings of the same texts (1.0 = identical directions)."""
+    if not texts:
+        raise EdgelmError("embedding fidelity needs at least one text")
+    cos = cosine_rows(candidate.run(texts, max_length, batch_size), reference.run(texts, max_length, batch_size))
+    return {"fidelity_cosine_mean": round(float(cos.mean()), 6), "fidelity_cosine_min": round(float(cos.min()), 6),
+            "fidelity_cosine_p05": round(float(np.percentile(cos, 5)), 6), "n": len(texts)}
+
+
+# --- perplexity ---------------------------------------------------------------------------------------------
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64, copy=False)
+    shifted = x - x.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def perplexity(model: EvalModel, text: str, *, window: int = 512, stride: int = 256, max_tokens: int = 4096) -> dict:
+    """Sliding-window perplexity: each token is scored once, with up to `window` tokens of left context."""
+    if not 0 < stride <= window:
+        raise EdgelmError(f"perplexity: stride must be in 1..window ({window}), got {stride}")
+    ids = np.asarray(model.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)[:max_tokens]
+    if len(ids) < 2:
+        raise EdgelmError("perplexity: the text has fewer than 2 tokens")
+    nll, count, prev_end = 0.0, 0, 0
+    for begin in range(0, len(ids) - 1, stride):
+        end = min(begin + window, len(ids))
+        chunk = ids[begin:end][None]
+        logits = np.asarray(model.forward({"input_ids": chunk, "attention_mask": np.ones_like(chunk)}))[0]
+        first_target = max(1, prev_end - begin)  # tokens before prev_end were scored by the previous window
+        logp = log_softmax(logits[first_target - 1:end - begin - 1])
+        targets = chunk[0, first_target:]
+        nll -= float(logp[np.arange(len(targets)), targets].sum())
+        count += len(targets)
+        prev_end = end
+        if end == len(ids):
+            break
+    return {"perplexity": round(float(np.exp(nll / count)), 4), "tokens": count, "window": window, "stride": stride}
+
+
+# --- in-context learning probe -------------------------------------------------------------------------------
+def label_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
+    """First token of ' word' for each label word; they must differ or the probe cannot tell labels apart."""
+    ids = [tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"][0] for w in words]
+    if len(set(ids)) != len(ids):
+        raise EdgelmError(f"ICL label words {list(words)} start with the same token; choose distinct words")
+    return ids
+
+
+def icl_prompts(demos, queries, k: int, label_words: Sequence[str], seed: int = 0, leave_one_out: bool = False) -> list[str]:
+    """One k-shot prompt per query; demos are drawn per label in turn (balanced), seeded per query."""
+    by_label: dict[int, list[int]] = {}
+    for i, y in enumerate(demos.labels):
+        by_label.setdefault(y, []).append(i)
+    labels = sorted(by_label)
+    prompts = []
+    for q, text in enumerate(queries.texts):
+        rng = random.Random(seed * 1_000_003 + q)
+        pools = {y: [i for i in by_label[y] if not (leave_one_out and i == q)] for y in labels}
+        chosen = []
+        for j in range(k):
+            pool = [i for i in pools[labels[j % len(labels)]] if i not in chosen]
+            if pool:
+                chosen.append(rng.choice(pool))
+        rng.shuffle(chosen)
+        shots = [ICL_TEMPLATE.format(text=demos.texts[i].strip(), label=label_words[demos.labels[i]]) for i in chosen]
+        prompts.append(ICL_SEPARATOR.join(shots + [ICL_TEMPLATE.format(text=text.strip(), label="").rstrip()]))
+    return prompts
+
+
+def icl_probe(model: EvalModel, demos, queries, *, k: int = 4, label_words: Sequence[str] = ("negative", "positive"),
+              seed: int = 0, max_length: int = 1024, batch_size: int = 8, leave_one_out: bool = False) -> dict:
+    """k-shot accuracy (pt): the label whose word gets the highest next-token logit after 'Sentiment:' wins."""
+    demos.require_labels()
+    queries.require_labels()
+    n_labels = max(max(demos.labels), max(queries.labels)) + 1
+    if len(label_words) < n_labels:
+        raise EdgelmError(f"ICL probe: {n_labels} labels but only {len(label_words)} label words {list(label_words)}")
+    token_ids = label_token_ids(model.tokenizer, label_words[:n_labels])
+    prompts = icl_prompts(demos, queries, k, label_words, seed, leave_one_out)
+    predictions = []
+    for start in range(0, len(prompts), batch_size):
+        feeds = encode_right_padded(model.tokenizer, prompts[start:start + batch_size], max_length)
+        logits = np.asarray(model.forward(feeds))
+        last = feeds["attention_mask"].sum(1) - 1
+        predictions += logits[np.arange(len(last)), last][:, token_ids].argmax(-1).tolist()
+    scores = classification_scores(predictions, queries.labels)
+    return {"icl_accuracy": scores["accuracy"], "icl_f1": scores["f1"], "icl_k": k, "n": scores["n"],
+            "label_words": list(label_words[:n_labels])}
+
+
+def encode_right_padded(tokenizer, texts: Sequence[str], max_length: int) -> Feeds:
+    """Right-padded batch, truncated from the left so the end of each prompt (the query) survives."""
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"][-max_length:] for t in texts]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = r, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+# --- generation parity ----------------------------------------------------------------------------------------
+def generation_parity(candidate: EvalModel, reference: EvalModel, prompts: Sequence[str], *,
+                      max_new_tokens: int = 16) -> dict:
+    """Greedy continuations compared token by token: share of equal tokens, of identical continuations, and the
+    mean length of the common prefix (greedy decoding diverges for good after the first different token)."""
+    if candidate.generate is None or reference.generate is None:
+        raise EdgelmError("generation parity needs two causal LMs that can generate")
+    same, total, exact, prefixes, samples = 0, 0, 0, [], []
+    for prompt in prompts:
+        ids = candidate.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        got, want = candidate.generate(ids, max_new_tokens), reference.generate(ids, max_new_tokens)
+        n = max(len(got), len(want))
+        same += sum(a == b for a, b in zip(got, want))
+        total += n
+        exact += got == want
+        prefix = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        prefixes.append(prefix)
+        samples.append({"prompt": prompt, "candidate": candidate.tokenizer.decode(got),
+                        "reference": reference.tokenizer.decode(want)})
+    return {"greedy_token_match": round(same / max(total, 1), 4), "greedy_exact": round(exact / max(len(prompts), 1), 4),
+            "greedy_prefix_mean": round(float(np.mean(prefixes)), 3) if prefixes else 0.0,
+            "max_new_tokens": max_new_tokens, "samples": samples[:3]}

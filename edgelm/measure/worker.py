@@ -1,0 +1,102 @@
+"""One runtime in one fresh process: `python -m edgelm.measure.worker SPEC.json RESULT.json`.
+
+Measures load time, first-inference time, then every case with `timing`, and this process's peak RSS. With a
+`baseline` target in the spec it instead loads both and interleaves them per case (per-pair ratios). Only
+numpy and the runtime's own library are imported, so RSS is the runtime's. Failures become an `error` field."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from edgelm.measure import timing
+from edgelm.measure.inputs import load_feeds
+from edgelm.measure.machine import peak_rss_mb
+from edgelm.runtimes.base import Target, open_runner, runtime_module
+from edgelm.core.errors import EdgelmError
+
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _calls(runner, case: dict, feeds: list[dict]):
+    if case["kind"] == "decode":
+        generator = runner.generator()
+        prompt, steps = feeds[0]["input_ids"], case["new_tokens"]
+
+        def generate():
+            token, state = generator.prefill(prompt)
+            for _ in range(steps - 1):
+                token, state = generator.decode(token, state)
+
+        return [generate]
+    return [(lambda f=f: runner.run(f)) for f in feeds]
+
+
+def measure_case(runner, case: dict, feeds: list[dict], budget: timing.Budget) -> dict:
+    if case["kind"] == "decode":
+        ttft, steps, why = timing.time_generation(runner.generator(), feeds[0]["input_ids"], case["new_tokens"], budget)
+        return {"times_ms": [round(s, 4) for run in steps for s in run], "ttft_runs_ms": [round(t, 4) for t in ttft],
+                "stop": why, **timing.summarize_generation(ttft, steps, case["prompt_len"])}
+    times, why = timing.repeat(_calls(runner, case, feeds), budget)
+    return {"times_ms": [round(t, 4) for t in times], "stop": why, **timing.summarize(times)}
+
+
+def compare_case(base, cand, case: dict, feeds: list[dict], budget: timing.Budget) -> dict:
+    tb, tc, why = timing.interleave(_calls(base, case, feeds), _calls(cand, case, feeds), budget)
+    ratios = timing.pair_ratios(tb, tc)
+    return {"baseline_p50_ms": timing.summarize(tb)["p50_ms"], "candidate_p50_ms": timing.summarize(tc)["p50_ms"],
+            "ratio": timing.summarize_ratios(ratios), "stop": why}
+
+
+def run_spec(spec: dict) -> dict:
+    budget = timing.Budget(**spec["budget"])
+    cases = spec["cases"]
+    feeds = load_feeds(Path(spec["feeds"]), cases)
+    start = time.perf_counter()
+    for library in runtime_module(spec["runtime"]).LIBRARIES:
+        importlib.import_module(library)
+    loading = time.perf_counter()
+    runner = open_runner(spec["runtime"], Target.from_json(spec["target"]), spec.get("threads"))
+    result = {"import_ms": round((loading - start) * 1e3, 3), "load_ms": round((time.perf_counter() - loading) * 1e3, 3),
+              "threads": runner.threads, "results": []}
+    if spec.get("baseline"):
+        base = open_runner(spec["runtime"], Target.from_json(spec["baseline"]), spec.get("threads"))
+        for i, case in enumerate(cases):
+            result["results"].append(_guarded(i, lambda: compare_case(base, runner, case, feeds[i], budget)))
+        return result
+    first = _guarded(0, lambda: {"ms": round(timing.time_ms(_calls(runner, cases[0], feeds[0])[0]), 3)})
+    result["first_ms"] = first.get("ms")  # the process's first inference (cold caches, lazy init)
+    for i, case in enumerate(cases):
+        result["results"].append(_guarded(i, lambda: measure_case(runner, case, feeds[i], budget)))
+    return result
+
+
+def _guarded(index: int, measure) -> dict:
+    try:
+        return {"case": index, **measure()}
+    except EdgelmError as exc:  # the runtime cannot do this case (e.g. no generation on .pte): a reason, not a crash
+        return {"case": index, "skipped": str(exc)}
+    except Exception as exc:  # one case failing (unsupported shape, no generator) must not lose the others
+        return {"case": index, "error": _error(exc)}
+
+
+def main(argv: list[str]) -> int:
+    spec_path, out_path = Path(argv[0]), Path(argv[1])
+    spec = json.loads(spec_path.read_text())
+    try:
+        result = run_spec(spec)
+    except Exception as exc:
+        result = {"error": _error(exc)}
+    result["peak_rss_mb"] = peak_rss_mb()
+    out_path.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,178 @@
+"""ModelBundle: what flows between stages — a torch model and/or exported artifacts, tokenizer, task, history.
+
+On disk a bundle is a folder with `edgelm.json` plus, when the torch model changed in this stage, the model
+weights (safetensors) and tokenizer files. A stage that leaves the weights alone (export, bench) records a
+reference to the folder that holds them instead of copying them. Paths are stored relative to the bundle
+folder, so a stage folder renamed from its temp name keeps pointing at the right files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgelm.core.errors import EdgelmError
+
+BUNDLE_FILE = "edgelm.json"
+BUNDLE_SCHEMA = 1
+TASKS = ("sequence-classification", "feature-extraction", "causal-lm")
+
+
+@dataclass
+class ModelBundle:
+    model: Any | None  # a transformers PreTrainedModel (float), or None for artifact-only bundles
+    tokenizer: Any | None
+    task: str
+    source: str  # what the user asked for (built-in name, path, hub id)
+    history: list[dict] = field(default_factory=list)
+    artifacts: dict[str, Path] = field(default_factory=dict)  # format -> file, e.g. {"onnx": .../model.onnx}
+    model_dir: Path | None = None  # where the current weights are saved; None = not saved since changed
+    extra: dict[str, Any] = field(default_factory=dict)  # per-technique state that must survive save/load
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise EdgelmError(f"task {self.task!r} is not supported; use one of {', '.join(TASKS)}")
+
+    # --- derivation (stages never mutate their input) ---------------------------------------------------
+    def with_model(self, model, **changes) -> "ModelBundle":
+        """A new bundle whose torch model differs: its weights must be saved again."""
+        return self.derive(model=model, model_dir=None, **changes)
+
+    def derive(self, **changes) -> "ModelBundle":
+        fields = dict(
+            model=self.model, tokenizer=self.tokenizer, task=self.task, source=self.source,
+            history=copy.deepcopy(self.history), artifacts=dict(self.artifacts),
+            model_dir=self.model_dir, extra=copy.deepcopy(self.extra),
+        )
+        fields.update(changes)
+        return ModelBundle(**fields)
+
+    def record(self, kind: str, config: dict) -> "ModelBundle":
+        """Append a stage's resolved config to the history (returns self for chaining on a derived bundle)."""
+        self.history.append({"kind": kind, "config": config})
+        return self
+
+    @property
+    def labels(self) -> list[str] | None:
+        if self.model is None or self.task != "sequence-classification":
+            return None
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        return [str(id2label[i]) for i in sorted(id2label)] if id2label else None
+
+    # --- persistence -------------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.model is not None and self.model_dir is None:
+            save_model(self.model, self.tokenizer, directory)
+            self.model_dir = directory
+        meta = {
+            "schema_version": BUNDLE_SCHEMA,
+            "task": self.task,
+            "source": self.source,
+            "history": self.history,
+            "model_dir": _rel(self.model_dir, directory) if self.model_dir else None,
+            "artifacts": {k: _rel(v, directory) for k, v in self.artifacts.items()},
+            "extra": self.extra,
+        }
+        (directory / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, load_model: bool = True, **load_kwargs) -> "ModelBundle":
+        directory = Path(directory)
+        meta_path = directory / BUNDLE_FILE
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EdgelmError(f"{meta_path}: not a readable edgelm bundle ({exc}); re-run the stage that made it") from None
+        _check_meta(meta, meta_path)
+        verify_artifacts(directory, meta.get("artifacts", {}))
+        model = tokenizer = None
+        model_dir = _abs(meta.get("model_dir"), directory)
+        if model_dir is not None and not model_dir.is_dir():
+            raise EdgelmError(f"{meta_path}: model_dir {meta['model_dir']!r} does not exist (was a folder it points to "
+                              "moved or deleted?); re-run the stage that made it")
+        if model_dir is not None and load_model:
+            from edgelm.models.loading import load_hf_folder
+
+            model, tokenizer = load_hf_folder(model_dir, meta["task"], extra=meta.get("extra", {}), **load_kwargs)
+        elif model_dir is not None:
+            from edgelm.models.loading import load_tokenizer
+
+            tokenizer = load_tokenizer(model_dir)
+        return cls(
+            model=model, tokenizer=tokenizer, task=meta["task"], source=meta.get("source", str(directory)),
+            history=meta.get("history", []),
+            artifacts={k: _abs(v, directory) for k, v in meta.get("artifacts", {}).items()},
+            model_dir=model_dir, extra=meta.get("extra", {}),
+        )
+
+
+def _check_meta(meta, meta_path: Path) -> None:
+    """edgelm.json comes from disk: check its shape so a damaged file is one clear line, not a crash later."""
+    expected = {"task": str, "source": str, "history": list, "model_dir": (str, type(None)), "artifacts": dict,
+                "extra": dict}
+    if not isinstance(meta, dict):
+        raise EdgelmError(f"{meta_path}: not an edgelm bundle (expected a JSON object); re-run the stage that made it")
+    if "task" not in meta:
+        raise EdgelmError(f"{meta_path}: damaged edgelm bundle (no 'task'); re-run the stage that made it")
+    for key, types in expected.items():
+        if key in meta and not isinstance(meta[key], types):
+            raise EdgelmError(f"{meta_path}: damaged edgelm bundle ({key!r} has the wrong type); re-run the stage that made it")
+    if meta["task"] not in TASKS:
+        raise EdgelmError(f"{meta_path}: task {meta['task']!r} is not supported; use one of {', '.join(TASKS)}")
+    if not all(isinstance(v, str) for v in meta.get("artifacts", {}).values()):
+        raise EdgelmError(f"{meta_path}: damaged edgelm bundle (artifact paths must be strings)")
+
+
+def verify_artifacts(directory: Path, artifacts: dict) -> None:
+    """Artifacts listed in this folder's manifest.json must have the recorded size and sha256: a truncated or
+    modified model.onnx is refused here in one line instead of failing deep inside a runtime."""
+    try:
+        files = json.loads((directory / "manifest.json").read_text()).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # no manifest (or not ours): nothing recorded to check against
+    if not isinstance(files, dict):
+        return
+    for rel in artifacts.values():
+        entry = files.get(rel)
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            continue
+        path = directory / rel
+        if not path.is_file():
+            raise EdgelmError(f"{path}: listed in manifest.json but missing; re-run the stage that made it")
+        if entry.get("bytes") not in (None, path.stat().st_size):
+            raise EdgelmError(f"{path}: {path.stat().st_size} bytes, manifest.json records {entry['bytes']}; "
+                              "the file is truncated or was modified — re-run the stage that made it")
+        from edgelm.deliver.consumer import sha256_file
+
+        if sha256_file(path) != entry["sha256"]:
+            raise EdgelmError(f"{path}: sha256 differs from manifest.json; the file is corrupted or was modified — "
+                              "re-run the stage that made it")
+
+
+def save_model(model, tokenizer, directory: Path) -> None:
+    """Save weights as safetensors (never pickle) and the tokenizer beside them."""
+    model.save_pretrained(directory, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+
+
+def is_bundle_dir(path: Path) -> bool:
+    return (Path(path) / BUNDLE_FILE).is_file()
+
+
+def _rel(path: Path, base: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), base.resolve())
+
+
+def _abs(rel: str | None, base: Path) -> Path | None:
+    if rel is None:
+        return None
+    p = Path(rel)
+    return p if p.is_absolute() else (base / p).resolve()

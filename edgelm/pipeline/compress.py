@@ -1,0 +1,178 @@
+"""`edgelm compress`: pick the default recipe for the model's task and the target, compose only the stage kinds
+that are implemented, run it with `edgelm.pipeline.runner.run_recipe` (the same code path as `edgelm run`), then write
+the app bundle (`OUT/bundle/`) from the run.
+
+Default recipes live in edgelm/recipes/compress-<encoder|decoder>-<target>[-labelled].yaml:
+- encoder, labelled data: fine-tune -> (int8 baseline) -> prune -> distill -> export -> int8 -> eval -> bench
+- encoder, no labels: export -> int8 -> fidelity eval -> bench (the label-free path)
+- decoder: export with KV cache -> int4 -> perplexity + ICL probe + greedy parity -> decode bench
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from edgelm.core.errors import EdgelmError, GateFailed
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TARGETS = ("mobile", "cpu", "cuda")
+TARGET_RUNTIMES = {"mobile": ["ort-mobile"], "cpu": ["ort-cpu"], "cuda": ["ort-cuda"]}
+STAGE_NAME = re.compile(r"^\d\d-[a-z-]+$")
+# a stage kind that has not landed yet -> what stands in for it (recovery fine-tune instead of distillation)
+FALLBACKS = {"distill": {"kind": "finetune", "method": "full", "learning_rate": 5.0e-5}}
+
+
+def detect_task(model: str, task: str | None = None) -> str:
+    """The model's task without loading its weights (config / edgelm.json / .gguf)."""
+    if task:
+        return task
+    from edgelm.models.bundle import BUNDLE_FILE
+    from edgelm.models.loading import detect_task as from_config, load_config, resolve_path
+
+    path = resolve_path(model)
+    if path is None:  # a hub id: only its config tells, and that needs the hub; load it the normal way
+        from edgelm.models.loading import load_model
+
+        return load_model(model).task
+    if path.suffix == ".gguf":
+        return "causal-lm"
+    if (path / BUNDLE_FILE).is_file():
+        return json.loads((path / BUNDLE_FILE).read_text())["task"]
+    return from_config(load_config(path), path)
+
+
+def is_labelled(data) -> bool:
+    if data is None:
+        return False
+    from edgelm.data.readers import load_examples
+
+    return load_examples(data).labels is not None
+
+
+def default_recipe(task: str, target: str, labelled: bool) -> dict:
+    """The shipped recipe for (task family, target, labels) as a raw dict."""
+    if target not in TARGETS:
+        raise EdgelmError(f"--target {target!r}: use one of {', '.join(TARGETS)}")
+    family = "decoder" if task == "causal-lm" else "encoder"
+    name = f"compress-{family}-{target}" + ("-labelled" if labelled and family == "encoder" else "")
+    path = RECIPES / f"{name}.yaml"
+    if path.is_file():
+        return yaml.safe_load(path.read_text())
+    raw = yaml.safe_load((RECIPES / f"compress-{family}-mobile-labelled.yaml").read_text())
+    return retarget(raw, target, name)
+
+
+def retarget(raw: dict, target: str, name: str) -> dict:
+    """A mobile recipe for another target: plain .onnx, that target's runtime, fp16 on CUDA."""
+    raw = {**raw, "name": name}
+    for stage in raw.get("stages", []):
+        if stage["kind"] == "export":
+            stage["formats"] = ["onnx"]
+        if stage["kind"] == "quantize" and target == "cuda":
+            stage["method"] = "fp16"
+    raw["bench"] = {**(raw.get("bench") or {}), "runtimes": TARGET_RUNTIMES[target]}
+    return raw
+
+
+def implemented_only(raw: dict) -> tuple[dict, list[str]]:
+    """Drop stage kinds whose implementation has not landed; stage-folder references are renumbered."""
+    from edgelm.core.stage import get_stage
+
+    kept, notes, renamed = [], [], {}
+    for i, spec in enumerate(raw.get("stages", [])):
+        old = f"{i + 1:02d}-{spec['kind']}"
+        fallback = FALLBACKS.get(spec["kind"])
+        if not get_stage(spec["kind"]).implemented and fallback and get_stage(fallback["kind"]).implemented:
+            notes.append(f"stage {old} ({spec['kind']}) is not implemented yet: {fallback['kind']} instead")
+            spec = {**fallback, **{k: v for k, v in spec.items() if k in ("max_samples", "epochs", "learning_rate")}}
+        if get_stage(spec["kind"]).implemented:
+            kept.append(spec)
+            renamed[old] = f"{len(kept):02d}-{spec['kind']}"
+        else:
+            notes.append(f"skipped stage {old} ({spec['kind']}): not implemented yet")
+    raw = {**raw, "stages": kept}
+    for section, key in (("bench", "baseline"), ("eval", "reference")):
+        value = (raw.get(section) or {}).get(key)
+        if isinstance(value, str) and STAGE_NAME.match(value):
+            if value not in renamed:
+                raise EdgelmError(f"recipe {section}.{key}: {value} is not a stage that runs")
+            raw[section] = {**raw[section], key: renamed[value]}
+    for section in ("export", "eval", "bench"):
+        if raw.get(section) is not None and not get_stage(section).implemented:
+            notes.append(f"skipped {section}: not implemented yet")
+            raw[section] = None
+    return raw, notes
+
+
+def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_data=None, recipe: Path | None = None,
+                 task: str | None = None, seed: int = 0, gates: dict | None = None):
+    """(validated Recipe, notes). An explicit recipe is used as written (CLI values override its model/data)."""
+    from edgelm.pipeline.recipe import load_recipe, parse_recipe
+
+    if recipe is not None:
+        parsed = load_recipe(recipe, [])
+        raw = parsed.model_dump(mode="json", exclude_none=True)
+        raw["model"] = model or raw.get("model")
+        notes = []
+    else:
+        model = model or "minilm-l6"
+        task = detect_task(model, task)
+        labelled = is_labelled(data or eval_data) and task != "causal-lm"
+        raw, notes = implemented_only(default_recipe(task, target, labelled))
+        raw["model"] = model
+        raw.setdefault("task", task)
+        if raw["task"] != task and task != "feature-extraction":
+            raw["task"] = task
+    for key, value in (("data", data), ("eval_data", eval_data)):
+        if value is not None:
+            raw[key] = value.model_dump() if hasattr(value, "model_dump") else value
+    raw["seed"] = seed
+    if task is not None and recipe is not None:
+        raw["task"] = task
+    if gates:
+        raw["gates"] = {**(raw.get("gates") or {}), **gates}
+    return parse_recipe(raw, f"compress recipe {raw.get('name', '')}".strip()), notes
+
+
+def compress(model: str | None, out: Path, **kwargs) -> dict:
+    """Run the recipe into OUT and write OUT/bundle; returns where things are plus the headline figures."""
+    from edgelm.deliver.app_bundle import write_bundle
+    from edgelm.pipeline.runner import run_recipe
+
+    recipe, notes = build_recipe(model, **kwargs)
+    out = Path(out)
+    failed = None
+    try:
+        run = run_recipe(recipe, out)
+    except GateFailed as exc:  # the bundle is still written, so the miss can be inspected; the exit code says 3
+        failed, run = exc, json.loads((out / "run.json").read_text())
+    bundle = write_bundle(out)
+    result = {"out": str(out), "recipe": recipe.name, "bundle": str(bundle), "notes": notes,
+              "report": {kind: str(out / f"report.{kind}") for kind in ("html", "md", "json")
+                         if (out / f"report.{kind}").is_file()} or {"json": str(out / "run.json")},
+              "headline": headline(run), "gates": run.get("gates", [])}
+    if failed is not None:
+        failed.result = result
+        raise failed
+    return result
+
+
+def headline(run: dict) -> dict:
+    """The figures a user reads first: size, accuracy / fidelity / perplexity, speed (latest stage that has them)."""
+    keys = ("params", "reference_params", "size_mb", "size_mb_float", "compression", "accuracy", "reference_accuracy", "accuracy_drop_pt", "fidelity_cosine_mean", "perplexity",
+            "reference_perplexity", "icl_accuracy", "reference_icl_accuracy", "greedy_token_match", "speedup", "p50_ms")
+    found = {}
+    for stage in run.get("stages", []):
+        for key in keys:
+            if stage["metrics"].get(key) is not None:
+                found[key] = stage["metrics"][key]
+    # fp32 ONNX of the (fine-tuned) model before any compression = the float side of the first quantize stage
+    fp32 = next((s["metrics"].get("size_mb_float") for s in run.get("stages", []) if s["kind"] == "quantize"), None)
+    if fp32 and found.get("size_mb"):
+        found["size_mb_fp32"] = fp32
+        found["smaller_than_fp32"] = round(fp32 / found["size_mb"], 3)
+    return found

@@ -1,0 +1,280 @@
+"""Run stages in order: one folder per stage (`NN-kind/`), atomic publish, resume, lock, run.json.
+
+Each stage runs in `.NN-kind.tmp/`, saves its bundle and `metrics.json` there and is published by one
+`os.rename`. A stage folder counts as finished only when its `metrics.json` carries the hash of everything it
+depends on (input model, data, every earlier stage config, its own config); a re-run skips finished stages and
+loads the bundle of the last one. A lock file keeps two runs out of the same output folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgelm.models.bundle import ModelBundle
+from edgelm.core.errors import EdgelmError, StageFailed
+from edgelm.core.stage import StageConfig, StageContext, get_stage
+from edgelm.core.ui import info
+
+RUN_SCHEMA = 1
+
+
+@dataclass
+class StepRecord:
+    name: str
+    kind: str
+    hash: str
+    status: str  # "ran" | "resumed"
+    seconds: float
+    metrics: dict = field(default_factory=dict)
+
+
+# --- locking and atomic publish ---------------------------------------------------------------------------
+@contextmanager
+def locked(out: Path):
+    """Exclusive lock on OUT; released by the OS even when the process is killed."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "a+")
+    except OSError as exc:
+        raise EdgelmError(f"{out}: cannot create the output folder ({exc.strerror or exc}); pick another -o") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise EdgelmError(f"{out}: another edgelm run (pid {holder}) is using this output folder; wait for it or pick another -o") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Replace `final` by `tmp` so that readers never see a half-written folder."""
+    if final.exists():
+        stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
+        os.rename(final, stale)
+        os.rename(tmp, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# --- hashing ----------------------------------------------------------------------------------------------
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def path_fingerprint(spec: str | None) -> str | None:
+    """Identity of a file or folder by names, sizes and mtimes (cheap; content hashing a GB model is not)."""
+    if spec is None:
+        return None
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return spec
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return fingerprint([(str(f.relative_to(path.parent)), f.stat().st_size, f.stat().st_mtime_ns) for f in files[:2000]])
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    if not 0 <= seed < 2**63:
+        raise EdgelmError(f"seed {seed}: must be a whole number from 0 to 2**32-1")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- running ----------------------------------------------------------------------------------------------
+@dataclass
+class RunSpec:
+    """What a run needs besides the steps: how to get the input bundle and the shared context."""
+
+    steps: list[tuple[str, StageConfig]]
+    input_key: dict  # identifies the input model + data for resume hashes
+    load_input: callable
+    seed: int = 0
+    data: object | None = None
+    eval_data: object | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+def run_steps(spec: RunSpec, out: Path) -> list[StepRecord]:
+    """Run or resume every step into OUT/NN-kind/. Caller holds the lock."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"{i + 1:02d}-{kind}" for i, (kind, _) in enumerate(spec.steps)]
+    hashes, prev = [], fingerprint(spec.input_key)
+    for (kind, config), name in zip(spec.steps, names):
+        prev = fingerprint([prev, kind, config.model_dump(mode="json")])
+        hashes.append(prev)
+    _clean_temp_folders(out)
+    done = _finished_prefix(out, names, hashes)
+    records, previous = [], {}
+    for i in range(done):
+        metrics = json.loads((out / names[i] / "metrics.json").read_text())
+        previous[names[i]] = metrics.get("metrics", {})
+        records.append(StepRecord(names[i], spec.steps[i][0], hashes[i], "resumed", metrics.get("seconds", 0.0), previous[names[i]]))
+        info(f"[dim]✓ {names[i]} (finished earlier, resumed)[/dim]")
+    _remove_stale(out, names, done)
+    initial_cache: dict = {}
+
+    def initial() -> ModelBundle:
+        if "b" not in initial_cache:
+            seed_everything(spec.seed)  # a head the task adds at load (e.g. a classifier) starts from the seed too
+            initial_cache["b"] = spec.load_input()
+        return initial_cache["b"]
+
+    bundle = ModelBundle.load(out / names[done - 1], allow_pickle=spec.allow_pickle,
+                              trust_remote_code=spec.trust_remote_code) if done else None
+    for i in range(done, len(spec.steps)):
+        if bundle is None:
+            bundle = initial()
+        kind, config = spec.steps[i]
+        ctx = StageContext(workdir=out / f".{names[i]}.tmp", data=spec.data, eval_data=spec.eval_data,
+                           seed=spec.seed + i, allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code,
+                           run_dir=out, previous=dict(previous), initial_bundle=initial)
+        record, bundle = run_one(kind, config, bundle, ctx, out / names[i], hashes[i])
+        previous[names[i]] = record.metrics
+        records.append(record)
+    return records
+
+
+def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageContext, final: Path, step_hash: str):
+    """Run one stage into ctx.workdir and publish it as `final`. Returns (record, output bundle)."""
+    stage = get_stage(kind)()
+    shutil.rmtree(ctx.workdir, ignore_errors=True)
+    ctx.workdir.mkdir(parents=True)
+    seed_everything(ctx.seed)
+    info(f"[bold]▶ {final.name}[/bold]")
+    started = time.time()
+    try:
+        result = stage.run(bundle, config, ctx)
+    except (EdgelmError, KeyboardInterrupt):
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        raise
+    except Exception as exc:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        raise StageFailed(final.name, exc) from exc
+    seconds = round(time.time() - started, 3)
+    out_bundle = result.bundle
+    if out_bundle is bundle:
+        raise StageFailed(final.name, RuntimeError("stage returned its input bundle; it must derive a new one"))
+    out_bundle.record(kind, config.model_dump(mode="json"))
+    metrics = {"kind": kind, "hash": step_hash, "config": config.model_dump(mode="json"), "metrics": result.metrics,
+               "files": [os.path.relpath(f, ctx.workdir) for f in result.files], "seconds": seconds,
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        out_bundle.save(ctx.workdir)
+        write_json(ctx.workdir / "metrics.json", metrics)
+        publish(ctx.workdir, final)
+    except OSError as exc:  # disk full, permissions: the user can fix it; nothing half-written stays visible
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        raise EdgelmError(f"{final}: cannot write the stage output ({exc.strerror or exc}); free disk space or "
+                          "pick another -o, then re-run (finished stages are kept)") from None
+    out_bundle = _rebase(out_bundle, ctx.workdir, final)
+    info(f"[green]✓ {final.name}[/green] ({seconds:.1f} s)")
+    return StepRecord(final.name, kind, step_hash, "ran", seconds, result.metrics), out_bundle
+
+
+def _rebase(bundle: ModelBundle, old: Path, new: Path) -> ModelBundle:
+    """After the rename, point paths that were inside the temp folder at the published one."""
+
+    def move(p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        try:
+            return new / Path(p).relative_to(old)
+        except ValueError:
+            return p
+
+    bundle.model_dir = move(bundle.model_dir)
+    bundle.artifacts = {k: move(v) for k, v in bundle.artifacts.items()}
+    return bundle
+
+
+def _clean_temp_folders(out: Path) -> None:
+    for tmp in out.glob(".*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for stale in out.glob(".*.stale-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _finished_prefix(out: Path, names: list[str], hashes: list[str]) -> int:
+    for i, (name, step_hash) in enumerate(zip(names, hashes)):
+        try:
+            metrics = json.loads((out / name / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return i
+        if metrics.get("hash") != step_hash:
+            return i
+    return len(names)
+
+
+def _remove_stale(out: Path, names: list[str], done: int) -> None:
+    """Stage folders after the finished prefix (or from an older recipe) no longer describe this run."""
+    keep = set(names[:done])
+    for folder in out.iterdir():
+        if folder.is_dir() and folder.name[:2].isdigit() and folder.name[2:3] == "-" and folder.name not in keep:
+            shutil.rmtree(folder)
+
+
+# --- run.json ---------------------------------------------------------------------------------------------
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("edgelm", "torch", "transformers", "onnx", "onnxruntime", "onnxscript", "peft", "executorch", "torchao", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "versions": versions}
+
+
+def write_run_json(out: Path, records: list[StepRecord], *, seed: int, input_key: dict, extra: dict | None = None) -> dict:
+    run = {
+        "schema_version": RUN_SCHEMA,
+        "seed": seed,
+        "input": input_key,
+        "environment": environment(),
+        "stages": [r.__dict__ for r in records],
+        "total_seconds": round(sum(r.seconds for r in records), 3),
+        **(extra or {}),
+    }
+    write_json(out / "run.json", run)
+    return run

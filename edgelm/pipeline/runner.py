@@ -1,0 +1,124 @@
+"""Glue between user-facing entry points (recipe runs, single-stage commands) and the pipeline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from edgelm.data.readers import DataConfig, check_data_source
+from edgelm.core.errors import EdgelmError
+from edgelm.pipeline.gates import check_gates, evaluate_gates
+from edgelm.models.loading import load_model
+from edgelm.pipeline.run import (RunSpec, fingerprint, locked, path_fingerprint, run_one, run_steps, seed_everything,
+                             write_run_json)
+from edgelm.pipeline.recipe import Recipe, dump_recipe
+from edgelm.core.stage import StageConfig, StageContext
+
+
+def _input_key(model: str, task, data: DataConfig | None, eval_data: DataConfig | None, seed: int) -> dict:
+    from edgelm.models.loading import resolve_path
+
+    try:
+        model_path = resolve_path(model)
+    except EdgelmError:
+        model_path = None
+    return {
+        "model": model, "model_files": path_fingerprint(str(model_path)) if model_path else model, "task": task,
+        "data": data.model_dump() if data else None, "data_files": path_fingerprint(data.path) if data else None,
+        "eval_data": eval_data.model_dump() if eval_data else None,
+        "eval_files": path_fingerprint(eval_data.path) if eval_data else None, "seed": seed,
+    }
+
+
+def run_recipe(recipe: Recipe, out: Path) -> dict:
+    """Run (or resume) a whole recipe into OUT; returns run.json's content. Gates raise GateFailed."""
+    out = Path(out)
+    check_run_folder(out)
+    check_data_source(recipe.data, "data")
+    check_data_source(recipe.eval_data, "eval_data")
+    with locked(out):
+        (out / "recipe.resolved.yaml").write_text(dump_recipe(recipe))
+        key = _input_key(recipe.model, recipe.task, recipe.data, recipe.eval_data, recipe.seed)
+        spec = RunSpec(
+            steps=recipe.steps(), input_key=key, seed=recipe.seed, data=recipe.data, eval_data=recipe.eval_data,
+            allow_pickle=recipe.allow_pickle, trust_remote_code=recipe.trust_remote_code,
+            load_input=lambda: load_model(recipe.model, task=recipe.task, allow_pickle=recipe.allow_pickle,
+                                          trust_remote_code=recipe.trust_remote_code),
+        )
+        records = run_steps(spec, out)
+        gate_rows = evaluate_gates(recipe.gates, [r.metrics for r in records])
+        run = write_run_json(out, records, seed=recipe.seed, input_key=key,
+                             extra={"recipe": recipe.name, "gates": gate_rows})
+        _render_report(out)
+    check_gates(gate_rows)
+    return run
+
+
+def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=None, data=None, eval_data=None,
+               seed: int = 0, allow_pickle=False, trust_remote_code=False, force=False) -> dict:
+    """One CLI stage command: OUT itself is the stage folder, published atomically; an up-to-date OUT is kept."""
+    out = Path(out).resolve()
+    check_stage_out(out, model)
+    check_data_source(data, "--data")
+    check_data_source(eval_data, "--eval-data")
+    step_hash = fingerprint([_input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
+    existing = _read_metrics(out)
+    if out.exists() and any(out.iterdir()) and existing is None and not force:
+        raise EdgelmError(f"{out}: exists and is not an edgelm output; choose another -o or pass --force")
+    if existing and existing.get("hash") == step_hash and not force:
+        return {**existing, "status": "up to date"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lockdir = out.parent / f".{out.name}.lockdir"
+    with locked(lockdir):
+        try:
+            seed_everything(seed)  # a head the task adds at load (e.g. a classifier) starts from the seed too
+            bundle = load_model(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+            ctx = StageContext(workdir=out.parent / f".{out.name}.tmp", data=data, eval_data=eval_data, seed=seed,
+                               allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, run_dir=None,
+                               initial_bundle=lambda: bundle)
+            record, _ = run_one(kind, config, bundle, ctx, out, step_hash)
+        finally:  # only the holder removes the lock folder
+            shutil.rmtree(lockdir, ignore_errors=True)
+    return {**_read_metrics(out), "status": record.status}
+
+
+RUN_MARKERS = (".lock", "recipe.resolved.yaml", "run.json")
+
+
+def check_run_folder(out: Path) -> None:
+    """A run folder is new, empty or an earlier edgelm run: a re-run deletes stale `NN-kind` folders in it."""
+    if out.exists() and not out.is_dir():
+        raise EdgelmError(f"{out}: is a file; -o needs a folder for the run")
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in RUN_MARKERS):
+        raise EdgelmError(f"{out}: folder exists and is not an edgelm run folder; choose a new or empty -o")
+
+
+def check_stage_out(out: Path, model: str) -> None:
+    """OUT is replaced on publish: never a file, the input model, a folder holding it, home, or the cwd."""
+    if out.exists() and not out.is_dir():
+        raise EdgelmError(f"{out}: is a file; -o needs a folder")
+    protected = [Path.home().resolve(), Path.cwd().resolve(), Path(out.anchor)]
+    try:
+        source = Path(model).expanduser().resolve()
+    except (OSError, RuntimeError):
+        source = None
+    if source is not None and source.exists():
+        protected.append(source)
+    for keep in protected:
+        if out == keep or out in keep.parents:
+            raise EdgelmError(f"{out}: -o would replace {keep} (home, the current folder or the input model); "
+                              "choose a new folder")
+
+
+def _read_metrics(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _render_report(out: Path) -> None:
+    from edgelm.deliver.report import render_run
+
+    render_run(out)

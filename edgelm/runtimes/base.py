@@ -1,0 +1,174 @@
+"""The uniform runner API: `open_runner(runtime, export_dir, threads=None).run(feeds) -> list[np.ndarray]`, for
+benchmarks and for evaluation on any runtime. Absent runtimes say why (`unavailable(runtime)`), never fake.
+
+A *target* is what gets run: an export folder (model.onnx / model.ort / model.pte, manifest.json, edgelm.json
+whose model_dir points at the torch weights), any edgelm output folder, or a plain HF model folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgelm.core.errors import EdgelmError
+from edgelm.models.bundle import verify_artifacts
+
+RUNTIME_MODULES = {
+    "torch-cpu": "torch_cpu", "torch-cuda": "torch_cuda", "ort-cpu": "ort_cpu", "ort-cuda": "ort_cuda",
+    "ort-mobile": "ort_mobile", "executorch": "executorch",
+}
+RUNTIMES = tuple(RUNTIME_MODULES)
+ARTIFACT_FILES = {"onnx": "model.onnx", "ort": "model.ort", "pte": "model.pte"}
+DEFAULT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class Target:
+    """Paths of one thing to benchmark; JSON-able so a worker process can receive it."""
+
+    name: str
+    path: Path
+    task: str
+    files: dict[str, Path] = field(default_factory=dict)  # "onnx"/"ort"/"pte" -> file
+    model_dir: Path | None = None  # torch weights (HF folder)
+    input_names: list[str] | None = None  # model inputs in call order, from manifest.json when present
+    manifest: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "task": self.task,
+                "files": {k: str(v) for k, v in self.files.items()},
+                "model_dir": str(self.model_dir) if self.model_dir else None,
+                "input_names": self.input_names, "manifest": self.manifest}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Target":
+        return cls(name=data["name"], path=Path(data["path"]), task=data["task"],
+                   files={k: Path(v) for k, v in data["files"].items()},
+                   model_dir=Path(data["model_dir"]) if data.get("model_dir") else None,
+                   input_names=data.get("input_names"), manifest=data.get("manifest") or {})
+
+    @property
+    def tokenizer_dir(self) -> Path | None:
+        for folder in (self.path, self.model_dir):
+            if folder and any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+                return folder
+        return None
+
+
+def resolve_target(path: str | Path, name: str | None = None) -> Target:
+    """A Target from an export/edgelm folder (edgelm.json, manifest.json) or a plain HF model folder."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise EdgelmError(f"{path}: no such folder; pass an export folder (edgelm export ... -o OUT) or a model folder")
+    manifest = _read_json(path / "manifest.json")
+    meta = _read_json(path / "edgelm.json")
+    verify_artifacts(path, meta.get("artifacts") or {})  # a truncated/modified artifact: one line, exit 2
+    files = {fmt: path / f for fmt, f in ARTIFACT_FILES.items() if (path / f).is_file()}
+    for fmt, rel in (meta.get("artifacts") or {}).items():
+        file = (path / rel).resolve()
+        if fmt in ARTIFACT_FILES and file.is_file():
+            files.setdefault(fmt, file)
+    model_dir = (path / meta["model_dir"]).resolve() if meta.get("model_dir") else None
+    if model_dir is None and (path / "config.json").is_file():
+        model_dir = path
+    task = manifest.get("task") or meta.get("task") or (_detect_task(model_dir) if model_dir else None)
+    if task is None:
+        raise EdgelmError(f"{path}: cannot tell the task (no manifest.json, edgelm.json or config.json); is it an export folder?")
+    names = [i["name"] for i in manifest.get("inputs", []) if isinstance(i, dict) and "name" in i] or None
+    return Target(name=name or path.name, path=path, task=task, files=files, model_dir=model_dir,
+                  input_names=names, manifest=manifest)
+
+
+def target_from_bundle(bundle, name: str, folder: Path | None = None) -> Target:
+    """A Target for an in-memory bundle whose weights and artifacts are already on disk."""
+    files = {fmt: Path(p) for fmt, p in bundle.artifacts.items() if fmt in ARTIFACT_FILES and Path(p).is_file()}
+    base = folder or (next(iter(files.values())).parent if files else bundle.model_dir)
+    manifest = _read_json(Path(base) / "manifest.json") if base else {}
+    names = [i["name"] for i in manifest.get("inputs", []) if isinstance(i, dict) and "name" in i] or None
+    return Target(name=name, path=Path(base), task=bundle.task, files=files, model_dir=bundle.model_dir,
+                  input_names=names, manifest=manifest)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _detect_task(model_dir: Path) -> str:
+    from edgelm.models.loading import detect_task, load_config
+
+    return detect_task(load_config(model_dir), model_dir)
+
+
+class Runner:
+    """One loaded model on one runtime. `run` takes numpy feeds by input name and returns numpy outputs."""
+
+    runtime: str = ""
+    threads: int | None = None
+    input_names: list[str] = []
+
+    def run(self, feeds: dict[str, Any]) -> list:
+        raise NotImplementedError
+
+    def generator(self):
+        """An object with prefill(ids[1, n]) -> (next_token, state) and decode(token, state) -> (next_token,
+        state), for causal-lm timing; raise EdgelmError with the reason where the runtime cannot generate."""
+        raise EdgelmError(f"{self.runtime}: token generation is not supported on this runtime")
+
+    def pick(self, feeds: dict) -> dict:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise EdgelmError(f"{self.runtime}: feeds lack the model inputs {missing[:4]}{more}")
+        return {n: feeds[n] for n in self.input_names}
+
+
+def runtime_module(runtime: str):
+    if runtime not in RUNTIME_MODULES:
+        raise EdgelmError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    return importlib.import_module(f"edgelm.runtimes.{RUNTIME_MODULES[runtime]}")
+
+
+def unavailable(runtime: str, target: Target | None = None) -> str | None:
+    """Why `runtime` cannot run (target) here, or None when it can."""
+    module = runtime_module(runtime)
+    reason = module.unavailable()
+    if reason is None and target is not None:
+        reason = missing_artifact(module.ARTIFACT, target)
+    return reason
+
+
+def missing_artifact(artifact: str, target: Target) -> str | None:
+    if artifact == "torch":
+        return None if target.model_dir else f"{target.path}: no torch weights (edgelm.json model_dir / config.json)"
+    if artifact not in target.files:
+        return f"{target.path}: no {ARTIFACT_FILES[artifact]} (export it with --format {artifact})"
+    return None
+
+
+def open_runner(runtime: str, export_dir: str | Path | Target, threads: int | None = None) -> Runner:
+    target = export_dir if isinstance(export_dir, Target) else resolve_target(export_dir)
+    reason = unavailable(runtime, target)
+    if reason:
+        raise EdgelmError(f"{runtime} unavailable: {reason}")
+    return runtime_module(runtime).open(target, threads)
+
+
+def artifact_size_mb(runtime: str, target: Target) -> float | None:
+    """Size on disk of what this runtime loads (weights + graph, external data included)."""
+    artifact = runtime_module(runtime).ARTIFACT
+    if artifact == "torch":
+        files = [p for p in (target.model_dir or Path("/nonexistent")).glob("*.safetensors")]
+    else:
+        main = target.files.get(artifact)
+        files = [main] + sorted(main.parent.glob(main.name + ".data")) + sorted(main.parent.glob(main.name + "_data")) if main else []
+    return round(sum(f.stat().st_size for f in files) / 1e6, 3) if files else None
+
+
+def onnx_input_names(session) -> list[str]:
+    return [i.name for i in session.get_inputs()]

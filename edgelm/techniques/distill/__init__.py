@@ -1,0 +1,1 @@
+"""distill: see stage.py for the stage and its config."""

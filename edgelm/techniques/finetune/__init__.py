@@ -1,0 +1,1 @@
+"""finetune: see stage.py for the stage and its config."""

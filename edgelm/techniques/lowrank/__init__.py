@@ -1,0 +1,1 @@
+"""lowrank: see stage.py for the stage and its config."""

@@ -1,0 +1,1 @@
+"""prune: see stage.py for the stage and its config."""

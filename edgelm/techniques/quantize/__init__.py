@@ -1,0 +1,1 @@
+"""quantize: see stage.py for the stage and its config."""

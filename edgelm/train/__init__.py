@@ -1,0 +1,1 @@
+"""Training: one Trainer/accelerate wrapper shared by finetune and distill."""

@@ -1,0 +1,1 @@
+"""Verification: artifact vs torch and quantized vs float, one tolerance set and one verdict type."""

@@ -1,0 +1,91 @@
+"""Reports render from JSON alone: Markdown tables, self-contained HTML with inline SVG plots, Pareto fronts."""
+
+import json
+import re
+
+import pytest
+
+from edgelm.measure.plots import pareto_front
+from edgelm.core.errors import EdgelmError
+from edgelm.deliver.report import bench_markdown, render_path, render_run, write_bench_reports
+
+MACHINE = {"cpu_model": "Test CPU", "flags": ["avx2", "avx512_vnni"], "logical_cores": 2, "usable_cores": 2,
+           "physical_cores": 2, "memory_gb": 8.0, "load_avg_1m": 0.1, "platform": "Linux", "python": "3.11"}
+SETTINGS = {"seconds": 1.0, "rel_tol": 0.02, "warmup": 3, "min_repeats": 10}
+
+
+def row(artifact, runtime, p50, size, threads=None, accuracy=None, case="b1xs8"):
+    r = {"artifact": artifact, "runtime": runtime, "threads": threads, "case": case, "inputs": "fixed", "batch": 1,
+         "seq_len": 8, "p50_ms": p50, "p90_ms": p50 * 1.2, "p99_ms": p50 * 1.5, "mean_ms": p50, "std_ms": 0.1, "n": 5,
+         "load_ms": 10.0, "first_ms": 2 * p50, "peak_rss_mb": 100.0, "size_mb": size, "times_ms": [p50 * f for f in (0.9, 1, 1, 1.1, 1.3)]}
+    if accuracy is not None:
+        r["accuracy"] = accuracy
+    return r
+
+
+def make_bench(accuracy=False):
+    acc = (lambda a: a) if accuracy else (lambda a: None)
+    rows = [row("source", "ort-cpu", 4.0, 90.0, accuracy=acc(0.91)), row("int8", "ort-cpu", 2.0, 23.0, accuracy=acc(0.90)),
+            row("int8", "ort-mobile", 3.0, 23.0, threads=1, accuracy=acc(0.90)),
+            row("pruned", "ort-cpu", 2.5, 60.0, accuracy=acc(0.85)),
+            {"artifact": "int8", "runtime": "torch-cuda", "threads": None, "size_mb": None, "skipped": "no CUDA here"}]
+    comparisons = [{"baseline": "source", "artifact": "int8", "runtime": "ort-cpu", "threads": None, "case": "b1xs8",
+                    "baseline_p50_ms": 4.0, "candidate_p50_ms": 2.0, "ratio": {"median": 2.0, "p10": 1.8, "p90": 2.2, "n": 40},
+                    "stop": "stable"}]
+    return {"schema_version": 1, "kind": "edgelm-bench", "created": "2026-11-22T12:00:00Z", "machine": MACHINE,
+            "versions": {"onnxruntime": "1.31.1"}, "settings": SETTINGS, "baseline": "source",
+            "cases": [{"kind": "fixed", "label": "b1xs8", "batch": 1, "seq_len": 8, "calls": 1}],
+            "rows": rows, "comparisons": comparisons, "speedup": {"ort-cpu": 2.0}}
+
+
+def test_pareto_front():
+    points = [(4.0, 0.91), (2.0, 0.90), (3.0, 0.90), (2.5, 0.85)]
+    assert pareto_front(points, maximize_y=True) == [1, 0]  # fastest, then most accurate
+    assert pareto_front([(1, 5), (2, 1), (3, 3)], maximize_y=False) == [0, 1]
+
+
+def test_bench_markdown_tables():
+    md = bench_markdown(make_bench())
+    assert "| int8 | ort-mobile | 1 | 3.000 |" in md
+    assert "| int8 | ort-cpu | – | b1xs8 | 4.000 | 2.000 | 2.000× | 1.800–2.200 | 40 |" in md
+    assert "skipped: no CUDA here" in md and "avx512_vnni" in md
+
+
+@pytest.mark.parametrize("accuracy", [False, True])
+def test_bench_html_is_self_contained_with_plots(tmp_path, accuracy):
+    md, page = write_bench_reports(make_bench(accuracy), tmp_path)
+    text = page.read_text()
+    assert md.read_text().startswith("# edgelm bench")
+    assert text.count("<svg") == 2  # latency distribution + trade-off scatter
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), "the page must not load anything from the network"
+    assert "Pareto front" in text and ("accuracy" in text) == accuracy
+
+
+def test_report_rerenders_bench_json(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(make_bench()))
+    assert [p.name for p in render_path(path)] == ["bench.md", "bench.html"]
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(EdgelmError, match="not an edgelm bench JSON"):
+        render_path(tmp_path / "other.json")
+    with pytest.raises(EdgelmError, match="no run.json or bench.json"):
+        render_path(tmp_path / "nothing")
+
+
+def test_run_report_with_gates_sensitivity_and_bench(tmp_path):
+    stages = [{"name": "01-prune", "kind": "prune", "hash": "h", "status": "ran", "seconds": 1.5,
+               "metrics": {"size_mb": 60.0, "head_sensitivity": {"layer0": {"drop_pt": 0.4}, "layer1": {"drop_pt": 2.5}}}},
+              {"name": "02-bench", "kind": "bench", "hash": "h", "status": "ran", "seconds": 9.0,
+               "metrics": {"speedup": {"ort-cpu": 2.0}}}]
+    run = {"schema_version": 1, "seed": 0, "input": {"model": "minilm-l6"}, "stages": stages, "total_seconds": 10.5,
+           "recipe": "demo", "gates": [{"gate": "min_speedup (ort-cpu vs source)", "target": ">= 1.5x", "measured": 2.0, "ok": True}],
+           "environment": {"python": "3.11", "platform": "Linux", "cpu_count": 2, "versions": {"torch": "2.13"}}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "02-bench").mkdir()
+    (tmp_path / "02-bench" / "bench.json").write_text(json.dumps(make_bench()))
+    md_path, html_path = render_run(tmp_path)
+    md, page = md_path.read_text(), html_path.read_text()
+    assert "| 02-bench | ran | 9.0 | speedup ort-cpu 2.00× |" in md
+    assert "| layer1 | 2.500 |" in md and "## Sensitivity: 01-prune head_sensitivity" in md
+    assert "## Bench (02-bench)" in md and "✅" in md
+    assert "<svg" in page and "Gates" in page

@@ -1,0 +1,98 @@
+"""The bench stage: speedup against a named baseline in the key gates read, reports written beside bench.json."""
+
+import json
+
+import pytest
+
+from edgelm.models.bundle import ModelBundle
+from edgelm.core.errors import EdgelmError
+from edgelm.pipeline.gates import evaluate_gates
+from edgelm.pipeline.recipe import Gates
+from edgelm.core.stage import StageContext
+from edgelm.stages.bench import BenchConfig, BenchStage
+
+FAST = {"runtimes": ["ort-cpu", "executorch"], "shapes": ["1x8"], "seconds": 0.2}
+
+
+def context(tmp_path, initial=None):
+    (tmp_path / "w").mkdir()
+    return StageContext(workdir=tmp_path / "w", run_dir=tmp_path, initial_bundle=(lambda: initial) if initial else None)
+
+
+def test_speedup_against_named_folder_feeds_the_gate(tiny_export, tmp_path):
+    bundle = ModelBundle.load(tiny_export, load_model=False)
+    result = BenchStage().run(bundle, BenchConfig(**FAST, baseline=str(tiny_export)), context(tmp_path))
+    metrics = result.metrics
+    assert set(metrics["speedup"]) == {"ort-cpu"} and metrics["speedup"]["ort-cpu"] > 0
+    assert "no model.pte" in metrics["skipped"]["executorch"] and metrics["p50_ms"]["ort-cpu"] > 0
+    assert sorted(f.name for f in result.files) == ["bench.html", "bench.json", "bench.md"]
+    bench = json.loads((tmp_path / "w" / "bench.json").read_text())
+    assert bench["baseline"] == f"baseline:{tiny_export.name}" and bench["speedup"] == metrics["speedup"]
+    gate = evaluate_gates(Gates(min_speedup={"value": 0.01, "runtime": "ort-cpu"}), [metrics])
+    assert gate[0]["measured"] == metrics["speedup"]["ort-cpu"] and gate[0]["ok"]
+    json.dumps(metrics)
+
+
+def test_source_baseline_without_export_says_why(tiny_export, tiny_model, tmp_path):
+    from edgelm.models.loading import load_model
+    from edgelm.core.stage import get_stage
+
+    bundle = ModelBundle.load(tiny_export, load_model=False)
+    source = load_model(str(tiny_model("bert", "sequence-classification")))
+    config = BenchConfig(**{**FAST, "runtimes": ["ort-cpu"]}, baseline="source")
+    result = BenchStage().run(bundle, config, context(tmp_path, source))
+    if get_stage("export").implemented:
+        assert "ort-cpu" in result.metrics["speedup"]
+    else:
+        assert result.metrics["speedup"] == {} and "export stage" in result.metrics["speedup_skipped"]
+
+
+def test_unknown_baseline_is_a_user_error(tiny_export, tmp_path):
+    bundle = ModelBundle.load(tiny_export, load_model=False)
+    with pytest.raises(EdgelmError, match="bench.baseline: 'nope'"):
+        BenchStage().run(bundle, BenchConfig(**FAST, baseline="nope"), context(tmp_path))
+
+
+def test_accuracy_from_an_earlier_eval_stage(tmp_path):
+    from edgelm.stages.bench import known_accuracy
+
+    ctx = context(tmp_path)
+    ctx.previous = {"01-export": {"size_mb": 1.0}, "02-eval": {"accuracy": 0.9, "reference_accuracy": 0.92}}
+
+    class Source:
+        name = "source"
+
+    assert known_accuracy(ctx, Source()) == {"candidate": 0.9, "source": 0.92}
+    assert known_accuracy(ctx, None) == {"candidate": 0.9}
+    ctx.previous = {}
+    assert known_accuracy(ctx, None) == {}
+
+
+def test_headline_p50_is_the_candidates_not_the_interleaved_baselines():
+    from edgelm.stages.bench import headline_metrics
+
+    rows = [{"artifact": "source", "runtime": "ort-cpu", "p50_ms": 9.0},
+            {"artifact": "candidate", "runtime": "ort-cpu", "p50_ms": 3.0},
+            {"artifact": "source", "runtime": "ort-mobile", "threads": 2, "p50_ms": 8.0},
+            {"artifact": "candidate", "runtime": "ort-mobile", "threads": 2, "p50_ms": 4.0}]
+    metrics = headline_metrics({"rows": rows, "speedup": {"ort-cpu": 3.0}})
+    assert metrics["p50_ms"] == {"ort-cpu": 3.0, "ort-mobile@2t": 4.0}
+
+
+def test_decoders_are_not_timed_on_dataset_sentences(tmp_path):
+    """A decoder's eval data is a corpus (perplexity), not sentences to time: the stage does not default to it,
+    and asking for it explicitly is one clear error rather than a skipped row."""
+    from types import SimpleNamespace
+
+    from edgelm.measure.suite import BenchSettings, build_cases
+    from edgelm.data.readers import DataConfig
+    from edgelm.stages.bench import pick_data
+
+    text = tmp_path / "valid.txt"
+    text.write_text("some text\n")
+    ctx = SimpleNamespace(eval_data=DataConfig(path=str(text)), data=None)
+    assert pick_data(BenchConfig(), ctx, "causal-lm") is None
+    assert pick_data(BenchConfig(), ctx, "sequence-classification") == str(text)
+    decoder = SimpleNamespace(task="causal-lm", tokenizer_dir=None, path=tmp_path)
+    with pytest.raises(EdgelmError, match="decoders are timed by prompt and generation lengths"):
+        build_cases(decoder, BenchSettings(runtimes=["ort-cpu"], data=str(text)))
