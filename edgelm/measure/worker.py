@@ -2,7 +2,8 @@
 
 Measures load time, first-inference time, then every case with `timing`, and this process's peak RSS. With a
 `baseline` target in the spec it instead loads both and interleaves them per case (per-pair ratios). Only
-numpy and the runtime's own library are imported, so RSS is the runtime's. Failures become an `error` field."""
+numpy and the runtime's own library are imported, so RSS is the runtime's. Failures become an `error` field.
+The runtime is looked up in edgelm.runtimes' registry; one registered elsewhere travels in the spec as its record."""
 
 from __future__ import annotations
 
@@ -98,10 +99,16 @@ def run_spec(spec: dict) -> dict:
         base = open_runner(spec["runtime"], Target.from_json(spec["baseline"]), spec.get("threads"))
         result["results"] = _each_case(record, cases, lambda i, case: compare_case(base, runner, case, feeds[i], budget))
         return result
-    first = _guarded(0, lambda: {"ms": round(timing.time_ms(_calls(runner, cases[0], feeds[0])[0]), 3)})
-    result["first_ms"] = first.get("ms")  # the process's first inference (cold caches, lazy init)
+    result["first_ms"] = _first_ms(record, runner, cases[0], feeds[0])
     result["results"] = _each_case(record, cases, lambda i, case: measure_case(runner, case, feeds[i], budget))
     return result
+
+
+def _first_ms(record: RuntimeSpec, runner, case: dict, feeds: list[dict]) -> float | None:
+    """The process's first inference (cold caches, lazy init)."""
+    if _cannot(record, case):
+        return None
+    return _guarded(0, lambda: {"ms": round(timing.time_ms(_calls(runner, case, feeds)[0]), 3)}).get("ms")
 
 
 def _guarded(index: int, measure) -> dict:

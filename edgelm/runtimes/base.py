@@ -125,7 +125,8 @@ class Runner:
 
 @dataclass(frozen=True)
 class RuntimeSpec:
-    """What a runtime module declares (one record each, registered in RUNTIMES)."""
+    """What a runtime module declares (one record each, registered in RUNTIMES). Its callables are module-level
+    functions, so a bench worker (a fresh process) can receive the record of one registered outside this package."""
 
     name: str
     artifact: str  # the format it loads: "torch" (the HF weights) or a name in runtimes.formats.FORMATS
