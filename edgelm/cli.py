@@ -16,6 +16,7 @@ import click
 
 from edgelm.core.errors import EdgelmError, GateFailed, StageFailed
 from edgelm.core.registry import Choices, choices_of
+from edgelm.runtimes.base import RUNTIMES
 
 SCHEMA_VERSION = 1
 
@@ -141,6 +142,26 @@ class GreedyOption(click.Option):
                     original(v, state)
 
             opt.process = process
+
+
+class RegistryChoice(click.Choice):
+    """The names of a registry, read when shown (help, completion), so an entry registered after this module was
+    imported is offered too. Values pass through: the command checks them and says what is wrong in one line."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return self.registry.names()
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+    def convert(self, value, param, ctx):
+        return value
 
 
 def _registry_choices(field) -> tuple[str, ...] | None:
@@ -301,8 +322,8 @@ def report(run_dir):
 # --- bench_command (issue 4) --------------------------------------------------------------------------------
 @main.command("bench", context_settings={"show_default": True})
 @click.argument("outs", nargs=-1, required=True, metavar="OUT...")
-@click.option("--runtime", "runtimes", cls=GreedyOption, multiple=True, help="runtimes to time (several allowed; "
-              "torch-cpu torch-cuda ort-cpu ort-cuda ort-mobile executorch) [default: torch-cpu ort-cpu]")
+@click.option("--runtime", "runtimes", cls=GreedyOption, multiple=True, type=RegistryChoice(RUNTIMES),
+              help="runtimes to time (several allowed) [default: torch-cpu ort-cpu]")
 @click.option("--threads", cls=GreedyOption, multiple=True, type=int, help="intra-op threads (several allowed) "
               "[default: runtime default; ort-mobile 1 2 4]")
 @click.option("--shapes", cls=GreedyOption, multiple=True, help="fixed BATCHxSEQ shapes [default: 1x128 for encoders]")

@@ -2,7 +2,9 @@
 GGUF, side by side on this machine (batch 1, same thread count, same prompt tokens, greedy).
 
 Each measurement runs in a fresh worker process; the runtimes are interleaved round by round (A B, B A, ...)
-so load drift hits both alike. Statistics come from edgelm.measure.timing (the only place that computes them).
+so load drift hits both alike. The edgelm side is the registered ort-cpu runtime, and both sides are timed by the
+bench worker's `measure_case` (statistics from edgelm.measure.timing). llama.cpp is not a registered runtime yet,
+so this tool spawns and interleaves its own workers instead of the bench's.
 
     flock /tmp/edgelm-heavy.lock python tools/llamacpp_compare.py \
         --onnx OUT/int4 [--onnx OUT/fp32 ...] [--gguf path.gguf] --threads 2 --json llamacpp.json
@@ -52,16 +54,22 @@ class LlamaCppGenerator:
         return self._next(), state
 
 
-def onnx_generator(folder: str, threads: int):
-    import onnxruntime as ort
+class LlamaCppRunner:
+    """The one thing the bench worker's measure_case asks of a runner for a decode case: its generator."""
 
-    from edgelm.runtimes.decoding import OnnxGenerator
-    from edgelm.models.generate import OnnxCausalLM
+    def __init__(self, gguf: str, threads: int, n_ctx: int):
+        self._generator = LlamaCppGenerator(gguf, threads, n_ctx)
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return OnnxGenerator(OnnxCausalLM(Path(folder) / "model.onnx", session_options=options))
+    def generator(self):
+        return self._generator
+
+
+def edgelm_runner(folder: str, threads: int):
+    """The folder's model.onnx on the ort-cpu runtime (KV-cache generation through the bench runner)."""
+    from edgelm.runtimes.base import Target, open_runner
+
+    path = Path(folder).resolve()
+    return open_runner("ort-cpu", Target(path.name, path, "causal-lm", {"onnx": path / "model.onnx"}), threads)
 
 
 def prompt_ids(tokenizer_dir: str, prompt_len: int) -> np.ndarray:
@@ -73,17 +81,17 @@ def prompt_ids(tokenizer_dir: str, prompt_len: int) -> np.ndarray:
 
 def worker(args) -> dict:
     from edgelm.measure.machine import peak_rss_mb
-    from edgelm.measure.timing import Budget, summarize_generation, time_generation
+    from edgelm.measure.timing import Budget
+    from edgelm.measure.worker import measure_case
 
     ids = prompt_ids(args.tokenizer, args.prompt_len)
     if args.worker == "llama.cpp":
-        generator = LlamaCppGenerator(args.path, args.threads, n_ctx=args.prompt_len + args.new_tokens + 8)
+        runner = LlamaCppRunner(args.path, args.threads, n_ctx=args.prompt_len + args.new_tokens + 8)
     else:
-        generator = onnx_generator(args.path, args.threads)
-    ttft, steps, why = time_generation(generator, ids, args.new_tokens, Budget(seconds=args.seconds))
-    first = generator.prefill(ids)[0]
-    return {**summarize_generation(ttft, steps, ids.shape[1]), "stopped": why, "first_token": first,
-            "peak_rss_mb": peak_rss_mb()}
+        runner = edgelm_runner(args.path, args.threads)
+    case = {"kind": "decode", "prompt_len": ids.shape[1], "new_tokens": args.new_tokens}
+    figures = measure_case(runner, case, [{"input_ids": ids}], Budget(seconds=args.seconds))
+    return {**figures, "first_token": runner.generator().prefill(ids)[0], "peak_rss_mb": peak_rss_mb()}
 
 
 # --- orchestration ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from edgelm.core.errors import EdgelmError
+from edgelm.runtimes.formats import FORMATS, shipped_formats, with_sidecars
 
 BUNDLE_DIR = "bundle"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -39,7 +40,7 @@ def shipped_stage(run_dir: Path) -> tuple[Path, dict]:
             meta = json.loads((folder / "edgelm.json").read_text())
         except (OSError, ValueError):
             continue
-        if any(fmt in meta.get("artifacts", {}) for fmt in ("ort", "onnx", "pte")):
+        if any(fmt in meta.get("artifacts", {}) for fmt in FORMATS):
             return folder, meta
     raise EdgelmError(f"{run_dir}: no stage exported a model (.ort/.onnx/.pte); add an export stage to the recipe")
 
@@ -48,12 +49,8 @@ def model_files(folder: Path, meta: dict) -> list[Path]:
     """What the app loads: the .ort (else .onnx with its external data), plus .pte where one exists."""
     arts = {fmt: (folder / rel).resolve() for fmt, rel in meta.get("artifacts", {}).items()}
     files = []
-    if "ort" in arts:
-        files.append(arts["ort"])
-    elif "onnx" in arts:
-        files += [arts["onnx"], *sorted(arts["onnx"].parent.glob(arts["onnx"].name + ".data"))]
-    if "pte" in arts:
-        files.append(arts["pte"])
+    for fmt in shipped_formats(arts):
+        files += with_sidecars(fmt, arts[fmt])
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise EdgelmError(f"{folder}: artifact files are missing ({', '.join(missing)}); re-run the export stage")

@@ -11,18 +11,23 @@ import numpy as np
 
 from edgelm.core.errors import EdgelmError
 from edgelm.measure.quality import EvalModel
+from edgelm.runtimes.base import RUNTIMES
+from edgelm.runtimes.formats import FORMATS
 
-FORMAT_FOR_RUNTIME = {"ort-cpu": ("onnx", "ort"), "ort-cuda": ("onnx",), "ort-mobile": ("ort", "onnx"),
-                      "executorch": ("pte",)}
+
+def evaluated_formats() -> dict[str, tuple[str, ...]]:
+    """{runtime: the artifact formats eval can score on it, preferred first} for every runtime that has some."""
+    return {name: spec.evaluates for name, spec in RUNTIMES.items() if spec.evaluates}
 
 
 def artifact_model(bundle, runtime: str) -> EvalModel:
     """EvalModel running the bundle's artifact on `runtime`; a missing runtime or artifact is a clear error."""
-    if runtime not in FORMAT_FOR_RUNTIME:
-        raise EdgelmError(f"eval runtime {runtime!r}: use auto, torch, {', '.join(FORMAT_FOR_RUNTIME)}")
-    fmt = next((f for f in FORMAT_FOR_RUNTIME[runtime] if f in bundle.artifacts), None)
+    formats = evaluated_formats()
+    if runtime not in formats:
+        raise EdgelmError(f"eval runtime {runtime!r}: use auto, torch, {', '.join(formats)}")
+    fmt = next((f for f in formats[runtime] if f in bundle.artifacts), None)
     if fmt is None:
-        raise EdgelmError(f"eval runtime {runtime!r}: the bundle has no {' or '.join(FORMAT_FOR_RUNTIME[runtime])} "
+        raise EdgelmError(f"eval runtime {runtime!r}: the bundle has no {' or '.join(formats[runtime])} "
                           f"artifact (has: {', '.join(bundle.artifacts) or 'none'}); add an export stage before eval")
     artifact = Path(bundle.artifacts[fmt])
     tokenizer = bundle.tokenizer or _tokenizer_beside(artifact)
@@ -67,8 +72,8 @@ def _causal_model(bundle, artifact: Path, runtime: str, tokenizer, info: dict) -
     """Full-sequence logits = the graph's prefill on an empty cache; generation = its greedy KV-cache loop."""
     from edgelm.models.generate import OnnxCausalLM
 
-    if runtime == "executorch":
-        raise EdgelmError("eval runtime 'executorch': decoder evaluation runs on the ONNX graph; use ort-cpu or ort-mobile")
+    if FORMATS[info["artifact_format"]].engine != "onnxruntime":
+        raise EdgelmError(f"eval runtime {runtime!r}: decoder evaluation runs on the ONNX graph; use ort-cpu or ort-mobile")
     lm = OnnxCausalLM(artifact)
 
     def forward(feeds):

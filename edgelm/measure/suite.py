@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgelm.measure import timing
 from edgelm.measure.inputs import Case, data_case, decode_case, fixed_case, parse_shape, save_cases
 from edgelm.measure.machine import library_versions, machine_info
-from edgelm.runtimes.base import RUNTIMES, Target, artifact_size_mb, runtime_module, unavailable
+from edgelm.measure.worker import packed
+from edgelm.runtimes.base import RUNTIMES, Target, artifact_size_mb, unavailable
 from edgelm.core.errors import EdgelmError
 from edgelm.core.ui import info
 
@@ -70,14 +71,14 @@ def build_cases(target: Target, s: BenchSettings) -> list[Case]:
 def thread_counts(runtime: str, s: BenchSettings) -> list[int | None]:
     if s.threads:
         return list(s.threads)
-    return list(getattr(runtime_module(runtime), "DEFAULT_THREADS", (None,)))
+    return list(RUNTIMES.get(runtime).default_threads)
 
 
 def run_bench(targets: list[Target], settings: BenchSettings, baseline: Target | None = None,
               accuracy: dict[str, float] | None = None) -> dict:
     for runtime in settings.runtimes:
         if runtime not in RUNTIMES:
-            raise EdgelmError(f"--runtime {runtime}: unknown; use one of {', '.join(RUNTIMES)}")
+            raise EdgelmError(f"--runtime {runtime}: unknown; use one of {', '.join(RUNTIMES.names())}")
     everything = ([baseline] if baseline and baseline.path not in {t.path for t in targets} else []) + targets
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edgelm-bench-") as tmp:
@@ -107,8 +108,7 @@ def _single(target, runtime, threads, s, cases, feeds, tmp) -> list[dict]:
         return [{**base, "skipped": reason}]
     base["size_mb"] = artifact_size_mb(runtime, target)
     info(f"[dim]bench {target.name} on {runtime}" + (f" ({threads} threads)" if threads else "") + "[/dim]")
-    result = spawn_worker({"runtime": runtime, "threads": threads, "target": target.to_json(), "feeds": str(feeds),
-                           "cases": cases, "budget": s.budget().as_dict()}, tmp, s.worker_timeout_s)
+    result = spawn_worker(worker_spec(runtime, threads, target, s, cases, feeds), tmp, s.worker_timeout_s)
     if "error" in result:
         return [{**base, "error": result["error"], "peak_rss_mb": result.get("peak_rss_mb")}]
     base.update({k: result.get(k) for k in ROW_KEYS}, threads=result.get("threads"))
@@ -127,12 +127,17 @@ def _compare(baseline, target, runtime, s, cases, feeds, tmp) -> list[dict]:
         return [{**base, "skipped": reason}]
     threads = thread_counts(runtime, s)[0]
     info(f"[dim]interleave {target.name} vs {baseline.name} on {runtime}[/dim]")
-    result = spawn_worker({"runtime": runtime, "threads": threads, "target": target.to_json(), "baseline": baseline.to_json(),
-                           "feeds": str(feeds), "cases": cases, "budget": s.budget().as_dict()}, tmp, s.worker_timeout_s)
+    spec = worker_spec(runtime, threads, target, s, cases, feeds, baseline=baseline.to_json())
+    result = spawn_worker(spec, tmp, s.worker_timeout_s)
     if "error" in result:
         return [{**base, "error": result["error"]}]
     return [{**base, "threads": result.get("threads"), "case": cases[r["case"]]["label"],
              **{k: v for k, v in r.items() if k != "case"}} for r in result["results"]]
+
+
+def worker_spec(runtime, threads, target, s, cases, feeds, **extra) -> dict:
+    return {"runtime": runtime, "runtime_record": packed(RUNTIMES.get(runtime)), "threads": threads,
+            "target": target.to_json(), "feeds": str(feeds), "cases": cases, "budget": s.budget().as_dict(), **extra}
 
 
 def speedups(comparisons: list[dict]) -> dict[str, float]:

@@ -2,12 +2,15 @@
 
 Measures load time, first-inference time, then every case with `timing`, and this process's peak RSS. With a
 `baseline` target in the spec it instead loads both and interleaves them per case (per-pair ratios). Only
-numpy and the runtime's own library are imported, so RSS is the runtime's. Failures become an `error` field."""
+numpy and the runtime's own library are imported, so RSS is the runtime's. Failures become an `error` field.
+The runtime is looked up in edgelm.runtimes' registry; one registered elsewhere travels in the spec as its record."""
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -15,7 +18,7 @@ from pathlib import Path
 from edgelm.measure import timing
 from edgelm.measure.inputs import load_feeds
 from edgelm.measure.machine import peak_rss_mb
-from edgelm.runtimes.base import Target, open_runner, runtime_module
+from edgelm.runtimes.base import RUNTIMES, RuntimeSpec, Target, open_runner, register_runtime
 from edgelm.core.errors import EdgelmError
 
 
@@ -54,12 +57,39 @@ def compare_case(base, cand, case: dict, feeds: list[dict], budget: timing.Budge
             "ratio": timing.summarize_ratios(ratios), "stop": why}
 
 
+def packed(record: RuntimeSpec) -> str:
+    """The runtime's record as text for the worker spec (its callables travel by module and name)."""
+    return base64.b64encode(pickle.dumps(record)).decode()
+
+
+def registered(spec: dict) -> RuntimeSpec:
+    """The spec's runtime; one registered outside edgelm.runtimes (a plugin, a test) arrives as its record."""
+    if spec["runtime"] not in RUNTIMES and spec.get("runtime_record"):
+        register_runtime(pickle.loads(base64.b64decode(spec["runtime_record"])))
+    return RUNTIMES.get(spec["runtime"])
+
+
+def _cannot(record: RuntimeSpec, case: dict) -> str | None:
+    if case["kind"] == "decode" and not record.generates:
+        return f"{record.name}: token generation is not supported on this runtime"
+    return None
+
+
+def _each_case(record: RuntimeSpec, cases: list[dict], measure) -> list[dict]:
+    results = []
+    for i, case in enumerate(cases):
+        reason = _cannot(record, case)
+        results.append({"case": i, "skipped": reason} if reason else _guarded(i, lambda: measure(i, case)))
+    return results
+
+
 def run_spec(spec: dict) -> dict:
     budget = timing.Budget(**spec["budget"])
     cases = spec["cases"]
     feeds = load_feeds(Path(spec["feeds"]), cases)
+    record = registered(spec)
     start = time.perf_counter()
-    for library in runtime_module(spec["runtime"]).LIBRARIES:
+    for library in record.libraries:
         importlib.import_module(library)
     loading = time.perf_counter()
     runner = open_runner(spec["runtime"], Target.from_json(spec["target"]), spec.get("threads"))
@@ -67,14 +97,18 @@ def run_spec(spec: dict) -> dict:
               "threads": runner.threads, "results": []}
     if spec.get("baseline"):
         base = open_runner(spec["runtime"], Target.from_json(spec["baseline"]), spec.get("threads"))
-        for i, case in enumerate(cases):
-            result["results"].append(_guarded(i, lambda: compare_case(base, runner, case, feeds[i], budget)))
+        result["results"] = _each_case(record, cases, lambda i, case: compare_case(base, runner, case, feeds[i], budget))
         return result
-    first = _guarded(0, lambda: {"ms": round(timing.time_ms(_calls(runner, cases[0], feeds[0])[0]), 3)})
-    result["first_ms"] = first.get("ms")  # the process's first inference (cold caches, lazy init)
-    for i, case in enumerate(cases):
-        result["results"].append(_guarded(i, lambda: measure_case(runner, case, feeds[i], budget)))
+    result["first_ms"] = _first_ms(record, runner, cases[0], feeds[0])
+    result["results"] = _each_case(record, cases, lambda i, case: measure_case(runner, case, feeds[i], budget))
     return result
+
+
+def _first_ms(record: RuntimeSpec, runner, case: dict, feeds: list[dict]) -> float | None:
+    """The process's first inference (cold caches, lazy init)."""
+    if _cannot(record, case):
+        return None
+    return _guarded(0, lambda: {"ms": round(timing.time_ms(_calls(runner, case, feeds)[0]), 3)}).get("ms")
 
 
 def _guarded(index: int, measure) -> dict:

@@ -7,21 +7,16 @@ whose model_dir points at the torch weights), any edgelm output folder, or a pla
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.registry import Registry
 from edgelm.models.bundle import verify_artifacts
+from edgelm.runtimes.formats import FORMATS
 
-RUNTIME_MODULES = {
-    "torch-cpu": "torch_cpu", "torch-cuda": "torch_cuda", "ort-cpu": "ort_cpu", "ort-cuda": "ort_cuda",
-    "ort-mobile": "ort_mobile", "executorch": "executorch",
-}
-RUNTIMES = tuple(RUNTIME_MODULES)
-ARTIFACT_FILES = {"onnx": "model.onnx", "ort": "model.ort", "pte": "model.pte"}
 DEFAULT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -66,10 +61,10 @@ def resolve_target(path: str | Path, name: str | None = None) -> Target:
     manifest = _read_json(path / "manifest.json")
     meta = _read_json(path / "edgelm.json")
     verify_artifacts(path, meta.get("artifacts") or {})  # a truncated/modified artifact: one line, exit 2
-    files = {fmt: path / f for fmt, f in ARTIFACT_FILES.items() if (path / f).is_file()}
+    files = {fmt: path / f.file for fmt, f in FORMATS.items() if (path / f.file).is_file()}
     for fmt, rel in (meta.get("artifacts") or {}).items():
         file = (path / rel).resolve()
-        if fmt in ARTIFACT_FILES and file.is_file():
+        if fmt in FORMATS and file.is_file():
             files.setdefault(fmt, file)
     model_dir = (path / meta["model_dir"]).resolve() if meta.get("model_dir") else None
     if model_dir is None and (path / "config.json").is_file():
@@ -84,7 +79,7 @@ def resolve_target(path: str | Path, name: str | None = None) -> Target:
 
 def target_from_bundle(bundle, name: str, folder: Path | None = None) -> Target:
     """A Target for an in-memory bundle whose weights and artifacts are already on disk."""
-    files = {fmt: Path(p) for fmt, p in bundle.artifacts.items() if fmt in ARTIFACT_FILES and Path(p).is_file()}
+    files = {fmt: Path(p) for fmt, p in bundle.artifacts.items() if fmt in FORMATS and Path(p).is_file()}
     base = folder or (next(iter(files.values())).parent if files else bundle.model_dir)
     manifest = _read_json(Path(base) / "manifest.json") if base else {}
     names = [i["name"] for i in manifest.get("inputs", []) if isinstance(i, dict) and "name" in i] or None
@@ -128,18 +123,35 @@ class Runner:
         return {n: feeds[n] for n in self.input_names}
 
 
-def runtime_module(runtime: str):
-    if runtime not in RUNTIME_MODULES:
-        raise EdgelmError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    return importlib.import_module(f"edgelm.runtimes.{RUNTIME_MODULES[runtime]}")
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What a runtime module declares (one record each, registered in RUNTIMES). Its callables are module-level
+    functions, so a bench worker (a fresh process) can receive the record of one registered outside this package."""
+
+    name: str
+    artifact: str  # the format it loads: "torch" (the HF weights) or a name in runtimes.formats.FORMATS
+    device: str  # "cpu" | "cuda" | "mobile"
+    unavailable: Callable[[], str | None]  # why it cannot run on this machine, None when it can
+    open: Callable[[Target, int | None], Runner]  # (target, threads) -> a loaded Runner
+    generates: bool  # can time token generation (decoders)
+    libraries: tuple[str, ...] = ()  # imported (and timed as import_ms) before the model loads
+    default_threads: tuple[int | None, ...] = (None,)  # the bench's thread counts when none are asked for
+    evaluates: tuple[str, ...] = ()  # artifact formats `eval` can score on it, preferred first
+
+
+RUNTIMES: Registry[RuntimeSpec] = Registry("runtime", "edgelm.runtimes")
+
+
+def register_runtime(spec: RuntimeSpec) -> RuntimeSpec:
+    return RUNTIMES.register(spec.name, spec)
 
 
 def unavailable(runtime: str, target: Target | None = None) -> str | None:
     """Why `runtime` cannot run (target) here, or None when it can."""
-    module = runtime_module(runtime)
-    reason = module.unavailable()
+    spec = RUNTIMES.get(runtime)
+    reason = spec.unavailable()
     if reason is None and target is not None:
-        reason = missing_artifact(module.ARTIFACT, target)
+        reason = missing_artifact(spec.artifact, target)
     return reason
 
 
@@ -147,7 +159,7 @@ def missing_artifact(artifact: str, target: Target) -> str | None:
     if artifact == "torch":
         return None if target.model_dir else f"{target.path}: no torch weights (edgelm.json model_dir / config.json)"
     if artifact not in target.files:
-        return f"{target.path}: no {ARTIFACT_FILES[artifact]} (export it with --format {artifact})"
+        return f"{target.path}: no {FORMATS[artifact].file} (export it with --format {artifact})"
     return None
 
 
@@ -156,12 +168,12 @@ def open_runner(runtime: str, export_dir: str | Path | Target, threads: int | No
     reason = unavailable(runtime, target)
     if reason:
         raise EdgelmError(f"{runtime} unavailable: {reason}")
-    return runtime_module(runtime).open(target, threads)
+    return RUNTIMES.get(runtime).open(target, threads)
 
 
 def artifact_size_mb(runtime: str, target: Target) -> float | None:
     """Size on disk of what this runtime loads (weights + graph, external data included)."""
-    artifact = runtime_module(runtime).ARTIFACT
+    artifact = RUNTIMES.get(runtime).artifact
     if artifact == "torch":
         files = [p for p in (target.model_dir or Path("/nonexistent")).glob("*.safetensors")]
     else:

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgelm.runtimes.base import DEFAULT_INPUTS, Runner, Target
+from edgelm.runtimes.base import DEFAULT_INPUTS, Runner, RuntimeSpec, Target, register_runtime
 from edgelm.core.errors import EdgelmError
-
-LIBRARIES = ("torch", "executorch.runtime", "executorch.extension.pybindings.portable_lib")  # imported (and timed as import_ms) before the model loads
-ARTIFACT = "pte"
 
 
 def unavailable() -> str | None:
@@ -80,3 +77,8 @@ class StaticCacheGenerator:
 
 def open(target: Target, threads: int | None) -> Runner:
     return ExecutorchRunner(target, threads)
+
+
+RUNTIME = register_runtime(RuntimeSpec("executorch", "pte", "mobile", unavailable, open, generates=True,
+                                        libraries=("torch", "executorch.runtime", "executorch.extension.pybindings.portable_lib"),
+                                        evaluates=("pte",)))

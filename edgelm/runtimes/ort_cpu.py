@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from edgelm.runtimes.base import Runner, Target, onnx_input_names
+from edgelm.runtimes.base import Runner, RuntimeSpec, Target, onnx_input_names, register_runtime
 from edgelm.core.errors import EdgelmError
-
-LIBRARIES = ("onnxruntime",)  # imported (and timed as import_ms) before the model loads
-ARTIFACT = "onnx"
 
 
 def unavailable() -> str | None:
@@ -48,3 +45,7 @@ class OrtRunner(Runner):
 
 def open(target: Target, threads: int | None) -> Runner:
     return OrtRunner(target.files["onnx"], "ort-cpu", threads, ["CPUExecutionProvider"], task=target.task)
+
+
+RUNTIME = register_runtime(RuntimeSpec("ort-cpu", "onnx", "cpu", unavailable, open, generates=True,
+                                        libraries=("onnxruntime",), evaluates=("onnx", "ort")))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from edgelm.runtimes.base import Runner, Target
-
-LIBRARIES = ("onnxruntime",)  # imported (and timed as import_ms) before the model loads
-ARTIFACT = "onnx"
+from edgelm.runtimes.base import Runner, RuntimeSpec, Target, register_runtime
 
 
 def unavailable() -> str | None:
@@ -29,3 +26,7 @@ def open(target: Target, threads: int | None) -> Runner:
 
         raise EdgelmError("ort-cuda: the CUDA provider failed to initialise (no device or CUDA/cuDNN libraries)")
     return runner
+
+
+RUNTIME = register_runtime(RuntimeSpec("ort-cuda", "onnx", "cuda", unavailable, open, generates=True,
+                                        libraries=("onnxruntime",), evaluates=("onnx",)))

@@ -3,11 +3,7 @@ bench), no spin-waiting between ops (saves battery, costs latency), sequential e
 
 from __future__ import annotations
 
-from edgelm.runtimes.base import Runner, Target
-
-LIBRARIES = ("onnxruntime",)  # imported (and timed as import_ms) before the model loads
-ARTIFACT = "ort"
-DEFAULT_THREADS = (1, 2, 4)
+from edgelm.runtimes.base import Runner, RuntimeSpec, Target, register_runtime
 
 
 def unavailable() -> str | None:
@@ -30,3 +26,8 @@ def open(target: Target, threads: int | None) -> Runner:
     from edgelm.runtimes.ort_cpu import OrtRunner
 
     return OrtRunner(target.files["ort"], "ort-mobile", threads or 1, ["CPUExecutionProvider"], configure, target.task)
+
+
+RUNTIME = register_runtime(RuntimeSpec("ort-mobile", "ort", "mobile", unavailable, open, generates=True,
+                                        libraries=("onnxruntime",), default_threads=(1, 2, 4),
+                                        evaluates=("ort", "onnx")))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from edgelm.runtimes.base import Runner, Target
-
-LIBRARIES = ("torch", "transformers")  # imported (and timed as import_ms) before the model loads
-ARTIFACT = "torch"
+from edgelm.runtimes.base import Runner, RuntimeSpec, Target, register_runtime
 
 
 def unavailable() -> str | None:
@@ -81,3 +78,7 @@ def _bundle_extra(target: Target) -> dict:
 
 def open(target: Target, threads: int | None) -> Runner:
     return TorchRunner(target, threads, "cpu", "torch-cpu")
+
+
+RUNTIME = register_runtime(RuntimeSpec("torch-cpu", "torch", "cpu", unavailable, open, generates=True,
+                                        libraries=("torch", "transformers")))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from edgelm.runtimes.base import Runner, Target
-
-LIBRARIES = ("torch", "transformers")  # imported (and timed as import_ms) before the model loads
-ARTIFACT = "torch"
+from edgelm.runtimes.base import Runner, RuntimeSpec, Target, register_runtime
 
 
 def unavailable() -> str | None:
@@ -24,3 +21,7 @@ def open(target: Target, threads: int | None) -> Runner:
     from edgelm.runtimes.torch_cpu import TorchRunner
 
     return TorchRunner(target, threads, "cuda", "torch-cuda")
+
+
+RUNTIME = register_runtime(RuntimeSpec("torch-cuda", "torch", "cuda", unavailable, open, generates=True,
+                                        libraries=("torch", "transformers")))

@@ -4,19 +4,17 @@ torch model) and, interleaved, a named baseline, reporting `speedup: {runtime: x
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.registry import Name
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
-
-Runtime = Literal["torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-mobile", "executorch"]
-ARTIFACT_OF = {"ort-cpu": "onnx", "ort-cuda": "onnx", "ort-mobile": "ort", "executorch": "pte"}
+from edgelm.runtimes.base import RUNTIMES
 
 
 class BenchConfig(StageConfig):
-    runtimes: list[Runtime] = Field(default_factory=lambda: ["ort-cpu"], description="runtimes to time",
+    runtimes: list[Name(RUNTIMES)] = Field(default_factory=lambda: ["ort-cpu"], description="runtimes to time",
                                     json_schema_extra={"cli": "--runtime"})
     threads: list[int] | None = Field(None, description="intra-op thread counts (default: runtime default; ort-mobile 1 2 4)")
     shapes: list[str] | None = Field(None, description="fixed BATCHxSEQ shapes, e.g. 1x128 (default: 1x128 for encoders)")
@@ -102,7 +100,7 @@ def resolve_baseline(config: BenchConfig, bundle, ctx):
     if source.model_dir is not None and bundle.model_dir is not None and Path(source.model_dir) == Path(bundle.model_dir) \
             and not bundle.artifacts:
         return None, "the benched model is the input model itself"
-    formats = sorted({ARTIFACT_OF[r] for r in config.runtimes if r in ARTIFACT_OF} & set(bundle.artifacts))
+    formats = sorted({RUNTIMES.get(r).artifact for r in config.runtimes} & set(bundle.artifacts))
     if formats and not set(formats) <= set(source.artifacts):
         source, why = export_source(source, formats, ctx.workdir / "baseline")
         if source is None:

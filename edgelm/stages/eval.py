@@ -20,6 +20,8 @@ from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
+from edgelm.runtimes.base import RUNTIMES
+from edgelm.runtimes.formats import PREFERRED
 
 Metric = Literal["accuracy", "perplexity", "icl", "fidelity", "generation"]
 DEFAULT_METRICS = {"sequence-classification": ["accuracy"], "feature-extraction": ["fidelity"],
@@ -31,7 +33,7 @@ GEN_PROMPTS = ["The capital of France is", "Once upon a time, there was a", "To 
 
 class EvalConfig(StageConfig):
     metrics: list[Metric] = Field(default_factory=list, description="metrics to compute (default by task: accuracy | fidelity | perplexity+icl+generation)", json_schema_extra={"cli": "--metric"})
-    runtime: list[str] = Field(default_factory=lambda: ["auto"], description="where the candidate runs: auto (the bundle's artifact: ort > onnx > pte, else torch), torch, ort-cpu, ort-mobile, executorch; the first one feeds the gates")
+    runtime: list[str] = Field(default_factory=lambda: ["auto"], description=f"where the candidate runs: auto (the bundle's artifact: {' > '.join(PREFERRED)}, else torch), torch, ort-cpu, ort-mobile, executorch; the first one feeds the gates")
     reference: str = Field("auto", description="reference model: auto (first finetune stage, else the input model), input, a stage folder NN-kind, or none")
     max_samples: int | None = Field(1000, gt=0, description="evaluate at most this many examples (seeded sample)")
     max_length: int = Field(128, gt=1, description="token limit per example for classification / embeddings")
@@ -146,13 +148,25 @@ def candidate_model(bundle, runtime: str):
     from edgelm.measure.quality import torch_model
 
     if runtime == "auto":
-        runtime = next((rt for fmt, rt in (("ort", "ort-mobile"), ("onnx", "ort-cpu"), ("pte", "executorch"))
-                        if fmt in bundle.artifacts), "torch")
-    if runtime in ("torch", "torch-cpu"):
+        runtime = auto_runtime(bundle.artifacts)
+    if runtime == "torch" or runs_torch_on_cpu(runtime):
         return torch_model(bundle, "torch")
     from edgelm.measure.artifacts import artifact_model
 
     return artifact_model(bundle, runtime)
+
+
+def auto_runtime(artifacts) -> str:
+    """The preferred artifact (.ort > .onnx > .pte) on the first runtime that loads it without a GPU, else torch."""
+    fmt = next((f for f in PREFERRED if f in artifacts), None)
+    if fmt is None:
+        return "torch"
+    return next(name for name, spec in RUNTIMES.items() if spec.artifact == fmt and spec.device != "cuda")
+
+
+def runs_torch_on_cpu(runtime: str) -> bool:
+    """torch-cpu is the torch model itself (eval's torch model runs on the CPU)."""
+    return runtime in RUNTIMES and (RUNTIMES.get(runtime).artifact, RUNTIMES.get(runtime).device) == ("torch", "cpu")
 
 
 class EvalData:

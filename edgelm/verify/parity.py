@@ -197,27 +197,32 @@ def torch_greedy(model, ids: np.ndarray, steps: int, prompt=None) -> tuple[list[
 # --- runners ---------------------------------------------------------------------------------------------------
 def artifact_runner(path: Path, fmt: str):
     """feeds {name: array} -> list of outputs, for an encoder artifact of any format."""
-    if fmt in ("onnx", "ort"):
+    if _engine(fmt) == "onnxruntime":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         wanted = {i.name for i in session.get_inputs()}
         return lambda feeds: session.run(None, {k: v for k, v in feeds.items() if k in wanted})
-    if fmt == "pte":
-        from edgelm.export.executorch import pte_runner
+    from edgelm.export.executorch import pte_runner
 
-        return pte_runner(path)
-    raise EdgelmError(f"parity: unknown artifact format {fmt!r} (onnx, ort, pte)")
+    return pte_runner(path)
 
 
 def causal_runner(path: Path, fmt: str):
     """An object with prefill(ids) and generate(ids, n, return_logits=True), for a decoder artifact."""
-    if fmt in ("onnx", "ort"):
+    if _engine(fmt) == "onnxruntime":
         from edgelm.models.generate import OnnxCausalLM
 
         return OnnxCausalLM(path)
-    if fmt == "pte":
-        from edgelm.export.executorch import PteCausalLM
+    from edgelm.export.executorch import PteCausalLM
 
-        return PteCausalLM(path)
-    raise EdgelmError(f"parity: unknown artifact format {fmt!r} (onnx, ort, pte)")
+    return PteCausalLM(path)
+
+
+def _engine(fmt: str) -> str:
+    """The library that loads `fmt` (onnxruntime for .onnx and .ort, executorch for .pte)."""
+    from edgelm.runtimes.formats import FORMATS
+
+    if fmt not in FORMATS:
+        raise EdgelmError(f"parity: unknown artifact format {fmt!r} ({', '.join(FORMATS)})")
+    return FORMATS[fmt].engine

@@ -4,7 +4,7 @@ reason (never a fake), targets resolved from export folders and HF folders."""
 import numpy as np
 import pytest
 
-from edgelm.runtimes.base import (RUNTIMES, artifact_size_mb, open_runner, resolve_target, unavailable)
+from edgelm.runtimes.base import RUNTIMES, artifact_size_mb, open_runner, resolve_target, unavailable
 from edgelm.core.errors import EdgelmError
 
 
@@ -66,7 +66,7 @@ def test_runner_names_missing_feeds(tiny_export):
 
 
 def test_every_runtime_is_available_or_says_why():
-    for runtime in RUNTIMES:
+    for runtime in RUNTIMES.names():
         reason = unavailable(runtime)
         assert reason is None or (isinstance(reason, str) and len(reason) > 10)
 
