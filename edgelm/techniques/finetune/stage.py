@@ -3,8 +3,8 @@
 - Encoders learn a classifier from labelled data (a feature-extraction model such as minilm-l6 gets a new head,
   trained alongside the adapter). Decoders learn plain text, prompt/completion pairs or chat messages (loss on
   the completion / assistant turns only), or a labelled set as prompts answered by label words.
-- Adapter targets are found by walking the model: every Linear inside the transformer blocks (the largest
-  ModuleList), so no per-architecture tables; `target_modules` narrows them by name.
+- Adapter targets are every Linear inside the transformer blocks (edgelm.models.anatomy finds the block stack),
+  so no per-architecture tables; `target_modules` narrows them by name.
 - LoRA/IA3 are merged into the base weights (a normal model); prompt tuning's virtual tokens go into
   bundle.extra["prompt_tuning"] and edgelm.models.tasks.task_module prepends them, so export carries them. The adapter
   is also saved in PEFT format in `adapter/`. Checkpoints live in a stable folder beside the stage folder, so an
@@ -247,26 +247,11 @@ def as_classifier(bundle, label_names: list[str]):
 
 
 # --- adapters -----------------------------------------------------------------------------------------------------
-def block_linears(model) -> dict[str, tuple[int, int]]:
-    """{full name: (in, out)} of every Linear/Conv1D inside the transformer blocks (the largest ModuleList)."""
-    from torch import nn
-    from transformers.pytorch_utils import Conv1D
-
-    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList)]
-    if not lists:
-        raise EdgelmError(f"{type(model).__name__}: no transformer blocks (ModuleList) found to adapt; use --method full")
-    prefix, blocks = max(lists, key=lambda item: sum(p.numel() for p in item[1].parameters()))
-    found = {}
-    for name, module in blocks.named_modules():
-        if isinstance(module, nn.Linear):
-            found[f"{prefix}.{name}"] = (module.in_features, module.out_features)
-        elif isinstance(module, Conv1D):
-            found[f"{prefix}.{name}"] = tuple(module.weight.shape)
-    return found
-
-
 def adapter_targets(model, wanted: list[str]) -> dict[str, tuple[int, int]]:
-    found = block_linears(model)
+    """{path: (in, out)} of the Linear/Conv1D layers to adapt: all in the transformer blocks, or those named."""
+    from edgelm.models.anatomy import block_projections
+
+    found = block_projections(model, remedy="use --method full")
     if not wanted:
         return found
     chosen = {n: s for n, s in found.items() if any(n == w or n.endswith("." + w) for w in wanted)}
@@ -334,10 +319,11 @@ def unwrap_modules_to_save(model) -> None:
     """Replace PEFT's ModulesToSaveWrapper by the trained copy it holds."""
     from peft.utils import ModulesToSaveWrapper
 
+    from edgelm.models.structure import replace_module
+
     for name, module in list(model.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, module.modules_to_save["default"])
+            replace_module(model, name, module.modules_to_save["default"])
 
 
 def trained_logits(model, inputs: dict, config: FinetuneConfig, task: str):
