@@ -22,36 +22,23 @@ from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
+from edgelm.train.fields import TrainingFields
 
 DEFAULT_LR = {"lora": 1e-3, "ia3": 5e-3, "prompt": 3e-2, "full": 5e-5}
 
 
-class FinetuneConfig(StageConfig):
+class FinetuneConfig(StageConfig, TrainingFields):
     method: Literal["lora", "prompt", "ia3", "full"] = Field("lora", description="adaptation method")
-    epochs: float = Field(1.0, gt=0, description="training epochs")
-    max_samples: int | None = Field(None, gt=0, description="train on at most this many examples (random, seeded)")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate (default per method: lora 1e-3, "
                                         "ia3 5e-3, prompt 3e-2, full 5e-5)")
     head_learning_rate: float | None = Field(None, gt=0, description="learning rate of a new classifier head "
                                              "(default: max(learning rate, 2e-3))")
-    batch_size: int = Field(32, gt=0, description="examples per device and step")
-    grad_accumulation: int = Field(1, gt=0, description="steps whose gradients add up before an update")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="fraction of steps with linear warmup")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
-    max_length: int = Field(128, gt=1, description="tokens per example (longer ones are truncated)")
     lora_r: int = Field(8, gt=0, description="LoRA rank")
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
     target_modules: list[str] = Field(default_factory=list, description="adapt only Linear layers with these names "
                                       "(e.g. query value, q_proj v_proj); default: all in the transformer blocks")
     num_virtual_tokens: int = Field(16, gt=0, description="prompt tuning: learned virtual tokens")
-    eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share of --data when no --eval-data "
-                                 "(0: no evaluation)")
-    eval_steps: int | None = Field(None, gt=0, description="evaluate every N steps (default: each epoch)")
-    early_stopping_patience: int | None = Field(None, gt=0, description="stop after N evaluations without improvement")
-    save_steps: int = Field(200, gt=0, description="resumable checkpoint every N steps")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA (fp16 without "
-                                                               "bf16) and on CPUs with native bf16, else fp32")
     label_words: list[str] = Field(default_factory=list, description="causal LM on labelled data: the word answering "
                                    "each label, in label order (e.g. negative positive)")
     prompt_template: str = Field("Review: {text}\nSentiment:", description="causal LM on labelled data: prompt "
@@ -100,15 +87,9 @@ class FinetuneStage(Stage):
 
 
 def train_config(config: FinetuneConfig, task: str, head_modules: list[str], seed: int):
-    from edgelm.train.trainer import TrainConfig
-
     lr = config.learning_rate or DEFAULT_LR[config.method]
-    return TrainConfig(
-        epochs=config.epochs, learning_rate=lr,
-        lr_overrides={n: config.head_learning_rate or max(lr, 2e-3) for n in head_modules},
-        batch_size=config.batch_size, grad_accumulation=config.grad_accumulation, warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay, precision=config.precision, eval_steps=config.eval_steps,
-        save_steps=config.save_steps, early_stopping_patience=config.early_stopping_patience,
+    return config.train_config(
+        learning_rate=lr, lr_overrides={n: config.head_learning_rate or max(lr, 2e-3) for n in head_modules},
         metric="accuracy" if task == "sequence-classification" else "loss", seed=seed,
         description=f"finetune ({config.method})",
     )
