@@ -223,7 +223,7 @@ def add_stage_command(kind: str, command_name: str | None = None):
             click.echo(f"{kind}: {result.get('status')} -> {out}")
 
     cmd = click.Command(command_name or kind, params=params, callback=callback,
-                        help=f"{stage.summary}." + ("" if stage.implemented else " (NOT IMPLEMENTED YET)"))
+                        help=f"{stage.summary}.")
     cmd = data_options(model_options(cmd))
     main.add_command(cmd)
 
@@ -256,12 +256,13 @@ def info(model, as_json, task, allow_pickle, trust_remote_code):
 @click.option("--json", "as_json", is_flag=True, help="print run.json")
 def run(recipe, out, overrides, as_json):
     """Run (or resume) a recipe: one folder per stage, run.json and a report."""
+    from edgelm.deliver.report import render_run
     from edgelm.pipeline.recipe import load_recipe
     from edgelm.pipeline.runner import run_recipe
 
     parsed = load_recipe(resolve_recipe_path(recipe), overrides)
     out = out or Path("runs") / (parsed.name or Path(recipe).stem)
-    result = run_recipe(parsed, out)
+    result = run_recipe(parsed, out, on_written=render_run)
     if as_json:
         emit_json(result)
     else:
@@ -284,14 +285,14 @@ def stages(as_json):
 
     table = {}
     for kind, stage in all_stages().items():
-        table[kind] = {"summary": stage.summary, "implemented": stage.implemented,
+        table[kind] = {"summary": stage.summary,
                        "parameters": {n: {"type": _type_name(f), "default": f.get_default(call_default_factory=True),
                                           "help": f.description} for n, f in stage.Config.model_fields.items()}}
     if as_json:
         emit_json({"stages": table})
         return
     for kind, entry in table.items():
-        click.echo(f"{kind}{'' if entry['implemented'] else '  (not implemented yet)'}: {entry['summary']}")
+        click.echo(f"{kind}: {entry['summary']}")
         for name, p in entry["parameters"].items():
             click.echo(f"    {name} = {p['default']!r}  [{p['type']}]  {p['help']}")
 
@@ -418,7 +419,8 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, max_s
 def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, data,
                      eval_data, text_column, label_column, seed):
     """Compress MODEL (default minilm-l6) for TARGET: default recipe, eval, bench, report and an app bundle."""
-    from edgelm.pipeline.compress import TARGET_RUNTIMES, compress
+    from edgelm.deliver.compress import compress
+    from edgelm.pipeline.compress import TARGET_RUNTIMES
 
     gates = {k: v for k, v in (("max_accuracy_drop", max_accuracy_drop), ("max_size_mb", max_size_mb)) if v is not None}
     if min_speedup is not None:
@@ -440,8 +442,6 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
 
 
 def _print_compress(result: dict, err: bool = False) -> None:
-    for note in result["notes"]:
-        click.echo(f"note: {note}", err=err)
     for key, value in result["headline"].items():
         click.echo(f"{key:>24}: {value}", err=err)
     click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.deliver.consumer {result['bundle']} \"some text\")", err=err)

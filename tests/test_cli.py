@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -40,14 +41,23 @@ def test_bad_recipe_exit_2(tmp_path):
     assert code == 2 and "unknown stage kind 'nope'" in out
 
 
-def test_unimplemented_stage_says_so(tiny_model, tmp_path):
-    from edgelm.core.stage import all_stages
+@pytest.mark.parametrize("kind", ["export", "quantize", "finetune", "lowrank", "prune", "distill"])
+def test_stage_command_has_an_option_per_config_field_with_its_help(kind):
+    from edgelm.core.stage import get_stage
 
-    missing = [k for k, s in all_stages().items() if not s.implemented and k in ("export", "quantize", "finetune", "lowrank", "prune", "distill")]
-    if not missing:
-        pytest.skip("every stage command is implemented")
-    code, out = run_cli(missing[0], tiny_model("bert"), "-o", tmp_path / "o")
-    assert code == 2 and "not implemented yet" in out
+    stage, command = get_stage(kind), main.commands[kind]
+    helps = {p.name: p.help for p in command.params if isinstance(p, click.Option)}
+    assert command.help == f"{stage.summary}."
+    for name, field in stage.Config.model_fields.items():
+        assert helps[name].startswith(field.description), name
+
+
+def test_run_writes_the_report(tiny_model, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {tiny_model('bert')}\nstages: [{{kind: lowrank, method: svd, ratio: 0.5}}]\n")
+    code, out = run_cli("run", recipe, "-o", tmp_path / "out")
+    assert code == 0, out
+    assert "01-lowrank" in (tmp_path / "out" / "report.md").read_text() and (tmp_path / "out" / "report.html").is_file()
 
 
 def test_stages_lists_every_kind_with_parameters():

@@ -17,10 +17,6 @@ class GateFailed(EdgelmError):
         self.table = table or []
 
 
-class NotImplementedYet(EdgelmError):
-    """A registered stage kind whose implementation has not landed; says so instead of pretending to work."""
-
-
 class StageFailed(Exception):
     """A stage raised: wraps the cause with the stage name; earlier stages' results are kept."""
 

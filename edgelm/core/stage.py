@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from edgelm.models.bundle import ModelBundle
-from edgelm.core.errors import EdgelmError, NotImplementedYet
+from edgelm.core.errors import EdgelmError
 
 
 class StageConfig(BaseModel):
@@ -52,7 +52,6 @@ class Stage:
     kind: ClassVar[str]
     Config: ClassVar[type[StageConfig]]
     summary: ClassVar[str] = ""
-    implemented: ClassVar[bool] = True
 
     def run(self, bundle: ModelBundle, config: StageConfig, ctx: StageContext) -> StageResult:
         raise NotImplementedError
@@ -90,15 +89,6 @@ def all_stages() -> dict[str, type[Stage]]:
 
     load_all()
     return dict(sorted(REGISTRY.items()))
-
-
-def not_implemented(kind: str, issue: str) -> Callable:
-    """run() for a registered kind whose implementation has not landed: it says so and does nothing."""
-
-    def run(self, bundle, config, ctx):
-        raise NotImplementedYet(f"stage {kind!r} is registered but not implemented yet ({issue}); remove it from the recipe")
-
-    return run
 
 
 def require_model(bundle: ModelBundle, kind: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from edgelm.core.errors import EdgelmError
+from edgelm.models.anatomy import parent_module
 
 
 class LowRankLinear(nn.Sequential):
@@ -37,8 +38,7 @@ def apply_structure(model: nn.Module, ops: list[dict]) -> nn.Module:
         elif kind == "setattr":
             setattr(model.get_submodule(op["path"]) if op["path"] else model, op["attr"], op["value"])
         elif kind == "drop":
-            parent_path, _, index = op["path"].rpartition(".")
-            parent = model.get_submodule(parent_path)
+            parent, index = parent_module(model, op["path"])
             del parent[int(index)]
         else:
             raise EdgelmError(f"structure op {kind!r} is unknown; the bundle was written by a newer edgelm?")
@@ -46,8 +46,7 @@ def apply_structure(model: nn.Module, ops: list[dict]) -> nn.Module:
 
 
 def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
+    parent, name = parent_module(model, path)
     setattr(parent, name, new)
 
 

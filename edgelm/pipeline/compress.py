@@ -1,6 +1,5 @@
-"""`edgelm compress`: pick the default recipe for the model's task and the target, compose only the stage kinds
-that are implemented, run it with `edgelm.pipeline.runner.run_recipe` (the same code path as `edgelm run`), then write
-the app bundle (`OUT/bundle/`) from the run.
+"""`edgelm compress`'s recipe: the default one for the model's task and the target (or the one given), and the
+headline figures of its run. edgelm.deliver.compress runs it and writes the report and the app bundle.
 
 Default recipes live in edgelm/recipes/compress-<encoder|decoder>-<target>[-labelled].yaml:
 - encoder, labelled data: fine-tune -> (int8 baseline) -> prune -> distill -> export -> int8 -> eval -> bench
@@ -11,19 +10,15 @@ Default recipes live in edgelm/recipes/compress-<encoder|decoder>-<target>[-labe
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import yaml
 
-from edgelm.core.errors import EdgelmError, GateFailed
+from edgelm.core.errors import EdgelmError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TARGETS = ("mobile", "cpu", "cuda")
 TARGET_RUNTIMES = {"mobile": ["ort-mobile"], "cpu": ["ort-cpu"], "cuda": ["ort-cuda"]}
-STAGE_NAME = re.compile(r"^\d\d-[a-z-]+$")
-# a stage kind that has not landed yet -> what stands in for it (recovery fine-tune instead of distillation)
-FALLBACKS = {"distill": {"kind": "finetune", "method": "full", "learning_rate": 5.0e-5}}
 
 
 def detect_task(model: str, task: str | None = None) -> str:
@@ -78,51 +73,20 @@ def retarget(raw: dict, target: str, name: str) -> dict:
     return raw
 
 
-def implemented_only(raw: dict) -> tuple[dict, list[str]]:
-    """Drop stage kinds whose implementation has not landed; stage-folder references are renumbered."""
-    from edgelm.core.stage import get_stage
-
-    kept, notes, renamed = [], [], {}
-    for i, spec in enumerate(raw.get("stages", [])):
-        old = f"{i + 1:02d}-{spec['kind']}"
-        fallback = FALLBACKS.get(spec["kind"])
-        if not get_stage(spec["kind"]).implemented and fallback and get_stage(fallback["kind"]).implemented:
-            notes.append(f"stage {old} ({spec['kind']}) is not implemented yet: {fallback['kind']} instead")
-            spec = {**fallback, **{k: v for k, v in spec.items() if k in ("max_samples", "epochs", "learning_rate")}}
-        if get_stage(spec["kind"]).implemented:
-            kept.append(spec)
-            renamed[old] = f"{len(kept):02d}-{spec['kind']}"
-        else:
-            notes.append(f"skipped stage {old} ({spec['kind']}): not implemented yet")
-    raw = {**raw, "stages": kept}
-    for section, key in (("bench", "baseline"), ("eval", "reference")):
-        value = (raw.get(section) or {}).get(key)
-        if isinstance(value, str) and STAGE_NAME.match(value):
-            if value not in renamed:
-                raise EdgelmError(f"recipe {section}.{key}: {value} is not a stage that runs")
-            raw[section] = {**raw[section], key: renamed[value]}
-    for section in ("export", "eval", "bench"):
-        if raw.get(section) is not None and not get_stage(section).implemented:
-            notes.append(f"skipped {section}: not implemented yet")
-            raw[section] = None
-    return raw, notes
-
-
 def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_data=None, recipe: Path | None = None,
                  task: str | None = None, seed: int = 0, gates: dict | None = None):
-    """(validated Recipe, notes). An explicit recipe is used as written (CLI values override its model/data)."""
+    """The validated Recipe. An explicit recipe is used as written (CLI values override its model/data)."""
     from edgelm.pipeline.recipe import load_recipe, parse_recipe
 
     if recipe is not None:
         parsed = load_recipe(recipe, [])
         raw = parsed.model_dump(mode="json", exclude_none=True)
         raw["model"] = model or raw.get("model")
-        notes = []
     else:
         model = model or "minilm-l6"
         task = detect_task(model, task)
         labelled = is_labelled(data or eval_data) and task != "causal-lm"
-        raw, notes = implemented_only(default_recipe(task, target, labelled))
+        raw = default_recipe(task, target, labelled)
         raw["model"] = model
         raw.setdefault("task", task)
         if raw["task"] != task and task != "feature-extraction":
@@ -135,30 +99,7 @@ def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_d
         raw["task"] = task
     if gates:
         raw["gates"] = {**(raw.get("gates") or {}), **gates}
-    return parse_recipe(raw, f"compress recipe {raw.get('name', '')}".strip()), notes
-
-
-def compress(model: str | None, out: Path, **kwargs) -> dict:
-    """Run the recipe into OUT and write OUT/bundle; returns where things are plus the headline figures."""
-    from edgelm.deliver.app_bundle import write_bundle
-    from edgelm.pipeline.runner import run_recipe
-
-    recipe, notes = build_recipe(model, **kwargs)
-    out = Path(out)
-    failed = None
-    try:
-        run = run_recipe(recipe, out)
-    except GateFailed as exc:  # the bundle is still written, so the miss can be inspected; the exit code says 3
-        failed, run = exc, json.loads((out / "run.json").read_text())
-    bundle = write_bundle(out)
-    result = {"out": str(out), "recipe": recipe.name, "bundle": str(bundle), "notes": notes,
-              "report": {kind: str(out / f"report.{kind}") for kind in ("html", "md", "json")
-                         if (out / f"report.{kind}").is_file()} or {"json": str(out / "run.json")},
-              "headline": headline(run), "gates": run.get("gates", [])}
-    if failed is not None:
-        failed.result = result
-        raise failed
-    return result
+    return parse_recipe(raw, f"compress recipe {raw.get('name', '')}".strip())
 
 
 def headline(run: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from edgelm.data.readers import DataConfig, check_data_source
 from edgelm.core.errors import EdgelmError
@@ -31,8 +32,9 @@ def _input_key(model: str, task, data: DataConfig | None, eval_data: DataConfig 
     }
 
 
-def run_recipe(recipe: Recipe, out: Path) -> dict:
-    """Run (or resume) a whole recipe into OUT; returns run.json's content. Gates raise GateFailed."""
+def run_recipe(recipe: Recipe, out: Path, on_written: Callable[[Path], object] | None = None) -> dict:
+    """Run (or resume) a whole recipe into OUT; returns run.json's content. Gates raise GateFailed, after
+    `on_written(OUT)` (the deliver layer's report) has run on the new run.json, still under the run's lock."""
     out = Path(out)
     check_run_folder(out)
     check_data_source(recipe.data, "data")
@@ -50,7 +52,8 @@ def run_recipe(recipe: Recipe, out: Path) -> dict:
         gate_rows = evaluate_gates(recipe.gates, [r.metrics for r in records])
         run = write_run_json(out, records, seed=recipe.seed, input_key=key,
                              extra={"recipe": recipe.name, "gates": gate_rows})
-        _render_report(out)
+        if on_written is not None:
+            on_written(out)
     check_gates(gate_rows)
     return run
 
@@ -116,9 +119,3 @@ def _read_metrics(folder: Path) -> dict | None:
         return json.loads((folder / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _render_report(out: Path) -> None:
-    from edgelm.deliver.report import render_run
-
-    render_run(out)

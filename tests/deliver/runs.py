@@ -21,7 +21,7 @@ LABELLED = "label\tsentence\n" + "\n".join(f"{i % 2}\t{'a great fun movie' if i 
 def tiny_run(kind: str, tiny_model, tmp_path_factory) -> dict:
     """compress() result for a tiny model with a test recipe: {"out", "bundle", "model_dir", ...}."""
     if kind not in _RUNS:
-        from edgelm.pipeline.compress import compress
+        from edgelm.deliver.compress import compress
 
         base = tmp_path_factory.mktemp(f"compress-{kind}")
         recipe = base / "recipe.yaml"

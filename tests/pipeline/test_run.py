@@ -58,11 +58,12 @@ def test_registry_rejects_duplicates():
 
 def test_run_writes_one_folder_per_stage_and_run_json(tiny_model, tmp_path):
     CALLS.clear()
-    run = run_recipe(recipe(tiny_model("bert"), 2.0, 3.0), tmp_path)
+    written = []
+    run = run_recipe(recipe(tiny_model("bert"), 2.0, 3.0), tmp_path, on_written=written.append)
     assert [s["name"] for s in run["stages"]] == ["01-unit-scale", "02-unit-scale"]
     assert json.loads((tmp_path / "02-unit-scale" / "metrics.json").read_text())["metrics"]["factor"] == 3.0
     assert (tmp_path / "run.json").is_file() and (tmp_path / "recipe.resolved.yaml").is_file()
-    assert (tmp_path / "report.md").is_file()
+    assert written == [tmp_path] and not (tmp_path / "report.md").exists()  # the report is deliver's (on_written)
     assert run["environment"]["versions"]["torch"]
     history = json.loads((tmp_path / "02-unit-scale" / "edgelm.json").read_text())["history"]
     assert [h["config"]["factor"] for h in history] == [2.0, 3.0]
@@ -99,9 +100,11 @@ def test_gates_pass_and_fail(tiny_model, tmp_path):
 
     run = run_recipe(recipe(tiny_model("bert"), 1.0, gates={"max_size_mb": 2}), tmp_path / "a")
     assert run["gates"][0]["ok"] is True and run["gates"][0]["measured"] == 1.5
+    written = []
     with pytest.raises(GateFailed) as info:
-        run_recipe(recipe(tiny_model("bert"), 1.0, gates={"max_size_mb": 1, "max_accuracy_drop": 1}), tmp_path / "b")
-    assert info.value.exit_code == 3
+        run_recipe(recipe(tiny_model("bert"), 1.0, gates={"max_size_mb": 1, "max_accuracy_drop": 1}), tmp_path / "b",
+                   on_written=lambda out: written.append(json.loads((out / "run.json").read_text())["gates"]))
+    assert info.value.exit_code == 3 and written == [info.value.table]  # called on the new run.json, before the raise
     assert [r["ok"] for r in info.value.table] == [False, False]
     assert "not measured" in str(info.value)
 

@@ -202,10 +202,6 @@ def test_absurd_sizes(args, expect, tiny_model, tmp_path):
 # --- exported ONNX files that were truncated or modified after export -----------------------------------------------
 @pytest.fixture(scope="module")
 def exported(tiny_model, tmp_path_factory):
-    from edgelm.core.stage import get_stage
-
-    if not get_stage("export").implemented:
-        pytest.skip("export stage not implemented yet")
     out = tmp_path_factory.mktemp("export") / "exp"
     code, output = cli("export", tiny_model("bert", "sequence-classification"), "-o", out, "--no-optimize")
     assert code == 0, output

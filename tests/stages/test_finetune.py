@@ -14,7 +14,7 @@ from edgelm.core.errors import EdgelmError
 from edgelm.models.loading import load_model
 from edgelm.pipeline.run import run_one
 from edgelm.core.stage import StageContext, get_stage
-from edgelm.techniques.finetune.stage import adapter_targets, block_linears, checkpoint_dir
+from edgelm.techniques.finetune.stage import adapter_targets, checkpoint_dir
 from edgelm.models.tasks import task_module
 from edgelm.models.text_tasks import chat_features, completion_features
 from tests.stages.test_all_stages import LABELLED, TEXT
@@ -35,7 +35,7 @@ def finetune(model_dir, tmp_path, config: dict, data: str, task=None, name="run"
 @pytest.mark.parametrize("arch", sorted(TINY_CONFIGS))
 def test_adapter_targets_found_in_every_architecture(arch, tiny_model):
     bundle = load_model(str(tiny_model(arch)))
-    found = block_linears(bundle.model)
+    found = adapter_targets(bundle.model, [])
     assert len(found) >= 4 * 2, f"{arch}: expected attention + MLP projections in 2 blocks, got {sorted(found)}"
     assert not any(k in name for name in found for k in ("pooler", "lm_head", "classifier", "embed"))
     assert any(i > o for i, o in found.values()), f"{arch}: no MLP down projection (in > out) for IA3"

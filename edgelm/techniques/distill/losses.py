@@ -35,15 +35,11 @@ def features(bundle, config, ctx):
     return make(train_ex), (make(eval_ex) if eval_ex is not None else None)
 
 
-def n_layers(model) -> int:
-    from edgelm.techniques.prune.coupling import layer_stack
-
-    return len(layer_stack(model)[1])
-
-
 def layer_map(student, teacher, explicit: list[int], kept: list[int] | None) -> list[int]:
     """Teacher layer index for each student layer."""
-    s, t = n_layers(student), n_layers(teacher)
+    from edgelm.models.anatomy import count_layers
+
+    s, t = count_layers(student), count_layers(teacher)
     if explicit:
         if len(explicit) != s or not all(0 <= j < t for j in explicit):
             raise EdgelmError(f"distill layer_map {explicit}: need {s} teacher layer indices in 0..{t - 1}")

@@ -19,13 +19,12 @@ from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
+from edgelm.train.fields import TrainingFields, reworded
 
 
-class DistillConfig(StageConfig):
+class DistillConfig(StageConfig, TrainingFields):
     teacher: str | None = Field(None, description="teacher MODEL (default: the run's first fine-tuned stage, else its input model)")
-    epochs: float = Field(1.0, gt=0, description="training epochs")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
-    max_samples: int | None = Field(None, gt=0, description="train on at most this many examples (random, seeded)")
     temperature: float = Field(2.0, gt=0, description="softmax temperature for the logit KL")
     kd_weight: float = Field(1.0, ge=0, description="weight of the logit KL term")
     hard_weight: float = Field(0.5, ge=0, description="weight of the task loss on true labels / next tokens")
@@ -33,16 +32,9 @@ class DistillConfig(StageConfig):
     attention_weight: float = Field(0.0, ge=0, description="weight of the attention-map MSE (layers with equal head counts only; forces eager attention)")
     layer_map: list[int] = Field(default_factory=list, description="teacher layer for each student layer (default: kept layers after a layer drop, else evenly spread)")
     learning_rate: float = Field(5e-5, gt=0, description="peak learning rate")
-    batch_size: int = Field(32, gt=0, description="examples per step")
-    grad_accumulation: int = Field(1, gt=0, description="steps whose gradients add up before an update")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="fraction of steps with linear warmup")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
-    max_length: int = Field(128, gt=1, description="tokens per example (longer ones are truncated)")
-    eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share of --data when no --eval-data (0: no evaluation)")
-    eval_steps: int | None = Field(None, gt=0, description="evaluate every N steps (default: each epoch)")
-    early_stopping_patience: int | None = Field(None, gt=0, description="stop after N evaluations without improvement")
-    save_steps: int = Field(200, gt=0, description="resumable checkpoint every N steps")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="training precision (auto: bf16 where native, else fp32)")
+    batch_size: int = reworded("batch_size", "examples per step")
+    weight_decay: float = reworded("weight_decay", "AdamW weight decay")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = reworded("precision", "training precision (auto: bf16 where native, else fp32)")
 
 
 @register_stage
@@ -55,7 +47,7 @@ class DistillStage(Stage):
         import copy
 
         from edgelm.techniques.distill.losses import DistillLoss, features, layer_map
-        from edgelm.train.trainer import PadCollator, TrainConfig, accuracy_metric, train
+        from edgelm.train.trainer import PadCollator, accuracy_metric, train
 
         require_model(bundle, self.kind)
         teacher, teacher_name = find_teacher(bundle, config, ctx)
@@ -65,13 +57,8 @@ class DistillStage(Stage):
         mapping = layer_map(student, teacher.model, config.layer_map, bundle.extra.get("kept_layers"))
         loss = DistillLoss(teacher.model, mapping, config, bundle.task)
         classifier = bundle.task == "sequence-classification"
-        cfg = TrainConfig(
-            epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
-            batch_size=config.batch_size, grad_accumulation=config.grad_accumulation, warmup_ratio=config.warmup_ratio,
-            weight_decay=config.weight_decay, precision=config.precision, eval_steps=config.eval_steps,
-            save_steps=config.save_steps, early_stopping_patience=config.early_stopping_patience,
-            metric="accuracy" if classifier and eval_ds else "loss", seed=ctx.seed, description="distill",
-        )
+        cfg = config.train_config(metric="accuracy" if classifier and eval_ds else "loss", seed=ctx.seed,
+                                  description="distill")
         pad = bundle.tokenizer.pad_token_id if bundle.tokenizer.pad_token_id is not None else 0
         result = train(student, train_ds, eval_ds, cfg, workdir=checkpoint_dir(bundle, config, ctx),
                        collate_fn=PadCollator(pad), compute_loss=loss,

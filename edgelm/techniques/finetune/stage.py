@@ -3,8 +3,8 @@
 - Encoders learn a classifier from labelled data (a feature-extraction model such as minilm-l6 gets a new head,
   trained alongside the adapter). Decoders learn plain text, prompt/completion pairs or chat messages (loss on
   the completion / assistant turns only), or a labelled set as prompts answered by label words.
-- Adapter targets are found by walking the model: every Linear inside the transformer blocks (the largest
-  ModuleList), so no per-architecture tables; `target_modules` narrows them by name.
+- Adapter targets are every Linear inside the transformer blocks (edgelm.models.anatomy finds the block stack),
+  so no per-architecture tables; `target_modules` narrows them by name.
 - LoRA/IA3 are merged into the base weights (a normal model); prompt tuning's virtual tokens go into
   bundle.extra["prompt_tuning"] and edgelm.models.tasks.task_module prepends them, so export carries them. The adapter
   is also saved in PEFT format in `adapter/`. Checkpoints live in a stable folder beside the stage folder, so an
@@ -22,36 +22,23 @@ from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
+from edgelm.train.fields import TrainingFields
 
 DEFAULT_LR = {"lora": 1e-3, "ia3": 5e-3, "prompt": 3e-2, "full": 5e-5}
 
 
-class FinetuneConfig(StageConfig):
+class FinetuneConfig(StageConfig, TrainingFields):
     method: Literal["lora", "prompt", "ia3", "full"] = Field("lora", description="adaptation method")
-    epochs: float = Field(1.0, gt=0, description="training epochs")
-    max_samples: int | None = Field(None, gt=0, description="train on at most this many examples (random, seeded)")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate (default per method: lora 1e-3, "
                                         "ia3 5e-3, prompt 3e-2, full 5e-5)")
     head_learning_rate: float | None = Field(None, gt=0, description="learning rate of a new classifier head "
                                              "(default: max(learning rate, 2e-3))")
-    batch_size: int = Field(32, gt=0, description="examples per device and step")
-    grad_accumulation: int = Field(1, gt=0, description="steps whose gradients add up before an update")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="fraction of steps with linear warmup")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
-    max_length: int = Field(128, gt=1, description="tokens per example (longer ones are truncated)")
     lora_r: int = Field(8, gt=0, description="LoRA rank")
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
     target_modules: list[str] = Field(default_factory=list, description="adapt only Linear layers with these names "
                                       "(e.g. query value, q_proj v_proj); default: all in the transformer blocks")
     num_virtual_tokens: int = Field(16, gt=0, description="prompt tuning: learned virtual tokens")
-    eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share of --data when no --eval-data "
-                                 "(0: no evaluation)")
-    eval_steps: int | None = Field(None, gt=0, description="evaluate every N steps (default: each epoch)")
-    early_stopping_patience: int | None = Field(None, gt=0, description="stop after N evaluations without improvement")
-    save_steps: int = Field(200, gt=0, description="resumable checkpoint every N steps")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA (fp16 without "
-                                                               "bf16) and on CPUs with native bf16, else fp32")
     label_words: list[str] = Field(default_factory=list, description="causal LM on labelled data: the word answering "
                                    "each label, in label order (e.g. negative positive)")
     prompt_template: str = Field("Review: {text}\nSentiment:", description="causal LM on labelled data: prompt "
@@ -100,15 +87,9 @@ class FinetuneStage(Stage):
 
 
 def train_config(config: FinetuneConfig, task: str, head_modules: list[str], seed: int):
-    from edgelm.train.trainer import TrainConfig
-
     lr = config.learning_rate or DEFAULT_LR[config.method]
-    return TrainConfig(
-        epochs=config.epochs, learning_rate=lr,
-        lr_overrides={n: config.head_learning_rate or max(lr, 2e-3) for n in head_modules},
-        batch_size=config.batch_size, grad_accumulation=config.grad_accumulation, warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay, precision=config.precision, eval_steps=config.eval_steps,
-        save_steps=config.save_steps, early_stopping_patience=config.early_stopping_patience,
+    return config.train_config(
+        learning_rate=lr, lr_overrides={n: config.head_learning_rate or max(lr, 2e-3) for n in head_modules},
         metric="accuracy" if task == "sequence-classification" else "loss", seed=seed,
         description=f"finetune ({config.method})",
     )
@@ -247,26 +228,11 @@ def as_classifier(bundle, label_names: list[str]):
 
 
 # --- adapters -----------------------------------------------------------------------------------------------------
-def block_linears(model) -> dict[str, tuple[int, int]]:
-    """{full name: (in, out)} of every Linear/Conv1D inside the transformer blocks (the largest ModuleList)."""
-    from torch import nn
-    from transformers.pytorch_utils import Conv1D
-
-    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList)]
-    if not lists:
-        raise EdgelmError(f"{type(model).__name__}: no transformer blocks (ModuleList) found to adapt; use --method full")
-    prefix, blocks = max(lists, key=lambda item: sum(p.numel() for p in item[1].parameters()))
-    found = {}
-    for name, module in blocks.named_modules():
-        if isinstance(module, nn.Linear):
-            found[f"{prefix}.{name}"] = (module.in_features, module.out_features)
-        elif isinstance(module, Conv1D):
-            found[f"{prefix}.{name}"] = tuple(module.weight.shape)
-    return found
-
-
 def adapter_targets(model, wanted: list[str]) -> dict[str, tuple[int, int]]:
-    found = block_linears(model)
+    """{path: (in, out)} of the Linear/Conv1D layers to adapt: all in the transformer blocks, or those named."""
+    from edgelm.models.anatomy import block_projections
+
+    found = block_projections(model, remedy="use --method full")
     if not wanted:
         return found
     chosen = {n: s for n, s in found.items() if any(n == w or n.endswith("." + w) for w in wanted)}
@@ -334,10 +300,11 @@ def unwrap_modules_to_save(model) -> None:
     """Replace PEFT's ModulesToSaveWrapper by the trained copy it holds."""
     from peft.utils import ModulesToSaveWrapper
 
+    from edgelm.models.structure import replace_module
+
     for name, module in list(model.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, module.modules_to_save["default"])
+            replace_module(model, name, module.modules_to_save["default"])
 
 
 def trained_logits(model, inputs: dict, config: FinetuneConfig, task: str):

@@ -64,9 +64,9 @@ class LowrankStage(Stage):
 
 
 def select_targets(model, include: list[str], exclude: list[str]) -> list[str]:
-    from edgelm.techniques.prune.coupling import discover, is_projection
+    from edgelm.models.anatomy import block_projections, is_projection
 
-    paths = [p for layer in discover(model) for p in layer.projections]
+    paths = list(block_projections(model))
     paths += [n for n, m in model.named_modules() if is_projection(m) and any(fnmatch.fnmatch(n, g) for g in include)]
     seen = set()
     return [p for p in paths if not (p in seen or seen.add(p)) and not any(fnmatch.fnmatch(p, g) for g in exclude)]
@@ -86,10 +86,9 @@ def collect_grams(bundle, targets, config, ctx) -> dict:
 
 def weight_matrix(module):
     """(out, in) float64 weight of a Linear or GPT-2 Conv1D."""
-    from edgelm.techniques.prune.coupling import is_conv1d
+    from edgelm.models.anatomy import weight_out_in
 
-    w = module.weight.detach().double()
-    return w.T if is_conv1d(module) else w
+    return weight_out_in(module).detach().double()
 
 
 def choose_rank(singular_values, n_in: int, n_out: int, config: LowrankConfig) -> int:

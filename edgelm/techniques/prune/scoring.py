@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from edgelm.core.errors import EdgelmError
+from edgelm.models import anatomy
 from edgelm.techniques.prune import coupling
 from edgelm.techniques.prune.calibrate import InputStats, run_batches
 
@@ -54,13 +55,13 @@ def _weight_scores(model, layers, elementwise) -> tuple[dict, dict]:
 def _rows_of(module, idx, elementwise):
     """elementwise score of the given output rows, shaped (rows, in)."""
     s = elementwise(module)
-    return s[:, idx].T if coupling.is_conv1d(module) else s[idx]
+    return s[:, idx].T if anatomy.is_conv1d(module) else s[idx]
 
 
 def _cols_of(module, idx, elementwise):
     """elementwise score of the given input columns, shaped (out, cols)."""
     s = elementwise(module)
-    return s[idx].T if coupling.is_conv1d(module) else s[:, idx]
+    return s[idx].T if anatomy.is_conv1d(module) else s[:, idx]
 
 
 def _activation_scores(model, layers, batches) -> tuple[dict, dict]:
@@ -85,7 +86,7 @@ def _activation_scores(model, layers, batches) -> tuple[dict, dict]:
 
 def _col_norms(module):
     w = module.weight.detach().float()
-    return w.norm(dim=1) if coupling.is_conv1d(module) else w.norm(dim=0)
+    return w.norm(dim=1) if anatomy.is_conv1d(module) else w.norm(dim=0)
 
 
 def task_loss(model, batch, task: str):
@@ -108,7 +109,7 @@ def _taylor_saliency(model, batches, task: str) -> dict:
 
     from edgelm.core.ui import track
 
-    weights = [m.weight for m in model.modules() if coupling.is_projection(m)]
+    weights = [m.weight for m in model.modules() if anatomy.is_projection(m)]
     saliency = {id(w): torch.zeros_like(w, dtype=torch.float32) for w in weights}
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
@@ -133,7 +134,7 @@ def layer_influence(model, batches) -> list[float]:
     """Per layer: mean over tokens of 1 − cos(input hidden state, output hidden state)."""
     import torch
 
-    _, stack = coupling.layer_stack(model)
+    _, stack = anatomy.layer_stack(model)
     sums = [0.0] * len(stack)
     counts = [0] * len(stack)
 

@@ -36,7 +36,7 @@ class PruneStage(Stage):
     summary = "Structured pruning of heads, FFN neurons and layers; unstructured / N:M sparsity masks"
 
     def run(self, bundle, config: PruneConfig, ctx) -> StageResult:
-        from edgelm.techniques.prune import coupling
+        from edgelm.models.anatomy import find_layers
         from edgelm.techniques.prune.calibrate import calibration_batches
 
         require_model(bundle, self.kind)
@@ -46,7 +46,7 @@ class PruneStage(Stage):
         if any(op["op"] == "lowrank" for op in bundle.extra.get("structure", [])):
             raise EdgelmError("prune: this model is already factorized (lowrank); prune before lowrank")
         model = bundle.model
-        layers = coupling.discover(model)
+        layers = find_layers(model)
         batches = calibration_batches(bundle, ctx.data, config.calib_samples, config.calib_seq_len, seed=ctx.seed)
         metrics = {"params_before": _params(model), "importance": config.importance, "scope": config.scope}
         ops = list(bundle.extra.get("structure", []))
@@ -118,13 +118,9 @@ def check_exact(original, pruned, layers, plan, batch) -> None:
 
 
 def _zero_inputs(module, columns):
-    from edgelm.techniques.prune import coupling
+    from edgelm.models.anatomy import weight_out_in
 
-    w = module.weight
-    if coupling.is_conv1d(module):
-        w[columns] = 0
-    else:
-        w[:, columns] = 0
+    weight_out_in(module)[:, columns] = 0
 
 
 def _first_output(model, inputs):
@@ -133,11 +129,11 @@ def _first_output(model, inputs):
 
 
 def sparsify(model, batches, config: PruneConfig) -> dict:
-    from edgelm.techniques.prune import coupling
+    from edgelm.models.anatomy import block_projections
     from edgelm.techniques.prune.calibrate import InputStats, run_batches
     from edgelm.techniques.prune.unstructured import mask_weights
 
-    paths = [p for layer in coupling.discover(model) for p in layer.projections]
+    paths = list(block_projections(model))
     norms = None
     if config.sparsity_method == "wanda":
         stats = InputStats(model, paths)

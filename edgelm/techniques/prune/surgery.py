@@ -11,6 +11,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 
+from edgelm.models import anatomy
 from edgelm.techniques.prune import coupling
 
 INTERMEDIATE_FIELDS = ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim")
@@ -26,7 +27,7 @@ class Plan:
     drop_layers: list[int] = field(default_factory=list)
 
 
-def apply_plan(model, layers: list[coupling.Layer], plan: Plan):
+def apply_plan(model, layers: list[anatomy.Layer], plan: Plan):
     """(new model, structure ops) for `plan`. The input model is not touched."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     by_index = {layer.index: layer for layer in layers}
@@ -40,7 +41,7 @@ def apply_plan(model, layers: list[coupling.Layer], plan: Plan):
         for path in mlp.up:
             _slice(state, model, path, coupling.up_rows(mlp, keep), axis="out")
         _slice(state, model, mlp.down, keep, axis="in")
-    stack_path, stack = coupling.layer_stack(model)
+    stack_path, stack = anatomy.layer_stack(model)
     state = _renumber(state, stack_path, len(stack), plan.drop_layers)
     config = _new_config(model, layers, plan)
     return _build(model, config, state, layers, plan, stack_path)
@@ -50,7 +51,7 @@ def _slice(state, model, path, idx, axis):
     import torch
 
     module = model.get_submodule(path)
-    conv = coupling.is_conv1d(module)
+    conv = anatomy.is_conv1d(module)
     dim = {("out", False): 0, ("in", False): 1, ("out", True): 1, ("in", True): 0}[(axis, conv)]
     index = torch.tensor(idx, dtype=torch.long)
     state[f"{path}.weight"] = state[f"{path}.weight"].index_select(dim, index)
@@ -76,7 +77,7 @@ def _renumber(state, stack_path, n_layers, dropped):
 
 def _new_config(model, layers, plan):
     config = copy.deepcopy(model.config)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = anatomy.text_config(config)
     n_layers = text.num_hidden_layers
     if plan.drop_layers:
         kept = [i for i in range(n_layers) if i not in set(plan.drop_layers)]
@@ -95,7 +96,7 @@ def _new_config(model, layers, plan):
 
 def _head_config(config, layers, plan):
     """A config that also records uniform head counts, or None when heads are not uniform / not expressible."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = anatomy.text_config(config)
     kept = [l for l in layers if l.attention and l.index not in set(plan.drop_layers)]
     groups = {len(plan.keep_groups.get(l.index, range(l.attention.groups))) for l in kept}
     if len(groups) != 1 or not kept or not plan.keep_groups:
@@ -103,7 +104,7 @@ def _head_config(config, layers, plan):
     att = kept[0].attention
     n_groups = groups.pop()
     candidate = copy.deepcopy(config)
-    ctext = candidate.get_text_config() if hasattr(candidate, "get_text_config") else candidate
+    ctext = anatomy.text_config(candidate)
     ctext.num_attention_heads = n_groups * att.heads_per_group
     if hasattr(ctext, "num_key_value_heads"):
         ctext.num_key_value_heads = n_groups
@@ -141,10 +142,10 @@ def _shape_ops(model, config, state) -> list[dict]:
     ops = []
     for name, module in reference.named_modules():
         key = f"{name}.weight"
-        if not coupling.is_projection(module) or key not in state or tuple(state[key].shape) == ref_shapes.get(key):
+        if not anatomy.is_projection(module) or key not in state or tuple(state[key].shape) == ref_shapes.get(key):
             continue
         shape = tuple(state[key].shape)
-        if coupling.is_conv1d(module):
+        if anatomy.is_conv1d(module):
             ops.append({"op": "conv1d", "path": name, "in": shape[0], "out": shape[1]})
         else:
             ops.append({"op": "linear", "path": name, "in": shape[1], "out": shape[0], "bias": f"{name}.bias" in state})
@@ -153,7 +154,7 @@ def _shape_ops(model, config, state) -> list[dict]:
 
 def _head_attr_ops(model, config, layers, plan, stack_path) -> list[dict]:
     """setattr ops on attention modules whose head count differs from what `config` implies."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = anatomy.text_config(config)
     kept = [l for l in layers if l.index not in set(plan.drop_layers)]
     ops = []
     for new_index, layer in enumerate(kept):

@@ -8,7 +8,7 @@ tensor cores, or after compression of the zeros by a sparse-aware format.
 from __future__ import annotations
 
 from edgelm.core.errors import EdgelmError
-from edgelm.techniques.prune import coupling
+from edgelm.models.anatomy import weight_out_in
 
 DENSE_NOTE = ("weights are zeroed, not removed: dense CPU runtimes do not run faster or use less memory "
               "from unstructured or N:M sparsity")
@@ -35,8 +35,7 @@ def mask_weights(model, paths: list[str], sparsity: float, pattern: str, input_n
     zeroed = total = 0
     with torch.no_grad():
         for path in paths:
-            module = model.get_submodule(path)
-            w = module.weight.T if coupling.is_conv1d(module) else module.weight  # (out, in) view
+            w = weight_out_in(model.get_submodule(path))
             score = w.abs().float()
             if input_norms is not None:
                 score = score * input_norms[path].to(score.dtype).unsqueeze(0)

@@ -46,11 +46,9 @@ BOOKKEEPING = ("manifest.json", "edgelm.json", "metrics.json")
 
 
 def convert_ort(onnx_path: Path, out_dir: Path):
-    """Re-convert .ort with the export package's converter; None when that converter has not landed."""
-    try:
-        from edgelm.export.ort_mobile import convert_to_ort
-    except ImportError:
-        return None
+    """Re-convert .ort with the export package's converter (and check that ONNX Runtime loads it)."""
+    from edgelm.export.ort_mobile import convert_to_ort
+
     converted = convert_to_ort(onnx_path, out_dir)
     _require_loadable(Path(converted.path))
     return converted

@@ -65,8 +65,6 @@ class float_onnx:
         from edgelm.core.stage import get_stage
 
         export = get_stage("export")
-        if not export.implemented:
-            raise EdgelmError("quantize: the input has no ONNX artifact; add an export stage before quantize")
         # a ".tmp" folder beside the stage folder: the pipeline sweeps it if this process is killed
         self.tmp = Path(tempfile.mkdtemp(prefix=".quantize-export-", suffix=".tmp", dir=self.ctx.workdir.parent))
         sub = StageContext(workdir=self.tmp, data=self.ctx.data, eval_data=self.ctx.eval_data, seed=self.ctx.seed,

@@ -69,10 +69,7 @@ def publish_folder(bundle, source: Path, dst: Path, config, metrics: dict) -> tu
     artifacts, sections = {"onnx": dst}, {}
     if "ort" in bundle.artifacts:
         ort_info = artifact.convert_ort(dst, workdir)
-        if ort_info is None:
-            metrics["ort_skipped"] = "edgelm.export.ort_mobile.convert_to_ort not available; .ort not re-converted"
-        else:
-            artifacts["ort"], sections["ort_mobile"] = Path(ort_info.path), ort_info.manifest_entry()
+        artifacts["ort"], sections["ort_mobile"] = Path(ort_info.path), ort_info.manifest_entry()
     if config.pte or (config.pte is None and "pte" in bundle.artifacts):
         metrics["pte"] = quantized_pte(bundle, workdir, config)
         if metrics["pte"].get("path"):

@@ -7,6 +7,7 @@ import torch
 
 from edgelm.models.bundle import ModelBundle
 from edgelm.core.errors import EdgelmError
+from edgelm.models.anatomy import find_layers, weight_out_in
 from edgelm.techniques.prune import coupling
 from edgelm.techniques.prune.select import keep_counts, layers_to_drop, make_plan, round_keep
 from edgelm.techniques.prune.surgery import Plan, apply_plan
@@ -21,19 +22,10 @@ def zeroed_original(model, layers, plan):
             att, mlp = layer.attention, layer.mlp
             if layer.index in plan.keep_groups:
                 gone = [g for g in range(att.groups) if g not in plan.keep_groups[layer.index]]
-                cols = coupling.o_columns(att, gone)
-                w = masked.get_submodule(att.o).weight
-                if coupling.is_conv1d(masked.get_submodule(att.o)):
-                    w.data[cols] = 0
-                else:
-                    w.data[:, cols] = 0
+                weight_out_in(masked.get_submodule(att.o))[:, coupling.o_columns(att, gone)] = 0
             if layer.index in plan.keep_neurons:
                 gone = [j for j in range(mlp.neurons) if j not in plan.keep_neurons[layer.index]]
-                down = masked.get_submodule(mlp.down)
-                if coupling.is_conv1d(down):
-                    down.weight.data[gone] = 0
-                else:
-                    down.weight.data[:, gone] = 0
+                weight_out_in(masked.get_submodule(mlp.down))[:, gone] = 0
     return masked
 
 
@@ -50,7 +42,7 @@ def plans(layers, uniform: bool) -> Plan:
 @pytest.mark.parametrize("arch", sorted(TINY_CONFIGS))
 def test_cut_model_equals_original_with_units_zeroed(arch, uniform, tiny_model):
     model = tiny(tiny_model, arch).model
-    layers = coupling.discover(model)
+    layers = find_layers(model)
     plan = plans(layers, uniform)
     expected = output(zeroed_original(model, layers, plan))
     pruned, ops = apply_plan(model, layers, plan)
@@ -69,7 +61,7 @@ def test_inexact_surgery_is_refused(tiny_model):
     from edgelm.techniques.prune.stage import check_exact
 
     bundle = tiny(tiny_model, "phi3")
-    layers = coupling.discover(bundle.model)
+    layers = find_layers(bundle.model)
     plan = plans(layers, uniform=False)
     pruned, _ = apply_plan(bundle.model, layers, plan)
     batch = calibration_batches(bundle, n_samples=1, seq_len=8)[0]
