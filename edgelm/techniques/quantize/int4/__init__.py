@@ -63,12 +63,15 @@ class Int4Algorithm:
         if self.needs_calibration and reader is None:
             free = [name for name, entry in INT4_ALGORITHMS.items() if not entry.needs_calibration]
             raise EdgelmError(f"int4 algorithm {self.name} needs calibration data; pass --data or use {'/'.join(free)}")
+        for key, size in self._block_sizes(options).items():
+            if not self.blocks.fits(size):
+                raise EdgelmError(f"int4 algorithm {self.name}: {key} {size} is off its block grid; use {self.blocks.rule}")
+
+    def _block_sizes(self, options) -> dict[str, int]:
         sizes = {"block_size": options.block_size}
         if self.table_block_size and options.table_block_size is not None:
             sizes["table_block_size"] = options.table_block_size
-        for key, size in sizes.items():
-            if not self.blocks.fits(size):
-                raise EdgelmError(f"int4 algorithm {self.name}: {key} {size} is off its block grid; use {self.blocks.rule}")
+        return sizes
 
 
 INT4_ALGORITHMS: Registry[Int4Algorithm] = Registry("int4 algorithm", __name__)
@@ -85,5 +88,5 @@ def int4_algorithm(name: str, summary: str, **declared) -> Callable:
 
 
 def summaries() -> str:
-    """'name: summary; ...' for every registered algorithm (the quantize stage's help)."""
-    return "; ".join(f"{name}: {entry.summary}" for name, entry in INT4_ALGORITHMS.items())
+    """'name (summary), ...' for every registered algorithm (the quantize stage's help)."""
+    return ", ".join(f"{name} ({entry.summary})" for name, entry in INT4_ALGORITHMS.items())

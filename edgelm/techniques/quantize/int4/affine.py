@@ -16,7 +16,7 @@ def share_bits_and_offsets(model, tied, options) -> bool:
     return tie_to_lm_head(model, tied, block) and tie_offsets(model, tied, block)
 
 
-@int4_algorithm("affine", "min/max blocks with float offsets (exact on GGUF Q4 weights)", tie=share_bits_and_offsets,
+@int4_algorithm("affine", "min/max blocks with float offsets, exact on GGUF Q4 weights", tie=share_bits_and_offsets,
                 table_block_size=True)
 def quantize(job):
     from edgelm.techniques.quantize.affine import affine_matmuls

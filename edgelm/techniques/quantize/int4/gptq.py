@@ -6,7 +6,7 @@ from __future__ import annotations
 from edgelm.techniques.quantize.int4 import int4_algorithm
 
 
-@int4_algorithm("gptq", "GPTQ (error-compensating rounding on calibration data)", needs_calibration=True)
+@int4_algorithm("gptq", "GPTQ: error-compensating rounding on calibration data", needs_calibration=True)
 def quantize(job):
     from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from edgelm.techniques.quantize.int4 import int4_algorithm
 
 
-@int4_algorithm("hqq", "HQQ (half-quadratic optimisation of scales and float zero points)")
+@int4_algorithm("hqq", "HQQ: half-quadratic optimisation of scales and float zero points")
 def quantize(job):
     from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 

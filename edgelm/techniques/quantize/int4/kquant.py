@@ -6,7 +6,7 @@ from __future__ import annotations
 from edgelm.techniques.quantize.int4 import int4_algorithm
 
 
-@int4_algorithm("kquant", "k-quant (llama.cpp-style scale/zero-point search per block)")
+@int4_algorithm("kquant", "llama.cpp-style k-quant search of each block's scale and zero point")
 def quantize(job):
     from edgelm.techniques.quantize.kquant import kquant_matmuls
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgelm.techniques.quantize.int4 import int4_algorithm
 
 
-@int4_algorithm("rtn", "round-to-nearest blocks (symmetric, or with zero points)", quantizes_lone_table=True)
+@int4_algorithm("rtn", "round-to-nearest blocks, symmetric or with zero points", quantizes_lone_table=True)
 def quantize(job):
     from edgelm.techniques.quantize.int4._nbits import rtn_pass
 
