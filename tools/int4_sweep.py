@@ -61,7 +61,8 @@ def main(argv=None) -> int:
 
     from edgelm.models.loading import load_tokenizer
     from edgelm.verify.feeds import TextCalibrationReader
-    from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx, size_mb
+    from edgelm.export.onnx_io import size_mb
+    from edgelm.techniques.quantize.onnx_quant import QuantOptions, needs_calibration, quantize_onnx
     from edgelm.techniques.quantize.workflow import CALIBRATION_MAX_LENGTH, parity_figures, texts_for
 
     src, text = args.float_dir / "model.onnx", args.text.read_text()
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
         name, settings = parse_candidate(spec)
         options = QuantOptions(method="int4", **settings)
         reader = None
-        if options.algorithm == "gptq":  # as the stage: built-in prose
+        if needs_calibration(options):  # as the stage: built-in prose
             reader = TextCalibrationReader(src, tokenizer, texts_for(None, 64), max_length=CALIBRATION_MAX_LENGTH)
         dst = args.out / name / "model.onnx"
         start = time.perf_counter()

@@ -15,7 +15,7 @@ def rewrite_checked(path: Path, rewrite, difference, atol: float, count_key: str
     """rewrite(model) -> {count_key: n, ...} (n == 0: nothing to rewrite, `nothing` is the reason);
     difference(original, rewritten) -> float, compared with `atol`. Returns the figures, or the count 0 and the
     reason the file was left alone, plus the seconds it took."""
-    from edgelm.techniques.quantize.onnx_quant import save_model
+    from edgelm.export.onnx_io import save_model
 
     started, path = time.time(), Path(path)
     original = onnx.load(str(path))

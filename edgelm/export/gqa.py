@@ -291,7 +291,7 @@ def _max_logit_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> float:
     import tempfile
 
     from edgelm.models.generate import OnnxCausalLM
-    from edgelm.techniques.quantize.onnx_quant import save_model
+    from edgelm.export.onnx_io import save_model
 
     with tempfile.TemporaryDirectory(prefix="edgelm-gqa-") as tmp:
         runs = []

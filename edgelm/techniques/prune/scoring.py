@@ -1,4 +1,5 @@
-"""Importance of pruning units from calibration data — scores only, no cutting.
+"""Importance of pruning units from calibration data — scores only, no cutting. The scores the prune stage
+chooses from (`importance`) are registered by name in prune/importance/ and computed here:
 
 - magnitude:  ‖weights the unit owns‖₂ (q/k/v rows + o columns of a KV group; up/gate rows + down column)
 - activation: Σ over the unit's input channels of the down/o projection of ‖X_j‖₂·‖W[:, j]‖₂ (Wanda-style)
@@ -14,19 +15,7 @@ from edgelm.techniques.prune import coupling
 from edgelm.techniques.prune.calibrate import InputStats, run_batches
 
 
-def unit_scores(model, layers, method: str, batches, task: str) -> tuple[dict, dict]:
-    """({layer: [score per KV group]}, {layer: [score per neuron]}) for the layers that have them."""
-    if method == "magnitude":
-        return _weight_scores(model, layers, lambda m: m.weight.detach().float() ** 2)
-    if method == "taylor":
-        saliency = _taylor_saliency(model, batches, task)
-        return _weight_scores(model, layers, lambda m: saliency[id(m.weight)])
-    if method == "activation":
-        return _activation_scores(model, layers, batches)
-    raise EdgelmError(f"importance {method!r} is unknown; use magnitude, activation or taylor")
-
-
-def _weight_scores(model, layers, elementwise) -> tuple[dict, dict]:
+def weight_scores(model, layers, elementwise) -> tuple[dict, dict]:
     """Sum an element-wise score (w², |w·g|) over every weight a unit owns."""
     heads, neurons = {}, {}
     for layer in layers:
@@ -64,7 +53,7 @@ def _cols_of(module, idx, elementwise):
     return s[idx].T if anatomy.is_conv1d(module) else s[:, idx]
 
 
-def _activation_scores(model, layers, batches) -> tuple[dict, dict]:
+def activation_scores(model, layers, batches) -> tuple[dict, dict]:
     paths = [l.attention.o for l in layers if l.attention] + [l.mlp.down for l in layers if l.mlp]
     stats = InputStats(model, paths)
     try:
@@ -103,7 +92,7 @@ def task_loss(model, batch, task: str):
                       "(for sentence embedders use --importance activation)")
 
 
-def _taylor_saliency(model, batches, task: str) -> dict:
+def taylor_saliency(model, batches, task: str) -> dict:
     """id(weight) -> Σ_batches |w·g| for every projection weight."""
     import torch
 

@@ -11,14 +11,16 @@ from typing import Literal
 from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.registry import Name
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
+from edgelm.techniques.prune.importance import IMPORTANCE_SCORES, summaries
 
 
 class PruneConfig(StageConfig):
     heads: float | None = Field(None, ge=0, lt=1, description="fraction of attention heads to remove (whole KV groups under GQA, so queries and their key/value head stay together)")
     ffn: float | None = Field(None, ge=0, lt=1, description="fraction of FFN neurons to remove")
     drop_layers: int | None = Field(None, ge=0, description="number of whole layers to drop (those that change their input least)")
-    importance: Literal["activation", "magnitude", "taylor"] = Field("activation", description="unit importance: activation (‖X‖·‖W‖ on calibration data), magnitude (‖W‖), taylor (|w·grad| of the task loss)")
+    importance: Name(IMPORTANCE_SCORES) = Field("activation", description=f"unit importance: {summaries()}")
     scope: Literal["uniform", "global"] = Field("uniform", description="uniform: every layer loses the same fraction; global: one ranking across layers")
     round_to: int = Field(8, ge=1, description="kept FFN sizes are rounded to a multiple of this (use 1 for tiny models)")
     sparsity: float | None = Field(None, gt=0, lt=1, description="unstructured sparsity: fraction of weights to zero in the transformer layers (no speedup on dense runtimes)")
@@ -76,7 +78,7 @@ def structured(model, layers, batches, task, config: PruneConfig):
         drop = select.layers_to_drop(scoring.layer_influence(model, batches), config.drop_layers)
     head_scores, neuron_scores = {}, {}
     if config.heads or config.ffn:
-        head_scores, neuron_scores = scoring.unit_scores(model, layers, config.importance, batches, task)
+        head_scores, neuron_scores = IMPORTANCE_SCORES.get(config.importance).score(model, layers, batches, task)
     plan = select.make_plan(head_scores, neuron_scores, heads=config.heads, ffn=config.ffn, scope=config.scope,
                             multiple=config.round_to, drop=drop)
     new_model, ops = surgery.apply_plan(model, layers, plan)

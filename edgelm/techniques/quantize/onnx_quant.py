@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 
 from edgelm.core.errors import EdgelmError
+from edgelm.export.onnx_io import TWO_GB, is_large, save_model, strip_node_metadata
 
 METHODS = ("int8-dynamic", "int8-static", "int4", "fp16")
 WEIGHT_OPS = ("MatMul", "Gemm")
-TWO_GB = 2**31 - 2**26  # stay clear of protobuf's 2 GiB limit
 
 
 @dataclass
@@ -34,7 +34,7 @@ class QuantOptions:
     table_block_size: int | None = None  # int4 affine: the tied table / LM head's block size (None: block_size)
     symmetric: bool = True  # int4
     accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)
-    algorithm: str = "rtn"  # int4: rtn | kquant | affine | hqq | gptq
+    algorithm: str = "rtn"  # int4: a name in int4.INT4_ALGORITHMS
     quantize_embedding: bool = True  # int8 Gather / int4 GatherBlockQuantized for the token embedding
     quantize_attention_weights: bool = True  # fused Attention QKV and Gemm weights stored int8 (float math)
     exclude: list[str] = field(default_factory=list)  # node names kept float
@@ -74,7 +74,7 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
     with _preprocessed(src, split_attention_projection) as model_path:
         quantize_dynamic(model_path, dst, per_channel=options.per_channel, weight_type=QuantType.QInt8,
                          op_types_to_quantize=ops, nodes_to_exclude=_split_names(options.exclude),
-                         use_external_data_format=_is_large(src),
+                         use_external_data_format=is_large(src),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
     if options.quantize_attention_weights:
         model = onnx.load(str(dst))
@@ -189,7 +189,7 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
         ops = list(WEIGHT_OPS) + (["Gather"] if options.quantize_embedding else [])
         quantize_static(model_path, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
                         per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=_split_names(options.exclude), calibrate_method=method, use_external_data_format=_is_large(src),
+                        nodes_to_exclude=_split_names(options.exclude), calibrate_method=method, use_external_data_format=is_large(src),
                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True,
                                        "ActivationSymmetric": False, "WeightSymmetric": True})
     if options.quantize_attention_weights:  # fused Attention is not a QDQ target: store its QKV weight int8
@@ -198,97 +198,57 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
             save_model(model, dst)
 
 
-def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
-    from edgelm.techniques.quantize.packing import gather_tables_as_uint8
-    from edgelm.techniques.quantize.tied import find_tied_pair, unfuse_transposed_lm_head
+def needs_calibration(options: QuantOptions) -> bool:
+    """Whether quantizing with these options reads calibration data (int8-static; an int4 algorithm that says so)."""
+    from edgelm.techniques.quantize.int4 import INT4_ALGORITHMS
 
+    return options.method == "int8-static" or options.method == "int4" and INT4_ALGORITHMS.get(options.algorithm).needs_calibration
+
+
+def _int4(src: Path, dst: Path, options: QuantOptions, reader) -> None:
+    """The registered algorithm quantizes the MatMuls; then the embedding table (see `_embedding_table`)."""
+    from edgelm.techniques.quantize.int4 import INT4_ALGORITHMS, Int4Job
+    from edgelm.techniques.quantize.packing import gather_tables_as_uint8
+    from edgelm.techniques.quantize.tied import unfuse_transposed_lm_head
+
+    algorithm = INT4_ALGORITHMS.get(options.algorithm)
+    algorithm.check(options, reader)
     model = onnx.load(str(src))
     unfuse_transposed_lm_head(model, options.exclude)  # the fused graph's LM head is quantized like any MatMul
     split_attention_projection(model)  # a fused encoder's QKV projection becomes a MatMul, so MatMulNBits too
     options = replace(options, exclude=_split_names(options.exclude))
-    tied = find_tied_pair(model) if options.quantize_embedding else None
-    if tied and {tied.gather, tied.lm_head} & set(options.exclude):
-        tied = None
-    separate_gather = options.quantize_embedding and tied is None
-    if options.algorithm == "rtn":
-        model = _nbits_pass(model, options, ("MatMul", "Gather") if separate_gather else ("MatMul",), None)
-    elif options.algorithm == "kquant":  # MatMul only, as HQQ/GPTQ: the embedding table goes through RTN
-        from edgelm.techniques.quantize.kquant import kquant_matmuls
-
-        kquant_matmuls(model, options.block_size, options.accuracy_level, options.exclude)
-    elif options.algorithm == "affine":  # a tied table shares the LM head's 4 bits and its offsets
-        from edgelm.techniques.quantize.affine import affine_matmuls
-
-        head = [tied.lm_head] if tied and options.table_block_size else []
-        affine_matmuls(model, options.block_size, options.accuracy_level, [*options.exclude, *head])
-        if head:
-            affine_matmuls(model, options.table_block_size, options.accuracy_level, options.exclude, only=head)
-    else:
-        model = _nbits_pass(model, options, ("MatMul",), _weight_only_algorithm(options, reader))
-    if tied is not None and not _tie(model, tied, options):
-        separate_gather = True  # the LM head is not a 4-bit MatMulNBits (e.g. act-order GPTQ): quantize the table
-    if separate_gather and options.algorithm != "rtn" or tied is not None and separate_gather:
-        model = _nbits_pass(model, options, ("Gather",), None)
+    tied = _tied_pair(model, options)
+    lone_table = options.quantize_embedding and tied is None
+    model = algorithm.quantize(Int4Job(model, options, tied, lone_table, reader))
+    model, shared = _embedding_table(model, algorithm, tied, lone_table, options)
     gather_tables_as_uint8(model)  # the .ort format has no int4 tensors
     if options.quantize_attention_weights:  # fused Attention / Gemm take no MatMulNBits: their weights go int8
         _int8_float_weights(model, options.exclude)
-    model.metadata_props.append(onnx.StringStringEntryProto(key="edgelm.tied_embedding",
-                                                            value=str(tied is not None and not separate_gather)))
+    model.metadata_props.append(onnx.StringStringEntryProto(key="edgelm.tied_embedding", value=str(shared)))
     save_model(model, dst)
 
 
-def _tie(model, tied, options: QuantOptions) -> bool:
-    """The embedding lookup reads the LM head's 4-bit table (affine: plus its offsets, or no sharing)."""
-    from edgelm.techniques.quantize.affine import can_tie_offsets, tie_offsets
-    from edgelm.techniques.quantize.tied import tie_to_lm_head
+def _embedding_table(model: onnx.ModelProto, algorithm, tied, lone_table: bool, options: QuantOptions):
+    """A tied table reads the LM head's 4 bits when the algorithm can share them; otherwise (e.g. HQQ's float zero
+    points) it is quantized on its own by RTN, as is a lone table the algorithm left alone. -> (model, shared)."""
+    from edgelm.techniques.quantize.int4._nbits import rtn_pass
 
-    if options.algorithm != "affine":
-        return tie_to_lm_head(model, tied, options.block_size)
-    block = options.table_block_size or options.block_size
-    if not can_tie_offsets(model, tied):  # checked first: the table must not be shared without its offsets
-        return False
-    return tie_to_lm_head(model, tied, block) and tie_offsets(model, tied, block)
-
-
-def _weight_only_algorithm(options: QuantOptions, reader):
-    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
-
-    if options.algorithm == "hqq":
-        return nbits.HQQWeightOnlyQuantConfig(block_size=options.block_size, op_types_to_quantize=("MatMul",),
-                                              quant_axes=INT4_AXES)
-    if options.algorithm == "gptq":
-        if reader is None:
-            raise EdgelmError("int4 algorithm gptq needs calibration data; pass --data or use rtn/hqq")
-        return nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=options.block_size,
-                                               op_types_to_quantize=("MatMul",))
-    raise EdgelmError(f"int4 algorithm {options.algorithm!r}: unknown; use rtn, kquant, affine, hqq or gptq")
+    if tied is not None and algorithm.tie(model, tied, options):
+        return model, True
+    if tied is not None or lone_table and not algorithm.quantizes_lone_table:
+        model = rtn_pass(model, options, ("Gather",))
+    return model, False
 
 
-INT4_AXES = (("MatMul", 0), ("Gather", 1))
+def _tied_pair(model: onnx.ModelProto, options: QuantOptions):
+    """The embedding table / LM head pair to share one 4-bit table, when the table is quantized and neither is
+    kept float."""
+    from edgelm.techniques.quantize.tied import find_tied_pair
 
-
-def _nbits_pass(model, options: QuantOptions, ops: tuple[str, ...], algo):
-    import logging
-
-    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
-
-    if algo is None:
-        algo = nbits.DefaultWeightOnlyQuantConfig(block_size=options.block_size, is_symmetric=options.symmetric,
-                                                  accuracy_level=options.accuracy_level, op_types_to_quantize=ops,
-                                                  quant_axes=INT4_AXES)
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)  # opset-21 notice
-    quantizer = nbits.MatMulNBitsQuantizer(model, bits=4, block_size=options.block_size, is_symmetric=options.symmetric,
-                                           accuracy_level=options.accuracy_level, nodes_to_exclude=options.exclude,
-                                           op_types_to_quantize=ops, quant_axes=INT4_AXES, algo_config=algo)
-    with np_errstate():
-        quantizer.process()
-    return quantizer.model.model
-
-
-def np_errstate():
-    import numpy as np
-
-    return np.errstate(divide="ignore", invalid="ignore")  # zero-scale blocks are handled by np.where
+    tied = find_tied_pair(model) if options.quantize_embedding else None
+    if tied and {tied.gather, tied.lm_head} & set(options.exclude):
+        return None
+    return tied
 
 
 def _fp16(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
@@ -297,7 +257,7 @@ def _fp16(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
     model = onnx.load(str(src))
     # keep_io_types: callers keep feeding/reading float32; fused contrib ops are typed by the converter itself
     converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=options.exclude or None,
-                                         disable_shape_infer=_is_large(src))
+                                         disable_shape_infer=is_large(src))
     save_model(converted, dst)
 
 
@@ -346,44 +306,6 @@ def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
         return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
     except Exception:  # an op it does not know: quantize untyped (DefaultTensorType)
         return model
-
-
-def _is_large(path: Path) -> bool:
-    return sum(f.stat().st_size for f in Path(path).parent.glob(Path(path).name + "*")) > TWO_GB
-
-
-def strip_node_metadata(path: Path) -> None:
-    """The exporter's per-node metadata (stack traces, module scopes: ~3.5 MB on SmolLM2) helps debugging the
-    float graph, not an app: the quantized artifact ships without it. External weights stay where they are."""
-    model = onnx.load(str(path), load_external_data=False)
-    for node in model.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-    onnx.save_model(model, str(path))
-
-
-def save_model(model: onnx.ModelProto, dst: Path, external: bool = False) -> list[Path]:
-    """Save as one file, or with one `<name>.data` sidecar when asked or when the weights pass the protobuf limit."""
-    dst = Path(dst)
-    data = dst.with_name(dst.name + ".data")
-    for stale in (dst, data):  # also: onnx appends to an existing data file
-        stale.unlink(missing_ok=True)
-    if external or model.ByteSize() > TWO_GB:
-        onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name, size_threshold=1024)
-        return [dst, data]
-    onnx.save_model(model, str(dst))
-    return [dst]
-
-
-def model_files(path: Path) -> list[Path]:
-    path = Path(path)
-    return [p for p in (path, path.with_name(path.name + ".data")) if p.is_file()]
-
-
-def size_mb(path: Path) -> float:
-    """Model file(s) size in MiB, as the export stage's `size_mb` (tokenizer files not counted)."""
-    return round(sum(p.stat().st_size for p in model_files(path)) / 2**20, 3)
 
 
 def quantized_op_counts(path: Path) -> dict[str, int]:

@@ -4,12 +4,15 @@ Quantizable nodes are grouped by transformer layer (from the exporter's module-p
 - `sqnr_db`: output SQNR when ONLY that group is quantized (the error the layer introduces on its own);
 - `accuracy_kept_float`: with labels, accuracy when everything EXCEPT that group is quantized.
 `auto_exclude` keeps the most sensitive groups float, one at a time, until the accuracy gate holds.
+Both are handed the quantizer (`quantize(dst, options)`: write the quantized source graph at dst), so this module
+knows nothing of calibration data or of the stage that calls it.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -20,6 +23,7 @@ from edgelm.core.ui import track
 
 GENERIC_SCOPES = {"model", "encoder", "decoder", "base_model", "transformer", "bert", "roberta", "distilbert", "electra",
                   "gpt_neox", "embeddings"}
+Quantizer = Callable[[Path, QuantOptions], dict]
 LAYER_PATTERN = re.compile(r"\.(?:layers?|h|blocks?|transformer\.h)\.(\d+)(?:\.|$)")
 
 
@@ -58,9 +62,7 @@ def layer_key(node) -> str:
 
 
 def layer_sensitivity(source: Path, tokenizer, task: str, options: QuantOptions, texts: list[str], labelled,
-                      calib_texts: list[str], workdir: Path) -> tuple[list[dict], dict[str, list[str]]]:
-    from edgelm.techniques.quantize.workflow import run_quantizer
-
+                      quantize: Quantizer, workdir: Path) -> tuple[list[dict], dict[str, list[str]]]:
     workdir.mkdir(parents=True, exist_ok=True)
     groups = quantizable_groups(source, options)
     every = [n for names in groups.values() for n in names]
@@ -69,11 +71,11 @@ def layer_sensitivity(source: Path, tokenizer, task: str, options: QuantOptions,
     rows = []
     for key, names in track(list(groups.items()), "sensitivity per layer"):
         only = workdir / "only.onnx"
-        run_quantizer(source, only, _with_exclude(options, sorted(set(every) - set(names)) + options.exclude), tokenizer, calib_texts)
+        quantize(only, _with_exclude(options, sorted(set(every) - set(names)) + options.exclude))
         row = {"layer": key, "nodes": names, "sqnr_db": fidelity.sqnr_db(reference, fidelity.run_graph(only, tokenizer, texts))}
         if labelled is not None:
             kept = workdir / "kept.onnx"
-            run_quantizer(source, kept, _with_exclude(options, names + options.exclude), tokenizer, calib_texts)
+            quantize(kept, _with_exclude(options, names + options.exclude))
             row["accuracy_kept_float"] = accuracy(kept, tokenizer, labelled)
             row["float_accuracy"] = float_acc
         rows.append(row)
@@ -86,10 +88,8 @@ def _most_sensitive_first(row: dict):
 
 
 def auto_exclude(source: Path, tokenizer, options: QuantOptions, table: list[dict], groups: dict[str, list[str]],
-                 labelled, calib_texts: list[str], max_drop_pt: float, workdir: Path) -> tuple[list[str], dict]:
+                 labelled, quantize: Quantizer, max_drop_pt: float, workdir: Path) -> tuple[list[str], dict]:
     """Keep float the most sensitive layers (table order), one more at a time, until the drop is within the gate."""
-    from edgelm.techniques.quantize.workflow import run_quantizer
-
     workdir.mkdir(parents=True, exist_ok=True)
     float_acc = accuracy(source, tokenizer, labelled)
     exclude, kept, steps = list(options.exclude), [], []
@@ -98,7 +98,7 @@ def auto_exclude(source: Path, tokenizer, options: QuantOptions, table: list[dic
             kept.append(row["layer"])
             exclude += groups[row["layer"]]
         candidate = workdir / "candidate.onnx"
-        run_quantizer(source, candidate, _with_exclude(options, exclude), tokenizer, calib_texts)
+        quantize(candidate, _with_exclude(options, exclude))
         acc = accuracy(candidate, tokenizer, labelled)
         drop = round((float_acc - acc) * 100, 3)
         steps.append({"kept_float": list(kept), "accuracy": acc, "accuracy_drop_pt": drop})

@@ -1,6 +1,7 @@
 """Quantize the exported ONNX model (int8 dynamic/static, int4 weight-only, fp16) with onnxruntime.quantization,
 check it against the float graph with quantization tolerances, and optionally rank layers by sensitivity and
-keep the most sensitive ones float (`auto`). The work lives in edgelm/quant/; this module is the stage glue."""
+keep the most sensitive ones float (`auto`). The work lives in workflow.py and the modules beside it (int4/: one
+module per int4 algorithm); this module is the stage glue."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Literal
 from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.registry import Name
 from edgelm.core.stage import Stage, StageConfig, StageContext, StageResult, register_stage
+from edgelm.techniques.quantize.int4 import INT4_ALGORITHMS, summaries
 
 
 class QuantizeConfig(StageConfig):
@@ -24,7 +27,7 @@ class QuantizeConfig(StageConfig):
     table_block_size: int | None = Field(None, description="int4 affine: block size of the tied embedding table / LM head (default: block_size; 16 halves its error for +3.4 MB on SmolLM2)")
     symmetric: bool = Field(True, description="int4: symmetric blocks (no zero points)")
     accuracy_level: int | None = Field(4, ge=0, le=4, description="int4: MatMulNBits compute precision (4 = int8 activations, fastest on CPU; 0 = float)")
-    algorithm: Literal["rtn", "kquant", "affine", "hqq", "gptq"] = Field("rtn", description="int4: round-to-nearest, k-quant (llama.cpp-style scale/zero-point search), affine (min/max blocks with float offsets: exact on GGUF Q4 weights), HQQ, or GPTQ (uses calibration data)")
+    algorithm: Name(INT4_ALGORITHMS) = Field("rtn", description=f"int4 algorithm: {summaries()}")
     quantize_embedding: bool = Field(True, description="also quantize the token embedding table (int8 Gather / int4 GatherBlockQuantized)")
     exclude: list[str] = Field([], description="ONNX node names kept float (see the sensitivity table)")
     sensitivity: bool = Field(False, description="rank layers by the error they add (SQNR) and, with labels, the accuracy with each kept float")

@@ -13,7 +13,9 @@ from edgelm.core.errors import EdgelmError
 from edgelm.techniques.quantize import artifact
 from edgelm.verify import fidelity
 from edgelm.verify.feeds import TextCalibrationReader
-from edgelm.techniques.quantize.onnx_quant import QuantOptions, model_files, quantize_onnx, size_mb
+from edgelm.export.onnx_io import model_files, size_mb
+from edgelm.techniques.quantize.onnx_quant import QuantOptions, needs_calibration, quantize_onnx
+from edgelm.techniques.quantize.sensitivity import auto_exclude, layer_sensitivity, predictions
 from edgelm.core.ui import step
 
 CALIBRATION_MAX_LENGTH = 128
@@ -32,8 +34,8 @@ def quantize_bundle(bundle, source: Path, config, ctx):
     """Quantize `source` (the float model.onnx of `bundle`) into ctx.workdir; returns (bundle, metrics, files)."""
     tokenizer = _tokenizer(bundle, source)
     workdir, dst = Path(ctx.workdir), Path(ctx.workdir) / "model.onnx"
-    needs_calibration = config.method == "int8-static" or (config.method == "int4" and config.algorithm == "gptq")
-    calib_texts = texts_for(ctx.data, config.calibration_samples, seed=ctx.seed) if needs_calibration else []
+    calibrate = needs_calibration(options_from(config))
+    calib_texts = texts_for(ctx.data, config.calibration_samples, seed=ctx.seed) if calibrate else []
     parity_texts = texts_for(ctx.eval_data or ctx.data, config.parity_samples, seed=ctx.seed + 1)
     labelled = labelled_examples(ctx.eval_data or ctx.data) if bundle.task == "sequence-classification" else None
     if config.auto and labelled is None:
@@ -86,17 +88,18 @@ def publish_folder(bundle, source: Path, dst: Path, config, metrics: dict) -> tu
 def _sensitivity(bundle, source, tokenizer, config, texts, labelled, calib_texts, exclude) -> dict:
     import tempfile
 
-    from edgelm.techniques.quantize.sensitivity import auto_exclude, layer_sensitivity
+    def quantize(dst: Path, options: QuantOptions) -> dict:
+        return run_quantizer(source, dst, options, tokenizer, calib_texts)
 
     found = {}
     with tempfile.TemporaryDirectory(prefix="edgelm-sensitivity-") as scratch:
         with step("quantize: sensitivity per layer"):
             table, groups = layer_sensitivity(source, tokenizer, bundle.task, options_from(config), texts, labelled,
-                                              calib_texts, Path(scratch))
+                                              quantize, Path(scratch))
         found["sensitivity"] = table
         if config.auto:
             exclude, found["auto"] = auto_exclude(source, tokenizer, options_from(config), table, groups, labelled,
-                                                  calib_texts, config.max_accuracy_drop_pt, Path(scratch))
+                                                  quantize, config.max_accuracy_drop_pt, Path(scratch))
     found["_exclude"] = exclude
     return found
 
@@ -117,8 +120,6 @@ def parity_figures(task: str, source: Path, dst: Path, tokenizer, texts: list[st
 
 def accuracy_figures(source: Path, dst: Path, tokenizer, labelled) -> dict:
     """Accuracy of both graphs on the labelled set, and how often their labels agree there."""
-    from edgelm.techniques.quantize.sensitivity import predictions
-
     labels = np.asarray(labelled.labels)
     ref, quant = predictions(source, tokenizer, labelled), predictions(dst, tokenizer, labelled)
     float_acc, quant_acc = round(float((ref == labels).mean()), 5), round(float((quant == labels).mean()), 5)

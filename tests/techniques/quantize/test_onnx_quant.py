@@ -12,7 +12,8 @@ from edgelm.data.readers import calibration_texts
 from edgelm.core.errors import EdgelmError
 from edgelm.verify import fidelity
 from edgelm.verify.feeds import TextCalibrationReader
-from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx, size_mb
+from edgelm.export.onnx_io import size_mb
+from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx
 
 TEXTS = calibration_texts(6, seed=3)
 EXPECTED_OPS = {"int8-dynamic": "MatMulInteger", "int8-static": "QuantizeLinear", "int4": "MatMulNBits"}
