@@ -1,5 +1,6 @@
 import torch
 
+from edgelm.models.bundle import ModelBundle
 from edgelm.models.loading import load_bundle, load_model
 
 
@@ -38,3 +39,12 @@ def test_derive_does_not_share_history(tiny_model):
     bundle = load_model(str(tiny_model("bert")))
     bundle.derive().record("a", {})
     assert bundle.history == []
+
+
+def test_read_gives_the_record_without_weights_and_load_bundle_can_skip_them(tiny_model, tmp_path):
+    bundle = load_model(str(tiny_model("bert")))
+    bundle.with_model(bundle.model).record("unit", {}).save(tmp_path / "b")
+    record = ModelBundle.read(tmp_path / "b")
+    assert record.model is None and record.tokenizer is None and record.history == [{"kind": "unit", "config": {}}]
+    light = load_bundle(tmp_path / "b", load_model=False)
+    assert light.model is None and light.tokenizer("the movie")["input_ids"] == bundle.tokenizer("the movie")["input_ids"]
