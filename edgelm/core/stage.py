@@ -7,14 +7,19 @@ bundle history, saves the bundle and publishes the folder atomically.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from edgelm.models.bundle import ModelBundle
 from edgelm.core.errors import EdgelmError
+
+if TYPE_CHECKING:
+    from edgelm.models.bundle import ModelBundle
+
+STAGE_PACKAGE = "edgelm.stages"  # its load_all() imports every stage module; named, not imported: core is the top layer
 
 
 class StageConfig(BaseModel):
@@ -35,10 +40,9 @@ class StageContext:
     previous: dict[str, dict] = field(default_factory=dict)  # "NN-kind" -> metrics of finished stages
     initial_bundle: Callable[[], ModelBundle] | None = None  # the run's input model (lazy), for comparisons
 
-    def load_model(self, spec: str, **kw) -> ModelBundle:
-        from edgelm.models.loading import load_model
-
-        return load_model(spec, allow_pickle=self.allow_pickle, trust_remote_code=self.trust_remote_code, **kw)
+    def load_options(self) -> dict:
+        """This run's safety switches, for edgelm.models.loading.load_model / load_bundle."""
+        return {"allow_pickle": self.allow_pickle, "trust_remote_code": self.trust_remote_code}
 
 
 @dataclass
@@ -75,19 +79,19 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-def get_stage(kind: str) -> type[Stage]:
-    from edgelm.stages import load_all
+def _discover() -> None:
+    importlib.import_module(STAGE_PACKAGE).load_all()
 
-    load_all()
+
+def get_stage(kind: str) -> type[Stage]:
+    _discover()
     if kind not in REGISTRY:
         raise EdgelmError(f"unknown stage kind {kind!r}; known kinds: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[kind]
 
 
 def all_stages() -> dict[str, type[Stage]]:
-    from edgelm.stages import load_all
-
-    load_all()
+    _discover()
     return dict(sorted(REGISTRY.items()))
 
 

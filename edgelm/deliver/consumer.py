@@ -8,7 +8,6 @@ greedy continuation (causal LM).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -16,19 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelm.core.io import sha256_file
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class BundleError(Exception):
     """The bundle cannot be used as it is (missing, modified, malformed)."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundle_file(folder: Path, name: str) -> Path:

@@ -5,7 +5,6 @@ Written by the export stage, rewritten by the quantize stage (`refresh_file_hash
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.io import sha256_file
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -85,14 +85,6 @@ class Manifest(BaseModel):
 
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_entries(folder: Path, names: list[str]) -> dict[str, FileEntry]:

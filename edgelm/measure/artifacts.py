@@ -4,12 +4,12 @@ through `edgelm.models.generate` (full-sequence logits for perplexity / ICL, gre
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.io import read_json
 from edgelm.measure.quality import EvalModel
 from edgelm.runtimes.base import RUNTIMES
 from edgelm.runtimes.formats import FORMATS
@@ -31,7 +31,7 @@ def artifact_model(bundle, runtime: str) -> EvalModel:
                           f"artifact (has: {', '.join(bundle.artifacts) or 'none'}); add an export stage before eval")
     artifact = Path(bundle.artifacts[fmt])
     tokenizer = bundle.tokenizer or _tokenizer_beside(artifact)
-    manifest = read_manifest(artifact.parent)
+    manifest = read_json(artifact.parent / "manifest.json")
     info = {"artifact": artifact.name, "artifact_format": fmt}
     if bundle.task == "causal-lm":
         return _causal_model(bundle, artifact, runtime, tokenizer, info)
@@ -54,12 +54,6 @@ def first_output(result) -> np.ndarray:
     return np.asarray(result)
 
 
-def read_manifest(folder: Path) -> dict:
-    path = Path(folder) / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _tokenizer_beside(artifact: Path):

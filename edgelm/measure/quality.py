@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgelm.core.errors import EdgelmError
+from edgelm.verify.verdict import cosine_rows
 
 Feeds = dict[str, np.ndarray]
 ICL_TEMPLATE = "Review: {text}\nSentiment: {label}"
@@ -111,17 +112,13 @@ def evaluate_classification(model: EvalModel, examples, *, max_length: int = 128
 
 
 # --- embeddings ---------------------------------------------------------------------------------------------
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
-
-
 def embedding_fidelity(candidate: EvalModel, reference: EvalModel, texts: Sequence[str], *,
                        max_length: int = 128, batch_size: int = 32) -> dict:
     """Cosine between candidate and reference embeddings of the same texts (1.0 = identical directions)."""
     if not texts:
         raise EdgelmError("embedding fidelity needs at least one text")
-    cos = cosine_rows(candidate.run(texts, max_length, batch_size), reference.run(texts, max_length, batch_size))
+    embeddings = [np.asarray(m.run(texts, max_length, batch_size), dtype=np.float64) for m in (candidate, reference)]
+    cos = cosine_rows(*embeddings)
     return {"fidelity_cosine_mean": round(float(cos.mean()), 6), "fidelity_cosine_min": round(float(cos.min()), 6),
             "fidelity_cosine_p05": round(float(np.percentile(cos, 5)), 6), "n": len(texts)}
 

@@ -3,7 +3,8 @@
 On disk a bundle is a folder with `edgelm.json` plus, when the torch model changed in this stage, the model
 weights (safetensors) and tokenizer files. A stage that leaves the weights alone (export, bench) records a
 reference to the folder that holds them instead of copying them. Paths are stored relative to the bundle
-folder, so a stage folder renamed from its temp name keeps pointing at the right files.
+folder, so a stage folder renamed from its temp name keeps pointing at the right files. `ModelBundle.read`
+reads the record back without weights; `edgelm.models.loading.load_bundle` loads the model and tokenizer too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.io import read_json, sha256_file
 
 BUNDLE_FILE = "edgelm.json"
 BUNDLE_SCHEMA = 1
@@ -83,34 +85,30 @@ class ModelBundle:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, *, load_model: bool = True, **load_kwargs) -> "ModelBundle":
+    def read(cls, directory: str | os.PathLike) -> "ModelBundle":
+        """The bundle a folder's edgelm.json records, its artifacts checked, without model or tokenizer."""
         directory = Path(directory)
-        meta_path = directory / BUNDLE_FILE
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EdgelmError(f"{meta_path}: not a readable edgelm bundle ({exc}); re-run the stage that made it") from None
-        _check_meta(meta, meta_path)
+        meta = read_meta(directory / BUNDLE_FILE)
         verify_artifacts(directory, meta.get("artifacts", {}))
-        model = tokenizer = None
         model_dir = _abs(meta.get("model_dir"), directory)
         if model_dir is not None and not model_dir.is_dir():
-            raise EdgelmError(f"{meta_path}: model_dir {meta['model_dir']!r} does not exist (was a folder it points to "
-                              "moved or deleted?); re-run the stage that made it")
-        if model_dir is not None and load_model:
-            from edgelm.models.loading import load_hf_folder
-
-            model, tokenizer = load_hf_folder(model_dir, meta["task"], extra=meta.get("extra", {}), **load_kwargs)
-        elif model_dir is not None:
-            from edgelm.models.loading import load_tokenizer
-
-            tokenizer = load_tokenizer(model_dir)
+            raise EdgelmError(f"{directory / BUNDLE_FILE}: model_dir {meta['model_dir']!r} does not exist (was a folder "
+                              "it points to moved or deleted?); re-run the stage that made it")
         return cls(
-            model=model, tokenizer=tokenizer, task=meta["task"], source=meta.get("source", str(directory)),
+            model=None, tokenizer=None, task=meta["task"], source=meta.get("source", str(directory)),
             history=meta.get("history", []),
             artifacts={k: _abs(v, directory) for k, v in meta.get("artifacts", {}).items()},
             model_dir=model_dir, extra=meta.get("extra", {}),
         )
+
+
+def read_meta(meta_path: Path) -> dict:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgelmError(f"{meta_path}: not a readable edgelm bundle ({exc}); re-run the stage that made it") from None
+    _check_meta(meta, meta_path)
+    return meta
 
 
 def _check_meta(meta, meta_path: Path) -> None:
@@ -133,12 +131,10 @@ def _check_meta(meta, meta_path: Path) -> None:
 def verify_artifacts(directory: Path, artifacts: dict) -> None:
     """Artifacts listed in this folder's manifest.json must have the recorded size and sha256: a truncated or
     modified model.onnx is refused here in one line instead of failing deep inside a runtime."""
-    try:
-        files = json.loads((directory / "manifest.json").read_text()).get("files") or {}
-    except (OSError, ValueError, AttributeError):
-        return  # no manifest (or not ours): nothing recorded to check against
+    manifest = read_json(directory / "manifest.json")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
-        return
+        return  # no manifest (or not ours): nothing recorded to check against
     for rel in artifacts.values():
         entry = files.get(rel)
         if not isinstance(entry, dict) or "sha256" not in entry:
@@ -149,8 +145,6 @@ def verify_artifacts(directory: Path, artifacts: dict) -> None:
         if entry.get("bytes") not in (None, path.stat().st_size):
             raise EdgelmError(f"{path}: {path.stat().st_size} bytes, manifest.json records {entry['bytes']}; "
                               "the file is truncated or was modified — re-run the stage that made it")
-        from edgelm.deliver.consumer import sha256_file
-
         if sha256_file(path) != entry["sha256"]:
             raise EdgelmError(f"{path}: sha256 differs from manifest.json; the file is corrupted or was modified — "
                               "re-run the stage that made it")

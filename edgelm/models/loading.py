@@ -1,4 +1,5 @@
-"""Resolve MODEL (built-in name | edgelm output folder | HF folder | .gguf file | hub id) into a ModelBundle.
+"""Resolve MODEL (built-in name | edgelm output folder | HF folder | .gguf file | hub id) into a ModelBundle;
+`load_bundle` reads an edgelm output folder back with its model and tokenizer.
 
 Safety defaults: weights load from safetensors only (pickle needs allow_pickle=True), trust_remote_code is
 off unless asked, and every failure a user can fix becomes one EdgelmError line naming the file.
@@ -15,7 +16,7 @@ import shutil
 import struct
 from pathlib import Path
 
-from edgelm.models.bundle import TASKS, ModelBundle, is_bundle_dir
+from edgelm.models.bundle import TASKS, ModelBundle, is_bundle_dir, save_model
 from edgelm.core.errors import EdgelmError
 
 BUILTIN_MODELS = {
@@ -41,13 +42,26 @@ def load_model(spec: str, *, task: str | None = None, num_labels: int | None = N
     if path is None:
         return _load_from_hub(spec, task, num_labels, allow_pickle, trust_remote_code)
     if path.is_dir() and is_bundle_dir(path):
-        bundle = ModelBundle.load(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        bundle = load_bundle(path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         if task and task != bundle.task:
             raise EdgelmError(f"{path}: bundle was made for task {bundle.task!r}, not {task!r}")
         return bundle
     if path.suffix == ".gguf":
         path = gguf_to_hf_folder(path)
     return _bundle_from_folder(path, spec, task, num_labels, allow_pickle, trust_remote_code)
+
+
+def load_bundle(directory, *, load_model: bool = True, allow_pickle: bool = False,
+                trust_remote_code: bool = False) -> ModelBundle:
+    """An edgelm output folder (edgelm.json) as a bundle with its torch model and tokenizer (only the tokenizer
+    with load_model=False)."""
+    bundle = ModelBundle.read(directory)
+    if bundle.model_dir is not None and load_model:
+        bundle.model, bundle.tokenizer = load_hf_folder(bundle.model_dir, bundle.task, extra=bundle.extra,
+                                                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    elif bundle.model_dir is not None:
+        bundle.tokenizer = load_tokenizer(bundle.model_dir)
+    return bundle
 
 
 def resolve_path(spec: str) -> Path | None:
@@ -279,8 +293,6 @@ def gguf_to_hf_folder(path: Path) -> Path:
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model, tokenizer = _dequantize_gguf(path)
-    from edgelm.models.bundle import save_model
-
     save_model(model, tokenizer, tmp)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgelm.models.bundle import ModelBundle
+from edgelm.models.loading import load_bundle
 from edgelm.core.errors import EdgelmError, StageFailed
 from edgelm.core.stage import StageConfig, StageContext, get_stage
 from edgelm.core.ui import info
@@ -158,8 +159,8 @@ def run_steps(spec: RunSpec, out: Path) -> list[StepRecord]:
             initial_cache["b"] = spec.load_input()
         return initial_cache["b"]
 
-    bundle = ModelBundle.load(out / names[done - 1], allow_pickle=spec.allow_pickle,
-                              trust_remote_code=spec.trust_remote_code) if done else None
+    bundle = load_bundle(out / names[done - 1], allow_pickle=spec.allow_pickle,
+                         trust_remote_code=spec.trust_remote_code) if done else None
     for i in range(done, len(spec.steps)):
         if bundle is None:
             bundle = initial()

@@ -7,12 +7,12 @@ whose model_dir points at the torch weights), any edgelm output folder, or a pla
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.io import read_json
 from edgelm.core.registry import Registry
 from edgelm.models.bundle import verify_artifacts
 from edgelm.runtimes.formats import FORMATS
@@ -58,8 +58,8 @@ def resolve_target(path: str | Path, name: str | None = None) -> Target:
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise EdgelmError(f"{path}: no such folder; pass an export folder (edgelm export ... -o OUT) or a model folder")
-    manifest = _read_json(path / "manifest.json")
-    meta = _read_json(path / "edgelm.json")
+    manifest = read_json(path / "manifest.json")
+    meta = read_json(path / "edgelm.json")
     verify_artifacts(path, meta.get("artifacts") or {})  # a truncated/modified artifact: one line, exit 2
     files = {fmt: path / f.file for fmt, f in FORMATS.items() if (path / f.file).is_file()}
     for fmt, rel in (meta.get("artifacts") or {}).items():
@@ -81,17 +81,12 @@ def target_from_bundle(bundle, name: str, folder: Path | None = None) -> Target:
     """A Target for an in-memory bundle whose weights and artifacts are already on disk."""
     files = {fmt: Path(p) for fmt, p in bundle.artifacts.items() if fmt in FORMATS and Path(p).is_file()}
     base = folder or (next(iter(files.values())).parent if files else bundle.model_dir)
-    manifest = _read_json(Path(base) / "manifest.json") if base else {}
+    manifest = read_json(Path(base) / "manifest.json") if base else {}
     names = [i["name"] for i in manifest.get("inputs", []) if isinstance(i, dict) and "name" in i] or None
     return Target(name=name, path=Path(base), task=bundle.task, files=files, model_dir=bundle.model_dir,
                   input_names=names, manifest=manifest)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _detect_task(model_dir: Path) -> str:

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
+from edgelm.models.loading import load_bundle, load_model
 from edgelm.runtimes.base import RUNTIMES
 from edgelm.runtimes.formats import PREFERRED
 
@@ -133,12 +134,11 @@ def find_reference(bundle, spec: str, ctx):
         if ctx.initial_bundle is None:
             raise EdgelmError("eval reference 'input': this run has no input model to compare with")
         return ctx.initial_bundle(), "input"
-    from edgelm.models.bundle import ModelBundle
 
     folder = Path(ctx.run_dir or ".") / spec
     if spec not in previous or not folder.is_dir():
         raise EdgelmError(f"eval reference {spec!r}: no such earlier stage in this run (have: {', '.join(previous) or 'none'})")
-    ref = ModelBundle.load(folder, allow_pickle=ctx.allow_pickle, trust_remote_code=ctx.trust_remote_code)
+    ref = load_bundle(folder, **ctx.load_options())
     if ref.model is None:
         raise EdgelmError(f"eval reference {spec!r}: that stage holds no torch model")
     return ref, spec
@@ -244,7 +244,6 @@ def evaluate_standalone(model: str, config: EvalConfig, *, data=None, eval_data=
     another MODEL given with --reference (none by default: a lone model has nothing to be compared with)."""
     import tempfile
 
-    from edgelm.models.loading import load_model
     from edgelm.core.stage import StageContext
 
     kw = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)

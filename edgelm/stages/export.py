@@ -14,12 +14,13 @@ from pydantic import Field
 
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 from edgelm.runtimes.formats import FORMATS
+from edgelm.verify.tolerances import GREEDY_STEPS
 
 
 class ExportConfig(StageConfig):
     formats: list[Literal[tuple(FORMATS)]] = Field(["onnx"], min_length=1, description="artifact formats to write", json_schema_extra={"cli": "--format"})
     optimize: bool = Field(True, description="run graph fusions (attention, LayerNorm, Gelu, rotary)")
-    greedy_steps: int = Field(16, ge=1, le=256, description="decoders: greedy tokens that must match torch in the parity check")
+    greedy_steps: int = Field(GREEDY_STEPS, ge=1, le=256, description="decoders: greedy tokens that must match torch in the parity check")
     max_length: int = Field(128, ge=1, description="encoders: max tokens per text recorded in the manifest's preprocessing")
 
 

@@ -27,6 +27,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.io import read_json
 
 BEST_WEIGHTS = "best.safetensors"
 BEST_STATE = "best.json"
@@ -266,7 +267,7 @@ class _BestKeeper(TrainerCallback):
 
     def __init__(self, cfg: TrainConfig, workdir: Path):
         self.cfg, self.workdir = cfg, workdir
-        state = _read_json(workdir / BEST_STATE)
+        state = read_json(workdir / BEST_STATE)
         self.best_value = state.get("value")
         self.best_metrics: dict = state.get("metrics", {})
         self.best_step: int | None = state.get("step")
@@ -363,13 +364,6 @@ def _load_trainable(model, path: Path) -> None:
     with torch.no_grad():
         for name, tensor in saved.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -1,6 +1,7 @@
 """Quantization parity: the quantized graph against its float source on the same real inputs, with tolerances
-suited to quantization — label agreement for classifiers, cosine for embeddings, top-1 agreement and perplexity
-for decoders. Also SQNR, the sensitivity analysis' error measure."""
+suited to quantization (edgelm.verify.tolerances.QUANTIZED_VS_FLOAT) — label agreement for classifiers, cosine
+for embeddings, top-1 agreement and perplexity for decoders. Also SQNR, the sensitivity analysis' error measure,
+and the teacher-forced parity of a quantized decoder against torch."""
 
 from __future__ import annotations
 
@@ -10,16 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from edgelm.verify.feeds import graph_feeds, make_session, text_batches
-
-# Defaults per method (overridable from the stage config): int4 is allowed to drift further than int8.
-TOLERANCES = {
-    "label_agreement": {"int8-dynamic": 0.95, "int8-static": 0.9, "int4": 0.85, "fp16": 0.99},
-    # the worst sentence, not the mean: MiniLM int8-dynamic has mean cosine 0.994 but single prose lines at 0.95-0.98
-    "min_cosine": {"int8-dynamic": 0.95, "int8-static": 0.95, "int4": 0.9, "fp16": 0.999},
-    "top1_agreement": {"int8-dynamic": 0.8, "int8-static": 0.7, "int4": 0.6, "fp16": 0.95},
-    "perplexity_ratio": {"int8-dynamic": 1.05, "int8-static": 1.1, "int4": 1.08, "fp16": 1.01},
-}
-RATIO_CHECKS = ("perplexity_ratio",)  # upper bounds; the rest are lower bounds
+from edgelm.verify.parity import causal_runner, compare_outputs, default_texts, merged_figures, torch_prompt_logits
+from edgelm.verify.tolerances import QUANTIZED_VS_FLOAT, UPPER_BOUNDS, misses
+from edgelm.verify.verdict import Verdict, cosine_rows
 
 
 @dataclass
@@ -55,7 +49,8 @@ def compare(task: str, reference: Outputs, quantized: Outputs) -> dict:
         agree = np.concatenate([r.argmax(-1) == q.argmax(-1) for r, q in zip(reference.values, quantized.values)])
         figures["label_agreement"] = round(float(agree.mean()), 4)
     elif task == "feature-extraction":
-        cos = np.concatenate([_cosine(r, q) for r, q in zip(reference.values, quantized.values)])
+        cos = np.concatenate([cosine_rows(r.reshape(len(r), -1), q.reshape(len(q), -1))
+                              for r, q in zip(reference.values, quantized.values)])
         figures.update(mean_cosine=round(float(cos.mean()), 6), min_cosine=round(float(cos.min()), 6))
     else:
         agree, nll_ref, nll_q = [], [], []
@@ -70,22 +65,21 @@ def compare(task: str, reference: Outputs, quantized: Outputs) -> dict:
     return figures
 
 
-def check(figures: dict, method: str, overrides: dict | None = None) -> dict:
-    """{name: {value, tolerance, ok}} for the figures that have a tolerance for this method."""
+def check(figures: dict, method: str, overrides: dict | None = None) -> Verdict:
+    """The verdict on the figures that have a tolerance for this method; its `checks` hold
+    {name: {value, tolerance, ok}} (what the quantize stage records)."""
     table = {}
-    for name, per_method in TOLERANCES.items():
-        if name not in figures:
-            continue
-        tol = (overrides or {}).get(name, per_method[method])
-        value = figures[name]
-        ok = value <= tol if name in RATIO_CHECKS else value >= tol
-        table[name] = {"value": value, "tolerance": tol, "ok": bool(ok)}
-    return table
+    for name, per_method in QUANTIZED_VS_FLOAT.items():
+        if name in figures:
+            tol = (overrides or {}).get(name, per_method[method])
+            table[name] = {"value": figures[name], "tolerance": tol, "ok": not misses(name, figures[name], tol)}
+    return Verdict.of(figures, failures(table), checks=table)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+def failures(checks: dict) -> list[str]:
+    """`name=value (needs >= tolerance)` for each failed entry of a `check` table."""
+    return [f"{n}={c['value']} (needs {'<=' if n in UPPER_BOUNDS else '>='} {c['tolerance']})"
+            for n, c in checks.items() if not c["ok"]]
 
 
 def _nll(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -97,18 +91,16 @@ def _nll(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return logz - target
 
 
-def torch_decoder_parity(bundle, path: Path, min_cosine: float, min_argmax_agreement: float, fmt: str = "onnx") -> dict:
+def torch_decoder_parity(bundle, path: Path, min_cosine: float, min_argmax_agreement: float, fmt: str = "onnx") -> Verdict:
     """Teacher-forced parity of a quantized KV-cache decoder against torch: the first half of each prompt as
     prefill, the rest fed token by token through the cache, every position compared with torch's logits. (Free
     greedy decoding is not compared: once a quantized model picks another token the contexts differ.)"""
-    from edgelm.verify.parity import causal_runner, compare_outputs, default_texts, torch_prompt_logits
-
     from edgelm.models.text_tasks import virtual_tokens
 
     lm = causal_runner(Path(path), fmt)  # onnx/ort: OnnxCausalLM, pte: PteCausalLM (same prefill/decode shape)
     prompt_embeddings = virtual_tokens(bundle)
-    prompt, decode = [], []
-    for text in default_texts("causal-lm"):
+    prompt, decode, texts = [], [], default_texts("causal-lm")
+    for text in texts:
         ids = bundle.tokenizer(text, return_tensors="np", truncation=True, max_length=32)["input_ids"].astype(np.int64)
         reference = torch_prompt_logits(bundle.model, ids, prompt_embeddings)[0]
         half = max(1, ids.shape[1] // 2)
@@ -120,10 +112,12 @@ def torch_decoder_parity(bundle, path: Path, min_cosine: float, min_argmax_agree
             steps.append(step[0, -1])
         if steps:
             decode.append(compare_outputs(reference[half:], np.stack(steps), "causal-lm"))
-    figures = {"cosine": min(f["cosine"] for f in prompt), "argmax_agreement": float(np.mean([f["argmax_agreement"] for f in prompt])),
-               "decode_cosine": min(f["cosine"] for f in decode), "decode_argmax_agreement": float(np.mean([f["argmax_agreement"] for f in decode])),
-               "prompts": len(prompt), "tolerances": {"min_cosine": min_cosine, "min_argmax_agreement": min_argmax_agreement}}
-    bad = [f"{k} {figures[k]:.4f} < {min_cosine}" for k in ("cosine", "decode_cosine") if figures[k] < min_cosine]
+    prompt, decode = merged_figures(prompt), merged_figures(decode)
+    figures = {"cosine": prompt["cosine"], "argmax_agreement": prompt["argmax_agreement"],
+               "decode_cosine": decode["cosine"], "decode_argmax_agreement": decode["argmax_agreement"],
+               "prompts": len(texts), "tolerances": {"min_cosine": min_cosine, "min_argmax_agreement": min_argmax_agreement}}
+    bad = [f"{k} {figures[k]:.4f} < {min_cosine}" for k in ("cosine", "decode_cosine")
+           if misses("cosine", figures[k], min_cosine)]
     bad += [f"{k} {figures[k]:.3f} < {min_argmax_agreement}" for k in ("argmax_agreement", "decode_argmax_agreement")
-            if figures[k] < min_argmax_agreement]
-    return {**figures, "ok": not bad, **({"error": f"{path.name}: " + "; ".join(bad)} if bad else {})}
+            if misses("agreement", figures[k], min_argmax_agreement)]
+    return Verdict.of(figures, bad)

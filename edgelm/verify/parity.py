@@ -3,34 +3,20 @@
 Encoders/classifiers: one padded batch through both, compared with `compare_outputs` (max/mean abs diff,
 cosine, argmax/label agreement). Decoders: full prompt logits, then greedy decoding through the artifact's KV
 cache for `greedy_steps` tokens; tokens must match and each step's logits are compared too, so a broken cache
-path cannot hide behind a correct prefill. Tolerances are a value object the quantize stage loosens.
+path cannot hide behind a correct prefill. The pass criteria are `Tolerances` (edgelm.verify.tolerances), which
+the quantize stage loosens; `verify_artifact` returns a Verdict, `check_artifact` refuses a failed one.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from edgelm.core.errors import EdgelmError
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Pass criteria; None switches a check off. Defaults are for float exports (same math, reordered)."""
-
-    max_abs_diff: float | None = 1e-3
-    min_cosine: float | None = 0.9999
-    min_argmax_agreement: float | None = 1.0  # label agreement (classifiers) / top-1 agreement (decoders)
-    greedy_steps: int = 16
-    min_greedy_match: float | None = 1.0  # fraction of prompts whose greedy tokens equal torch's
-
-    @classmethod
-    def quantized(cls, **overrides) -> "Tolerances":
-        """Looser defaults for quantized artifacts: agreement and cosine, not bitwise closeness."""
-        base = dict(max_abs_diff=None, min_cosine=0.98, min_argmax_agreement=0.9, min_greedy_match=None)
-        return cls(**(base | overrides))
+from edgelm.verify.tolerances import Tolerances, misses
+from edgelm.verify.verdict import Verdict, cosine_rows
 
 
 # --- figures -------------------------------------------------------------------------------------------------
@@ -42,10 +28,8 @@ def compare_outputs(reference, candidate, task: str) -> dict:
         raise EdgelmError(f"parity: output shape {list(cand.shape)} differs from the torch model's {list(ref.shape)}")
     diff = np.abs(ref - cand)
     rows_r, rows_c = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, cand.shape[-1])
-    norms = np.linalg.norm(rows_r, axis=1) * np.linalg.norm(rows_c, axis=1)
-    cosine = np.sum(rows_r * rows_c, axis=1) / np.maximum(norms, 1e-12)
     figures = {"max_abs_diff": float(diff.max(initial=0.0)), "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
-               "cosine": float(cosine.min(initial=1.0)), "n": int(rows_r.shape[0])}
+               "cosine": float(cosine_rows(rows_r, rows_c).min(initial=1.0)), "n": int(rows_r.shape[0])}
     if task != "feature-extraction":
         agree = float(np.mean(rows_r.argmax(-1) == rows_c.argmax(-1)))
         figures["label_agreement" if task == "sequence-classification" else "argmax_agreement"] = agree
@@ -55,12 +39,12 @@ def compare_outputs(reference, candidate, task: str) -> dict:
 def failures(figures: dict, tol: Tolerances) -> list[str]:
     """Human-readable reasons the figures miss the tolerances (empty = pass)."""
     bad = []
-    if tol.max_abs_diff is not None and figures.get("max_abs_diff", 0.0) > tol.max_abs_diff:
+    if misses("max_abs_diff", figures.get("max_abs_diff", 0.0), tol.max_abs_diff):
         bad.append(f"max_abs_diff {figures['max_abs_diff']:.3g} > {tol.max_abs_diff:g}")
-    if tol.min_cosine is not None and figures.get("cosine", 1.0) < tol.min_cosine:
+    if misses("cosine", figures.get("cosine", 1.0), tol.min_cosine):
         bad.append(f"cosine {figures['cosine']:.6f} < {tol.min_cosine:g}")
     agreement = figures.get("label_agreement", figures.get("argmax_agreement"))
-    if tol.min_argmax_agreement is not None and agreement is not None and agreement < tol.min_argmax_agreement:
+    if agreement is not None and misses("agreement", agreement, tol.min_argmax_agreement):
         bad.append(f"argmax agreement {agreement:.3f} < {tol.min_argmax_agreement:g}")
     return bad
 
@@ -69,16 +53,24 @@ def failures(figures: dict, tol: Tolerances) -> list[str]:
 def check_artifact(bundle, artifact_path, format: str, inputs: list[str] | None = None,
                    tolerances: Tolerances | None = None) -> dict:
     """Run the artifact and its torch source on `inputs` (texts); returns figures or raises EdgelmError."""
+    from edgelm.models.tasks import output_name
+
+    verdict = verify_artifact(bundle, artifact_path, format, inputs, tolerances)
+    _raise_on(verdict, Path(artifact_path), output_name(bundle.task))
+    return verdict.figures
+
+
+def verify_artifact(bundle, artifact_path, format: str, inputs: list[str] | None = None,
+                    tolerances: Tolerances | None = None) -> Verdict:
+    """The verdict of the artifact against its torch source on `inputs` (texts, default: built-in prose)."""
     tol = tolerances or Tolerances()
     texts = inputs or default_texts(bundle.task)
     if bundle.model is None:
         raise EdgelmError("parity: the bundle holds no torch model to compare the artifact with")
-    if bundle.task == "causal-lm":
-        figures = _decoder_parity(bundle, Path(artifact_path), format, texts, tol)
-    else:
-        figures = _encoder_parity(bundle, Path(artifact_path), format, texts, tol)
-    figures["tolerances"] = {k: v for k, v in asdict(tol).items() if v is not None}
-    return figures
+    judge = _decoder_parity if bundle.task == "causal-lm" else _encoder_parity
+    verdict = judge(bundle, Path(artifact_path), format, texts, tol)
+    verdict.figures["tolerances"] = {k: v for k, v in asdict(tol).items() if v is not None}
+    return verdict
 
 
 def default_texts(task: str) -> list[str]:
@@ -88,10 +80,10 @@ def default_texts(task: str) -> list[str]:
     return calibration_texts(n, min_chars=40, max_chars=400, seed=1)
 
 
-def _encoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Tolerances) -> dict:
+def _encoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Tolerances) -> Verdict:
     import torch
 
-    from edgelm.models.tasks import model_input_names, output_name, task_module
+    from edgelm.models.tasks import model_input_names, task_module
 
     names = model_input_names(bundle)
     enc = bundle.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="np")
@@ -102,11 +94,10 @@ def _encoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Toleran
     # chunks of 8 rows: a .pte is traced with a bounded batch dimension (edgelm.export.executorch.MAX_BATCH)
     candidate = np.concatenate([run({n: v[i:i + 8] for n, v in feeds.items()})[0] for i in range(0, len(texts), 8)])
     figures = compare_outputs(reference, candidate, bundle.task)
-    _raise_on(failures(figures, tol), path, output_name(bundle.task))
-    return figures
+    return Verdict.of(figures, failures(figures, tol))
 
 
-def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Tolerances) -> dict:
+def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Tolerances) -> Verdict:
     from edgelm.models.text_tasks import virtual_tokens
 
     lm, prompt = causal_runner(path, fmt), virtual_tokens(bundle)
@@ -127,20 +118,19 @@ def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Toleran
         elif first_mismatch is None:
             at = next(i for i, (a, b) in enumerate(zip(tokens + [-1], ref_tokens + [-2])) if a != b)
             first_mismatch = f"greedy token {at} differs on prompt {text[:40]!r} (artifact {tokens[at:at + 3]}, torch {ref_tokens[at:at + 3]})"
-    figures = _merge(prompt_figs)
-    decode = _merge(step_figs)
+    figures = merged_figures(prompt_figs)
+    decode = merged_figures(step_figs)
     figures |= {"decode_max_abs_diff": decode["max_abs_diff"], "decode_cosine": decode["cosine"],
                 "decode_argmax_agreement": decode["argmax_agreement"], "greedy_steps": tol.greedy_steps,
                 "greedy_match": matches / len(texts), "prompts": len(texts), "sample": sample}
     bad = [f"logits: {b}" for b in failures(figures, tol)]
     bad += [f"decode-step logits (KV cache): {b}" for b in failures(decode, tol)]
-    if tol.min_greedy_match is not None and figures["greedy_match"] < tol.min_greedy_match:
+    if misses("greedy_match", figures["greedy_match"], tol.min_greedy_match):
         bad.append(first_mismatch or f"greedy match {figures['greedy_match']:.2f} < {tol.min_greedy_match}")
-    _raise_on(bad, path, "logits")
-    return figures
+    return Verdict.of(figures, bad)
 
 
-def _merge(figs: list[dict]) -> dict:
+def merged_figures(figs: list[dict]) -> dict:
     merged = {"max_abs_diff": max(f["max_abs_diff"] for f in figs), "cosine": min(f["cosine"] for f in figs),
               "mean_abs_diff": float(np.mean([f["mean_abs_diff"] for f in figs]))}
     agreements = [f["argmax_agreement"] for f in figs if "argmax_agreement" in f]
@@ -149,10 +139,8 @@ def _merge(figs: list[dict]) -> dict:
     return merged
 
 
-def _raise_on(bad: list[str], path: Path, output: str) -> None:
-    if bad:
-        raise EdgelmError(f"{path.name}: parity failed on output {output!r}: {'; '.join(bad)}; "
-                          "the artifact was not published")
+def _raise_on(verdict: Verdict, path: Path, output: str) -> None:
+    verdict.raise_if_failed(f"{path.name}: parity failed on output {output!r}: ", "; the artifact was not published")
 
 
 # --- torch references ------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from edgelm.models.bundle import ModelBundle
+from edgelm.models.loading import load_bundle
 from edgelm.cli import main
 from edgelm.export.manifest import Manifest, sha256_file
 
@@ -27,7 +27,7 @@ def test_export_ort_only_writes_the_contract_folder(tiny_model, tmp_path):
     assert manifest.ort_mobile["required_operators_config"] == "model.required_operators.config"
     assert manifest.metrics["size_mb"] == round(manifest.files["model.ort"].bytes / 2**20, 3)
     assert manifest.postprocessing["decoding"] == "greedy"
-    bundle = ModelBundle.load(out)
+    bundle = load_bundle(out)
     assert bundle.artifacts["ort"] == out / "model.ort" and bundle.model is not None  # torch model kept by reference
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["status"] == "up to date"

@@ -1,14 +1,14 @@
 import torch
 
 from edgelm.models.bundle import ModelBundle
-from edgelm.models.loading import load_model
+from edgelm.models.loading import load_bundle, load_model
 
 
 def test_save_load_round_trip(tiny_model, tmp_path):
     bundle = load_model(str(tiny_model("llama")))
     changed = bundle.with_model(bundle.model).record("unit", {"x": 1})
     changed.save(tmp_path / "b")
-    back = ModelBundle.load(tmp_path / "b")
+    back = load_bundle(tmp_path / "b")
     assert back.task == "causal-lm" and back.history == [{"kind": "unit", "config": {"x": 1}}]
     ids = torch.tensor([[2, 5, 6]])
     with torch.no_grad():
@@ -23,7 +23,7 @@ def test_unchanged_model_is_referenced_not_copied(tiny_model, tmp_path):
     artifact.write_bytes(b"x")
     bundle.derive(artifacts={"onnx": artifact}).save(tmp_path / "b")
     assert not (tmp_path / "b" / "model.safetensors").exists()
-    back = ModelBundle.load(tmp_path / "b")
+    back = load_bundle(tmp_path / "b")
     assert back.model_dir == tiny_model("bert").resolve() and back.artifacts["onnx"] == artifact.resolve()
 
 
@@ -31,7 +31,7 @@ def test_relative_paths_survive_a_rename(tiny_model, tmp_path):
     bundle = load_model(str(tiny_model("bert")))
     bundle.with_model(bundle.model).save(tmp_path / ".tmp")
     (tmp_path / ".tmp").rename(tmp_path / "final")
-    back = ModelBundle.load(tmp_path / "final")
+    back = load_bundle(tmp_path / "final")
     assert back.model_dir == (tmp_path / "final").resolve()
 
 
@@ -39,3 +39,12 @@ def test_derive_does_not_share_history(tiny_model):
     bundle = load_model(str(tiny_model("bert")))
     bundle.derive().record("a", {})
     assert bundle.history == []
+
+
+def test_read_gives_the_record_without_weights_and_load_bundle_can_skip_them(tiny_model, tmp_path):
+    bundle = load_model(str(tiny_model("bert")))
+    bundle.with_model(bundle.model).record("unit", {}).save(tmp_path / "b")
+    record = ModelBundle.read(tmp_path / "b")
+    assert record.model is None and record.tokenizer is None and record.history == [{"kind": "unit", "config": {}}]
+    light = load_bundle(tmp_path / "b", load_model=False)
+    assert light.model is None and light.tokenizer("the movie")["input_ids"] == bundle.tokenizer("the movie")["input_ids"]

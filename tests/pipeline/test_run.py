@@ -86,10 +86,9 @@ def test_failure_keeps_earlier_stages_and_leaves_no_half_written_folder(tiny_mod
     assert not (tmp_path / "02-unit-scale").exists() and not list(tmp_path.glob(".*.tmp"))
     run = run_recipe(recipe(tiny_model("bert"), 2.0, 3.0), tmp_path)
     assert CALLS == [2.0, 3.0, 3.0] and [s["status"] for s in run["stages"]] == ["resumed", "ran"]
-    from edgelm.models.bundle import ModelBundle
-    from edgelm.models.loading import load_model
+    from edgelm.models.loading import load_bundle, load_model
 
-    scaled = ModelBundle.load(tmp_path / "02-unit-scale").model
+    scaled = load_bundle(tmp_path / "02-unit-scale").model
     source = load_model(str(tiny_model("bert"))).model
     name, weight = next(iter(source.state_dict().items()))
     torch.testing.assert_close(scaled.state_dict()[name], weight * 6.0)

@@ -9,9 +9,8 @@ import json
 import pytest
 import torch
 
-from edgelm.models.bundle import ModelBundle
 from edgelm.data.readers import DataConfig
-from edgelm.models.loading import load_model
+from edgelm.models.loading import load_bundle, load_model
 from edgelm.pipeline.run import run_one
 from edgelm.core.stage import StageContext, all_stages, get_stage
 from tests.stages.cases import CASES
@@ -55,7 +54,7 @@ def test_stage_contract(case, tiny_model, tmp_path):
     assert weights_digest(bundle.model) == before, "stage mutated its input model"
     assert out.history[-1]["kind"] == kind and bundle.history == []
     json.dumps(record.metrics)  # metrics must be JSON-serialisable
-    reloaded = ModelBundle.load(tmp_path / "01-stage")
+    reloaded = load_bundle(tmp_path / "01-stage")
     assert reloaded.task == out.task and reloaded.history == out.history
     assert set(reloaded.artifacts) == set(out.artifacts) and all(p.exists() for p in reloaded.artifacts.values())
     if out.model is not None and reloaded.model is not None:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from edgelm.models.bundle import ModelBundle
 from edgelm.core.errors import EdgelmError
+from edgelm.models.loading import load_bundle
 from edgelm.pipeline.gates import evaluate_gates
 from edgelm.pipeline.recipe import Gates
 from edgelm.core.stage import StageContext
@@ -20,7 +20,7 @@ def context(tmp_path, initial=None):
 
 
 def test_speedup_against_named_folder_feeds_the_gate(tiny_export, tmp_path):
-    bundle = ModelBundle.load(tiny_export, load_model=False)
+    bundle = load_bundle(tiny_export, load_model=False)
     result = BenchStage().run(bundle, BenchConfig(**FAST, baseline=str(tiny_export)), context(tmp_path))
     metrics = result.metrics
     assert set(metrics["speedup"]) == {"ort-cpu"} and metrics["speedup"]["ort-cpu"] > 0
@@ -36,7 +36,7 @@ def test_speedup_against_named_folder_feeds_the_gate(tiny_export, tmp_path):
 def test_source_baseline_is_exported_like_the_candidate(tiny_export, tiny_model, tmp_path):
     from edgelm.models.loading import load_model
 
-    bundle = ModelBundle.load(tiny_export, load_model=False)
+    bundle = load_bundle(tiny_export, load_model=False)
     source = load_model(str(tiny_model("bert", "sequence-classification")))
     config = BenchConfig(**{**FAST, "runtimes": ["ort-cpu"]}, baseline="source")
     result = BenchStage().run(bundle, config, context(tmp_path, source))
@@ -44,7 +44,7 @@ def test_source_baseline_is_exported_like_the_candidate(tiny_export, tiny_model,
 
 
 def test_unknown_baseline_is_a_user_error(tiny_export, tmp_path):
-    bundle = ModelBundle.load(tiny_export, load_model=False)
+    bundle = load_bundle(tiny_export, load_model=False)
     with pytest.raises(EdgelmError, match="bench.baseline: 'nope'"):
         BenchStage().run(bundle, BenchConfig(**FAST, baseline="nope"), context(tmp_path))
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from edgelm.models.bundle import ModelBundle
 from edgelm.data.readers import DataConfig
 from edgelm.core.errors import EdgelmError
-from edgelm.models.loading import load_model
+from edgelm.models.loading import load_bundle, load_model
 from edgelm.pipeline.run import run_one
 from edgelm.core.stage import StageContext, get_stage
 from edgelm.techniques.finetune.stage import adapter_targets, checkpoint_dir
@@ -75,7 +75,7 @@ def test_prompt_tuning_is_folded_and_survives_save_load(tiny_model, tmp_path):
                                                              "batch_size": 16}, TEXT)
     assert out.extra["prompt_tuning"]["num_virtual_tokens"] == 3
     assert metrics["export_max_abs_diff"] < 1e-5 and metrics["eval_perplexity"] > 1
-    reloaded = ModelBundle.load(tmp_path / "run")
+    reloaded = load_bundle(tmp_path / "run")
     ids = torch.tensor([[2, 10, 11, 12]])
     mask = torch.ones_like(ids)
     module, plain = task_module(reloaded), task_module(ModelBundle(reloaded.model, None, "causal-lm", "x"))
@@ -168,7 +168,7 @@ def test_cli_finetune_json(tiny_model, tmp_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[result.output.index("{"):])
     assert payload["metrics"]["samples"] == 18 and payload["metrics"]["method"] == "full"
-    assert ModelBundle.load(tmp_path / "out").task == "sequence-classification"
+    assert load_bundle(tmp_path / "out").task == "sequence-classification"
 
 
 @pytest.mark.parametrize("arch", ENCODERS[:1] + DECODERS[:1])

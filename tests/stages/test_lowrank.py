@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from edgelm.models.bundle import ModelBundle
+from edgelm.models.loading import load_bundle
 from edgelm.techniques.prune.calibrate import InputStats, calibration_batches, run_batches
 from edgelm.techniques.lowrank.stage import LowrankConfig, choose_rank, factorize_into, select_targets
 from edgelm.models.structure import LowRankLinear
@@ -68,7 +68,7 @@ def test_factorized_model_reloads_exactly(arch, tiny_model, tmp_path):
     bundle = tiny(tiny_model, arch)
     result = run("lowrank", bundle, tmp_path / "w", ratio=0.3, calib_samples=4, calib_seq_len=16)
     result.bundle.save(tmp_path / "out")
-    reloaded = ModelBundle.load(tmp_path / "out")
+    reloaded = load_bundle(tmp_path / "out")
     assert sum(isinstance(m, LowRankLinear) for m in reloaded.model.modules()) == result.metrics["factorized"] > 0
     torch.testing.assert_close(output(reloaded.model), output(result.bundle.model))
 

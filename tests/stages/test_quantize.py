@@ -13,7 +13,7 @@ from edgelm.models.bundle import ModelBundle
 from edgelm.data.readers import DataConfig
 from edgelm.core.errors import EdgelmError
 from edgelm.export.manifest import Manifest, sha256_file
-from edgelm.models.loading import load_model
+from edgelm.models.loading import load_bundle, load_model
 from edgelm.pipeline.run import run_one
 from edgelm.core.stage import StageContext, get_stage
 from tests.techniques.quantize.conftest import fused_onnx, tiny_onnx, tiny_tokenizer  # noqa: F401  (shared fixtures)
@@ -51,7 +51,7 @@ def test_int4_decoder_folder_manifest_and_parity(tiny_onnx, tmp_path):
     assert metrics["size_mb"] < metrics["size_mb_float"]
     assert metrics["parity"]["ok"] and metrics["parity_torch"]["ok"], metrics
     assert manifest.parity["quantized_vs_float"]["figures"]["perplexity_ratio"] == metrics["parity"]["figures"]["perplexity_ratio"]
-    reloaded = ModelBundle.load(folder)
+    reloaded = load_bundle(folder)
     assert reloaded.artifacts["onnx"].is_file() and reloaded.history[-1]["config"]["method"] == "int4"
 
 

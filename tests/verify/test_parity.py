@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from edgelm.core.errors import EdgelmError
-from edgelm.verify.parity import Tolerances, check_artifact, compare_outputs, failures
+from edgelm.verify.parity import check_artifact, compare_outputs, failures, verify_artifact
+from edgelm.verify.tolerances import Tolerances
 from tests.export.shared import exported
 
 
@@ -78,3 +79,26 @@ def test_many_texts_run_in_chunks_and_match(tiny_model, tmp_path_factory, monkey
     monkeypatch.setattr(parity, "artifact_runner", counting_runner)
     figures = check_artifact(bundle, result.path, "onnx", calibration_texts(20, seed=2))
     assert figures["n"] == 20 and figures["label_agreement"] == 1.0 and max(batches) <= 8, batches
+
+
+def test_two_all_zero_outputs_agree_and_a_zero_against_a_nonzero_does_not():
+    zeros = np.zeros((2, 4))
+    fig = compare_outputs(zeros, zeros.copy(), "feature-extraction")
+    assert fig["cosine"] == 1.0 and failures(fig, Tolerances()) == []
+    one_zero = compare_outputs(zeros, np.vstack([np.zeros(4), np.ones(4)]), "feature-extraction")
+    assert one_zero["cosine"] == 0.0 and failures(one_zero, Tolerances(max_abs_diff=None)) == ["cosine 0.000000 < 0.9999"]
+
+
+def test_a_nan_figure_fails_instead_of_passing_every_comparison():
+    fig = {"max_abs_diff": float("nan"), "cosine": float("nan"), "label_agreement": 1.0}
+    assert [f.split()[0] for f in failures(fig, Tolerances())] == ["max_abs_diff", "cosine"]
+
+
+def test_verify_artifact_returns_the_failed_verdict_that_check_artifact_raises(tiny_model, tmp_path_factory):
+    bundle, result = exported(tiny_model, tmp_path_factory, "bert", "sequence-classification")
+    diverged = _perturbed(bundle)
+    verdict = verify_artifact(diverged, result.path, "onnx")
+    assert not verdict.ok and verdict.failures and verdict.figures["tolerances"]["min_cosine"] == 0.9999
+    with pytest.raises(EdgelmError) as raised:
+        check_artifact(diverged, result.path, "onnx")
+    assert str(raised.value) == f"model.onnx: parity failed on output 'logits': {verdict.reasons()}; the artifact was not published"

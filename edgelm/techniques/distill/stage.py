@@ -19,6 +19,7 @@ from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
+from edgelm.models.loading import load_bundle, load_model
 from edgelm.train.fields import TrainingFields, reworded
 
 
@@ -81,13 +82,10 @@ class DistillStage(Stage):
 def find_teacher(bundle, config: DistillConfig, ctx):
     """(teacher bundle, name): config.teacher, else the first finetune stage of the run, else the input model."""
     if config.teacher:
-        return ctx.load_model(config.teacher), config.teacher  # its own task: a random new head is no teacher
+        return load_model(config.teacher, **ctx.load_options()), config.teacher  # its own task: a random new head is no teacher
     tuned = [name for name in ctx.previous if name.split("-", 1)[-1] == "finetune"]
     if tuned and ctx.run_dir is not None and (Path(ctx.run_dir) / tuned[0]).is_dir():
-        from edgelm.models.bundle import ModelBundle
-
-        return ModelBundle.load(Path(ctx.run_dir) / tuned[0], allow_pickle=ctx.allow_pickle,
-                                trust_remote_code=ctx.trust_remote_code), tuned[0]
+        return load_bundle(Path(ctx.run_dir) / tuned[0], **ctx.load_options()), tuned[0]
     if ctx.initial_bundle is None:
         raise EdgelmError("distill: no teacher; pass --teacher MODEL")
     return ctx.initial_bundle(), "input"

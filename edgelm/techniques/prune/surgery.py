@@ -96,7 +96,6 @@ def _new_config(model, layers, plan):
 
 def _head_config(config, layers, plan):
     """A config that also records uniform head counts, or None when heads are not uniform / not expressible."""
-    text = anatomy.text_config(config)
     kept = [l for l in layers if l.attention and l.index not in set(plan.drop_layers)]
     groups = {len(plan.keep_groups.get(l.index, range(l.attention.groups))) for l in kept}
     if len(groups) != 1 or not kept or not plan.keep_groups:

@@ -16,6 +16,7 @@ from edgelm.verify.feeds import TextCalibrationReader
 from edgelm.export.onnx_io import model_files, size_mb
 from edgelm.techniques.quantize.onnx_quant import QuantOptions, needs_calibration, quantize_onnx
 from edgelm.techniques.quantize.sensitivity import auto_exclude, layer_sensitivity, predictions
+from edgelm.verify.tolerances import QUANTIZED_VS_FLOAT, QUANTIZED_VS_TORCH
 from edgelm.core.ui import step
 
 CALIBRATION_MAX_LENGTH = 128
@@ -33,7 +34,7 @@ def options_from(config, exclude: list[str] | None = None) -> QuantOptions:
 def quantize_bundle(bundle, source: Path, config, ctx):
     """Quantize `source` (the float model.onnx of `bundle`) into ctx.workdir; returns (bundle, metrics, files)."""
     tokenizer = _tokenizer(bundle, source)
-    workdir, dst = Path(ctx.workdir), Path(ctx.workdir) / "model.onnx"
+    dst = Path(ctx.workdir) / "model.onnx"
     calibrate = needs_calibration(options_from(config))
     calib_texts = texts_for(ctx.data, config.calibration_samples, seed=ctx.seed) if calibrate else []
     parity_texts = texts_for(ctx.eval_data or ctx.data, config.parity_samples, seed=ctx.seed + 1)
@@ -114,8 +115,8 @@ def parity_figures(task: str, source: Path, dst: Path, tokenizer, texts: list[st
     reference = fidelity.run_graph(source, tokenizer, texts, max_length=PARITY_MAX_LENGTH)
     quantized = fidelity.run_graph(dst, tokenizer, texts, max_length=PARITY_MAX_LENGTH)
     figures = fidelity.compare(task, reference, quantized)
-    checks = fidelity.check(figures, config.method, parse_tolerances(config.tolerance))
-    return {"samples": len(texts), "figures": figures, "checks": checks, "ok": all(c["ok"] for c in checks.values())}
+    verdict = fidelity.check(figures, config.method, parse_tolerances(config.tolerance))
+    return {"samples": len(texts), "figures": figures, "checks": verdict.checks, "ok": verdict.ok}
 
 
 def accuracy_figures(source: Path, dst: Path, tokenizer, labelled) -> dict:
@@ -137,16 +138,16 @@ def gate_agreement_on_labelled(parity: dict, config) -> None:
         return
     parity["figures"]["label_agreement"] = agreement
     parity["label_agreement_samples"] = parity["accuracy_samples"]
-    parity["checks"] = fidelity.check(parity["figures"], config.method, parse_tolerances(config.tolerance))
-    parity["ok"] = all(c["ok"] for c in parity["checks"].values())
+    verdict = fidelity.check(parity["figures"], config.method, parse_tolerances(config.tolerance))
+    parity["checks"], parity["ok"] = verdict.checks, verdict.ok
 
 
 def parse_tolerances(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or name not in fidelity.TOLERANCES:
-            raise EdgelmError(f"quantize tolerance {item!r}: use NAME=VALUE with NAME one of {', '.join(fidelity.TOLERANCES)}")
+        if not sep or name not in QUANTIZED_VS_FLOAT:
+            raise EdgelmError(f"quantize tolerance {item!r}: use NAME=VALUE with NAME one of {', '.join(QUANTIZED_VS_FLOAT)}")
         try:
             out[name] = float(value)
         except ValueError:
@@ -154,20 +155,13 @@ def parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
-# against the torch source (edgelm.verify.parity); looser than the float-vs-quantized checks since both errors add up
-TORCH_TOLERANCES = {"int8-dynamic": dict(min_cosine=0.95, min_argmax_agreement=0.9),  # worst row, see fidelity
-                    "int8-static": dict(min_cosine=0.95, min_argmax_agreement=0.85),
-                    "int4": dict(min_cosine=0.9, min_argmax_agreement=0.75),
-                    "fp16": dict(min_cosine=0.999, min_argmax_agreement=0.98)}
-
-
 def torch_parity(bundle, dst: Path, method: str, texts: list[str] | None = None) -> dict:
     """The quantized artifact against its torch source (decoders: prompt logits and greedy decode via the KV cache)."""
     if bundle.model is None:
         return {"ok": None, "skipped": "the input bundle holds no torch model to compare with"}
     if bundle.task == "causal-lm":
-        return fidelity.torch_decoder_parity(bundle, dst, **TORCH_TOLERANCES[method])
-    return _encoder_torch_parity(bundle, dst, "onnx", TORCH_TOLERANCES[method], texts)
+        return fidelity.torch_decoder_parity(bundle, dst, **QUANTIZED_VS_TORCH[method]).recorded(f"{dst.name}: ")
+    return _encoder_torch_parity(bundle, dst, "onnx", QUANTIZED_VS_TORCH[method], texts)
 
 
 def quantized_pte(bundle, out_dir: Path, config) -> dict:
@@ -182,10 +176,10 @@ def quantized_pte(bundle, out_dir: Path, config) -> dict:
     with step(f"quantize: torch-side {scheme} for ExecuTorch (.pte)"):
         pte, scheme = export_quantized_pte(bundle, out_dir, config.method, config.block_size)
     texts = texts_for(None, config.parity_samples) if bundle.task != "causal-lm" else None
-    tol = TORCH_TOLERANCES[config.method]
+    tol = QUANTIZED_VS_TORCH[config.method]
     with step("quantize: parity of model.pte against torch"):
         if bundle.task == "causal-lm":
-            figures = fidelity.torch_decoder_parity(bundle, pte.path, fmt="pte", **tol)
+            figures = fidelity.torch_decoder_parity(bundle, pte.path, fmt="pte", **tol).recorded(f"{pte.path.name}: ")
         else:
             figures = _encoder_torch_parity(bundle, pte.path, "pte", tol, texts)
     return {"path": str(pte.path), "scheme": scheme, "size_mb": round(pte.path.stat().st_size / 2**20, 3),
@@ -208,8 +202,7 @@ def _enforce(metrics: dict, config) -> None:
     parity, torch_figures, pte = metrics["parity"], metrics["parity_torch"], metrics.get("pte", {}).get("parity", {})
     if config.on_parity_fail == "warn" or (parity["ok"] and torch_figures["ok"] is not False and pte.get("ok") is not False):
         return
-    missed = [f"{n}={c['value']} (needs {'<=' if n in fidelity.RATIO_CHECKS else '>='} {c['tolerance']})"
-              for n, c in parity["checks"].items() if not c["ok"]]
+    missed = fidelity.failures(parity["checks"])
     if torch_figures["ok"] is False:
         missed.append(f"against torch: {torch_figures['error']}")
     if pte.get("ok") is False:

@@ -6,7 +6,7 @@ Default run: one encoder (per-layer head counts, so structure ops) and one GQA d
 
 import pytest
 
-from edgelm.models.bundle import ModelBundle
+from edgelm.models.loading import load_bundle
 from edgelm.verify.parity import check_artifact
 from tests.techniques.prune.helpers import run, tiny
 from tests.tiny import DECODERS, ENCODERS
@@ -26,7 +26,7 @@ def test_pruned_factorized_model_reloads_and_exports_with_parity(arch, tiny_mode
                  importance="magnitude", calib_samples=2, calib_seq_len=16).bundle
     factorized = run("lowrank", pruned, tmp_path / "l", ratio=0.3, method="svd").bundle
     factorized.save(tmp_path / "saved")
-    reloaded = ModelBundle.load(tmp_path / "saved")
+    reloaded = load_bundle(tmp_path / "saved")
     assert reloaded.extra.get("structure") == factorized.extra.get("structure")
     (tmp_path / "onnx").mkdir()
     result = export_onnx(reloaded, tmp_path / "onnx")

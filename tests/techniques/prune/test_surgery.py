@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from edgelm.models.bundle import ModelBundle
+from edgelm.models.loading import load_bundle
 from edgelm.core.errors import EdgelmError
 from edgelm.models.anatomy import find_layers, weight_out_in
 from edgelm.techniques.prune import coupling
@@ -90,7 +90,7 @@ def test_dropped_layers_reload(arch, tiny_model, tmp_path):
     if isinstance(getattr(cfg, "layer_types", None), list):
         assert len(cfg.layer_types) == 1
     result.bundle.save(tmp_path / "out")
-    reloaded = ModelBundle.load(tmp_path / "out")
+    reloaded = load_bundle(tmp_path / "out")
     torch.testing.assert_close(output(reloaded.model), output(result.bundle.model))
 
 
@@ -122,6 +122,6 @@ def test_head_count_the_config_rejects_is_recorded_as_ops(tiny_model, tmp_path):
     result = run("prune", bundle, tmp_path / "w", heads=0.25, calib_samples=2, calib_seq_len=16)
     assert result.bundle.extra["structure"]
     result.bundle.save(tmp_path / "out")
-    reloaded = ModelBundle.load(tmp_path / "out")
+    reloaded = load_bundle(tmp_path / "out")
     assert reloaded.model.bert.encoder.layer[0].attention.self.query.out_features == 24
     torch.testing.assert_close(output(reloaded.model), output(result.bundle.model))

@@ -44,7 +44,7 @@ def test_encoder_classifier_methods(method, tiny_onnx, tiny_tokenizer, tmp_path)
         assert floats and all(w.dtype == np.float16 for w in floats)
     assert size_mb(dst) < size_mb(src)
     figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
-    assert fidelity.check(figures, method)["label_agreement"]["ok"], figures
+    assert fidelity.check(figures, method).checks["label_agreement"]["ok"], figures
     assert figures["sqnr_db"] > (5 if method == "int4" else 25), figures  # 2 random-init logits: int4 is coarse
 
 
@@ -60,7 +60,7 @@ def test_int4_decoder_quantizes_the_embedding_table(tiny_onnx, tiny_tokenizer, t
     float_tables = [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and tuple(t.dims) in shapes]
     assert not float_tables, f"float embedding / LM head left: {float_tables}"
     figures = fidelity.compare("causal-lm", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
-    checks = fidelity.check(figures, "int4")
+    checks = fidelity.check(figures, "int4").checks
     assert checks["top1_agreement"]["ok"] and checks["perplexity_ratio"]["ok"], figures
 
 
@@ -131,7 +131,7 @@ def test_fused_graph(arch, task, method, fused_onnx, tiny_tokenizer, tmp_path):
     dst = tmp_path / "model.onnx"
     quantize(src, dst, tok, method=method)
     figures = fidelity.compare(task, fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
-    assert all(c["ok"] for c in fidelity.check(figures, method).values()), figures
+    assert fidelity.check(figures, method).ok, figures
 
 
 def test_fused_graph_needs_default_tensor_type(fused_onnx, tmp_path):
@@ -164,7 +164,7 @@ def test_int4_tied_lm_head_shares_one_table(symmetric, algorithm, shared, tied_o
     assert len(packed) == (1 if shared else 2), [t.name for t in packed]
     assert not [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and {vocab, hidden} <= set(t.dims)]
     figures = fidelity.compare("causal-lm", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
-    assert fidelity.check(figures, "int4")["perplexity_ratio"]["ok"] and figures["top1_agreement"] > 0.9, figures
+    assert fidelity.check(figures, "int4").checks["perplexity_ratio"]["ok"] and figures["top1_agreement"] > 0.9, figures
 
 
 def test_int4_fused_tied_lm_head_is_quantized_and_shared(fused_tied_onnx, tiny_tokenizer, tmp_path):
@@ -203,7 +203,7 @@ def test_export_fused_encoder(method, expected, export_fused_onnx, tiny_tokenize
                  and t.dims[1] == 3 * t.dims[0]]
     assert not float_qkv, float_qkv
     figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
-    assert fidelity.check(figures, method)["label_agreement"]["ok"] and figures["sqnr_db"] > 25, figures
+    assert fidelity.check(figures, method).checks["label_agreement"]["ok"] and figures["sqnr_db"] > 25, figures
 
 
 def test_int4_fused_encoder_leaves_no_float_weight_matrix(export_fused_onnx, tiny_tokenizer, tmp_path):
@@ -225,7 +225,7 @@ def test_int4_fused_encoder_leaves_no_float_weight_matrix(export_fused_onnx, tin
                       and not t.name.endswith(("_scale", "_scales"))]
     assert not float_matrices, float_matrices
     figures = fidelity.compare("sequence-classification", fidelity.run_graph(src, tok, TEXTS), fidelity.run_graph(dst, tok, TEXTS))
-    assert fidelity.check(figures, "int4")["label_agreement"]["ok"], figures
+    assert fidelity.check(figures, "int4").checks["label_agreement"]["ok"], figures
 
 
 def test_fused_qkv_weight_built_by_concat_is_stored_int8(export_fused_onnx, tiny_tokenizer, tmp_path):

@@ -1,0 +1,24 @@
+"""File helpers every layer uses: a file's sha256 (manifests record it, loaders and the consumer check it) and
+a lenient JSON read for optional side files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: Path):
+    """The file's JSON, or {} when it is missing, unreadable or not JSON (for files that may be absent)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
