@@ -10,15 +10,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "edgelm"
 LAYERS = ("core", "data", "models", "train", "export", "runtimes", "verify", "measure", "techniques", "stages",
           "pipeline", "deliver")
-# Imports being removed by parallel work, as (importer, imported); empty this set once they land (a stale entry
-# fails test_known_exceptions_are_still_real, so it cannot hide a new import later).
-KNOWN: set[tuple[str, str]] = {
-    ("edgelm.export.checked", "edgelm.techniques.quantize.onnx_quant"),  # export <-> quantize
-    ("edgelm.export.gqa", "edgelm.techniques.quantize.onnx_quant"),
-    ("edgelm.techniques.quantize.sensitivity", "edgelm.techniques.quantize.workflow"),  # sensitivity <-> workflow
-    ("edgelm.pipeline.compress", "edgelm.deliver.app_bundle"),  # compress <-> app_bundle
-    ("edgelm.deliver.app_bundle", "edgelm.pipeline.compress"),
-}
 
 
 def module_name(path: Path) -> str:
@@ -69,10 +60,6 @@ def module_imports() -> dict[str, set[str]]:
         targets = set().union(*(imported(n, name, path.name == "__init__.py") for n in import_nodes(tree)))
         graph[name] = targets - {name}
     return graph
-
-
-def import_graph() -> dict[str, set[str]]:
-    return {name: {t for t in targets if (name, t) not in KNOWN} for name, targets in module_imports().items()}
 
 
 def layer(module: str) -> int | None:
@@ -130,12 +117,12 @@ def circle_in(graph: dict[str, set[str]], group: set[str]) -> list[str]:
 
 
 def test_every_folder_imports_only_from_folders_above_it():
-    bad = layer_violations(import_graph())
+    bad = layer_violations(module_imports())
     assert not bad, "imports against the layer order:\n" + "\n".join(bad)
 
 
 def test_no_import_circles():
-    circles = [" -> ".join(c) for c in cycles(import_graph())]
+    circles = [" -> ".join(c) for c in cycles(module_imports())]
     assert not circles, "import circles:\n" + "\n".join(circles)
 
 
@@ -152,9 +139,3 @@ def test_the_checks_can_fail():
     assert layer_violations(graph) == ["edgelm.core.a (core) imports edgelm.deliver.b (deliver, below it)",
                                        "edgelm.deliver.b (deliver) imports edgelm.cli (top level, below it)"]
     assert cycles(graph) == [["edgelm.core.a", "edgelm.deliver.b", "edgelm.core.a"]]
-
-
-def test_known_exceptions_are_still_real():
-    """A KNOWN entry whose import is gone must leave the set, so it cannot hide a new one later."""
-    real = {(name, t) for name, targets in module_imports().items() for t in targets}
-    assert sorted(KNOWN - real) == []
