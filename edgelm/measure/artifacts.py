@@ -4,12 +4,12 @@ through `edgelm.models.generate` (full-sequence logits for perplexity / ICL, gre
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.records import Manifest
 from edgelm.measure.quality import EvalModel
 
 FORMAT_FOR_RUNTIME = {"ort-cpu": ("onnx", "ort"), "ort-cuda": ("onnx",), "ort-mobile": ("ort", "onnx"),
@@ -26,14 +26,14 @@ def artifact_model(bundle, runtime: str) -> EvalModel:
                           f"artifact (has: {', '.join(bundle.artifacts) or 'none'}); add an export stage before eval")
     artifact = Path(bundle.artifacts[fmt])
     tokenizer = bundle.tokenizer or _tokenizer_beside(artifact)
-    manifest = read_manifest(artifact.parent)
+    manifest = Manifest.read(artifact.parent)
     info = {"artifact": artifact.name, "artifact_format": fmt}
     if bundle.task == "causal-lm":
         return _causal_model(bundle, artifact, runtime, tokenizer, info)
     from edgelm.runtimes.base import open_runner, target_from_bundle
 
     runner = open_runner(runtime, target_from_bundle(bundle, runtime, artifact.parent))
-    names = list(runner.input_names) or [i["name"] for i in manifest.get("inputs", [])]
+    names = list(runner.input_names) or (manifest.input_names() if manifest else [])
 
     def forward(feeds):
         return first_output(runner.run({n: feeds[n] for n in names}))
@@ -47,14 +47,6 @@ def first_output(result) -> np.ndarray:
     if isinstance(result, (list, tuple)):
         return np.asarray(result[0])
     return np.asarray(result)
-
-
-def read_manifest(folder: Path) -> dict:
-    path = Path(folder) / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _tokenizer_beside(artifact: Path):

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.metrics import files_mb
 
 METHODS = ("int8-dynamic", "int8-static", "int4", "fp16")
 WEIGHT_OPS = ("MatMul", "Gemm")
@@ -382,8 +383,8 @@ def model_files(path: Path) -> list[Path]:
 
 
 def size_mb(path: Path) -> float:
-    """Model file(s) size in MiB, as the export stage's `size_mb` (tokenizer files not counted)."""
-    return round(sum(p.stat().st_size for p in model_files(path)) / 2**20, 3)
+    """Model file(s) size in MB (10^6 bytes), as every `size_mb` (tokenizer files not counted)."""
+    return files_mb(model_files(path))
 
 
 def quantized_op_counts(path: Path) -> dict[str, int]:
