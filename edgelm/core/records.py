@@ -40,7 +40,9 @@ class Record(BaseModel):
             return cls.model_validate(json.loads(path.read_text()))
         except OSError as exc:
             raise EdgelmError(f"{path}: cannot read the {cls.WHAT} ({exc.strerror or exc}); {cls.FIX}") from None
-        except (UnicodeDecodeError, ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
+        except ValidationError as exc:
+            raise EdgelmError(f"{path}: invalid {cls.WHAT} ({first_problem(exc)}); {cls.FIX}") from None
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise EdgelmError(f"{path}: invalid {cls.WHAT} ({str(exc).splitlines()[0]}); {cls.FIX}") from None
 
     @classmethod
@@ -72,6 +74,11 @@ class Record(BaseModel):
         tmp.write_text(json.dumps(self.model_dump(), indent=2, default=str))  # default: numpy scalars, paths
         os.replace(tmp, path)
         return path
+
+
+def first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or 'top level'}: {err['msg']}"
 
 
 # --- metrics.json -----------------------------------------------------------------------------------------

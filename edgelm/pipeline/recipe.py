@@ -3,6 +3,9 @@
 A recipe is `model`, `task`, `data`, an ordered `stages:` list of `{kind, ...}`, and optional `export`, `eval`,
 `bench` sections (each validated by the stage of that kind and run after the stages, in that order) and
 `gates`. `--set a.b=c` overrides any key before validation (`stages.0.ratio=0.5` indexes lists).
+
+A gate is a bare target (`max_size_mb: 25`) or names the stage folder it reads (`max_size_mb: {value: 25, stage:
+02-quantize}`); the defaults are in edgelm.pipeline.gates.
 """
 
 from __future__ import annotations
