@@ -397,9 +397,11 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, max_s
     if as_json:
         emit_json(result)
         return
+    from edgelm.core.metrics import with_unit
+
     for key, value in result.items():
-        if key not in ("by_runtime", "samples"):
-            click.echo(f"{key:>24}: {value}")
+        if key not in ("by_runtime", "greedy_samples"):
+            click.echo(f"{key:>24}: {with_unit(key, value)}")
 
 
 # --- compress_command (issue 8) -----------------------------------------------------------------------------
@@ -442,8 +444,10 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
 
 
 def _print_compress(result: dict, err: bool = False) -> None:
-    for key, value in result["headline"].items():
-        click.echo(f"{key:>24}: {value}", err=err)
+    from edgelm.pipeline.compress import headline_lines
+
+    for line in headline_lines(result["headline"]):
+        click.echo(line, err=err)
     click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.deliver.consumer {result['bundle']} \"some text\")", err=err)
     click.echo("report: " + "  ".join(result["report"].values()), err=err)
 

@@ -40,12 +40,14 @@ def run_one(model: str, args: list[str], out: Path) -> dict:
     if proc.returncode != 0:
         return {"model": model, "command": " ".join(cmd[2:]), "exit_code": proc.returncode, "wall_s": wall,
                 "error": proc.stderr.strip().splitlines()[-1:] }
+    from edgelm.core.records import Manifest
+
     report = json.loads(proc.stdout)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = Manifest.load(out).model_dump()
     return {"model": model, "command": "edgelm " + " ".join(cmd[3:]), "exit_code": 0, "wall_s": wall,
             "export_seconds": report["metrics"].get("export_seconds"),
             "optimize_seconds": report["metrics"].get("optimize_seconds"), "size_mb": report["metrics"]["size_mb"],
-            "files_mb": {n: round(e["bytes"] / 2**20, 2) for n, e in manifest["files"].items()},
+            "files_mb": {n: round(e["bytes"] / 1e6, 2) for n, e in manifest["files"].items()},
             "fusions": (manifest.get("optimization") or {}).get("fusions"), "parity": manifest["parity"],
             "executorch": {k: v for k, v in (manifest.get("executorch") or {}).items() if k.startswith("num_")} or None}
 

@@ -132,7 +132,9 @@ def minilm(args) -> dict:
     cli("quantize", args.teacher, "-o", t_int8, "--method", "int8-dynamic")
     cli("quantize", distilled, "-o", s_int8, "--method", "int8-dynamic")
     cli("bench", t_int8, s_int8, "--runtime", "ort-cpu", "--data", sst2 / "dev.tsv", "--json", work / "bench.json")
-    metrics = json.loads((distilled / "metrics.json").read_text())
+    from edgelm.core.records import StageMetrics
+
+    metrics = StageMetrics.load(distilled).model_dump()
     return {"experiment": "minilm sst2 prune + distill", "teacher": args.teacher, "prune": {"heads": args.heads, "ffn": args.ffn},
             "distill_metrics": metrics, "bench_json": str(work / "bench.json"),
             "bench": json.loads((work / "bench.json").read_text())}

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.records import Manifest, RunRecord
 from edgelm.runtimes.formats import FORMATS, shipped_formats, with_sidecars
 
 BUNDLE_DIR = "bundle"
@@ -28,14 +29,10 @@ def safe_name(name: str) -> str:
     return name
 
 
-def shipped_stage(run_dir: Path) -> tuple[Path, dict]:
+def shipped_stage(run_dir: Path, run: RunRecord) -> tuple[Path, dict]:
     """(folder of the last stage holding an exported artifact, its edgelm.json) from run.json."""
-    try:
-        stages = json.loads((run_dir / "run.json").read_text())["stages"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise EdgelmError(f"{run_dir}/run.json: cannot read the run ({exc}); run edgelm compress or edgelm run first") from None
-    for stage in reversed(stages):
-        folder = run_dir / stage["name"]
+    for stage in reversed(run.stages):
+        folder = run_dir / stage.name
         try:
             meta = json.loads((folder / "edgelm.json").read_text())
         except (OSError, ValueError):
@@ -67,22 +64,22 @@ def find_tokenizer(folder: Path, meta: dict, stage_folder: Path) -> Path:
     raise EdgelmError(f"{folder}: no {TOKENIZER_FILE} next to the model; the app bundle needs a fast tokenizer")
 
 
-def bundle_manifest(folder: Path, meta: dict, run: dict, bundle_dir: Path, model_names: list[str]) -> dict:
+def bundle_manifest(folder: Path, meta: dict, run: RunRecord, bundle_dir: Path, model_names: list[str]) -> Manifest:
     """The export manifest re-described for the bundle: its files hashed as shipped, plus the run's figures."""
     from edgelm.pipeline.compress import headline
-    from edgelm.export.manifest import Manifest, file_entries
+    from edgelm.export.manifest import file_entries
 
-    manifest = Manifest.load(folder).model_dump(mode="json")
-    names = sorted(p.name for p in bundle_dir.iterdir() if p.is_file() and p.name != "manifest.json")
-    manifest["files"] = {n: e.model_dump() for n, e in file_entries(bundle_dir, names).items()}
+    manifest = Manifest.load(folder)
+    names = sorted(p.name for p in bundle_dir.iterdir() if p.is_file() and p.name != Manifest.FILE)
+    manifest.files = file_entries(bundle_dir, names)
     primary = model_names[0]
-    manifest["bundle"] = {
+    manifest.bundle = {
         "model": primary, "format": primary.rsplit(".", 1)[-1], "tokenizer": TOKENIZER_FILE,
         "labels": "labels.txt" if (bundle_dir / "labels.txt").is_file() else None,
         "executorch_model": next((n for n in model_names if n.endswith(".pte")), None),
-        "made_by": {"stage": folder.name, "recipe": run.get("recipe"), "history": [h["kind"] for h in meta.get("history", [])]},
+        "made_by": {"stage": folder.name, "recipe": run.recipe, "history": [h["kind"] for h in meta.get("history", [])]},
     }
-    manifest["metrics"] = {**manifest.get("metrics", {}), **headline(run)}
+    manifest.metrics = {**manifest.metrics, **headline(run)}
     return manifest
 
 
@@ -93,23 +90,22 @@ def write_bundle(run_dir: str | Path, bundle_dir: str | Path | None = None) -> P
 
     run_dir = Path(run_dir)
     final = Path(bundle_dir) if bundle_dir else run_dir / BUNDLE_DIR
-    stage_folder, meta = shipped_stage(run_dir)
+    run = RunRecord.load(run_dir)
+    stage_folder, meta = shipped_stage(run_dir, run)
     models = model_files(stage_folder, meta)
     folder = models[0].parent  # the export / quantize folder: manifest.json and tokenizer live beside the model
-    run = json.loads((run_dir / "run.json").read_text())
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for src in models:
         shutil.copyfile(src, tmp / safe_name(src.name))
     shutil.copyfile(find_tokenizer(folder, meta, stage_folder), tmp / TOKENIZER_FILE)
-    labels = json.loads((folder / "manifest.json").read_text()).get("postprocessing", {}).get("labels")
+    labels = Manifest.load(folder).postprocessing.get("labels")
     if labels:
         (tmp / "labels.txt").write_text("\n".join(str(x) for x in labels) + "\n")
     manifest = bundle_manifest(folder, meta, run, tmp, [m.name for m in models])
-    for name, text in render_all(manifest).items():
+    for name, text in render_all(manifest.model_dump(mode="json")).items():
         (tmp / safe_name(name)).write_text(text)
-    manifest = bundle_manifest(folder, meta, run, tmp, [m.name for m in models])  # hashes cover README/snippets
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    bundle_manifest(folder, meta, run, tmp, [m.name for m in models]).save(tmp)  # hashes cover README/snippets
     publish(tmp, final)
     return final

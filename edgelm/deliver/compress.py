@@ -5,10 +5,10 @@ bundle `OUT/bundle/` from the run — also when a gate fails, so the miss can be
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgelm.core.errors import GateFailed
+from edgelm.core.records import RunRecord
 
 
 def compress(model: str | None, out: Path, **kwargs) -> dict:
@@ -22,14 +22,15 @@ def compress(model: str | None, out: Path, **kwargs) -> dict:
     out = Path(out)
     failed = None
     try:
-        run = run_recipe(recipe, out, on_written=render_run)
+        run_recipe(recipe, out, on_written=render_run)
     except GateFailed as exc:  # the bundle is still written, so the miss can be inspected; the exit code says 3
-        failed, run = exc, json.loads((out / "run.json").read_text())
+        failed = exc
+    run = RunRecord.load(out)
     bundle = write_bundle(out)
     result = {"out": str(out), "recipe": recipe.name, "bundle": str(bundle),
               "report": {kind: str(out / f"report.{kind}") for kind in ("html", "md", "json")
                          if (out / f"report.{kind}").is_file()} or {"json": str(out / "run.json")},
-              "headline": headline(run), "gates": run.get("gates", [])}
+              "headline": headline(run), "gates": [g.model_dump() for g in run.gates]}
     if failed is not None:
         failed.result = result
         raise failed

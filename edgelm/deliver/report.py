@@ -9,15 +9,16 @@ import re
 from pathlib import Path
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.metrics import metric, with_unit
+from edgelm.core.records import RunRecord
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:nth-child(-n+2),th:nth-child(-n+2),td.l{text-align:left}.skip{color:#a60}.err{color:#b00}.ok{color:#080}
 .muted{color:#666;font-size:12px}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}svg{max-width:100%;height:auto}"""
-LATENCY_COLS = [("artifact", "artifact"), ("runtime", "runtime"), ("threads", "threads"), ("p50_ms", "p50 ms"),
-                ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"), ("std_ms", "std ms"), ("n", "n"),
-                ("import_ms", "import ms"), ("load_ms", "load ms"), ("first_ms", "first ms"), ("peak_rss_mb", "peak RSS MB"), ("size_mb", "size MB")]
-DECODER_COLS = [("ttft_ms", "TTFT ms"), ("prefill_tok_s", "prefill tok/s"), ("decode_tok_s", "decode tok/s")]
+LATENCY_COLS = ["artifact", "runtime", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "n", "import_ms",
+                "load_ms", "first_ms", "peak_rss_mb", "size_mb"]
+DECODER_COLS = ["ttft_ms", "prefill_tok_s", "decode_tok_s"]
 
 
 # --- tables as (header, rows) so Markdown and HTML share them ---------------------------------------------
@@ -33,8 +34,14 @@ def latency_table(bench: dict, case: str) -> tuple[list[str], list[list[str]]]:
     rows = [r for r in bench["rows"] if r.get("case") == case and "p50_ms" in r]
     cols = LATENCY_COLS + (DECODER_COLS if any("ttft_ms" in r for r in rows) else [])
     if any(r.get("accuracy") is not None for r in rows):
-        cols = cols + [("accuracy", "accuracy")]
-    return [c[1] for c in cols], [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
+        cols = cols + ["accuracy"]
+    return [title(c) for c in cols], [[_fmt(r.get(k)) for k in cols] for r in rows]
+
+
+def title(key: str) -> str:
+    """Column header of a metric: its short label and unit from the vocabulary (`p50 ms`, `size MB`)."""
+    entry = metric(key)
+    return entry.title() if entry else key
 
 
 def problem_table(bench: dict) -> tuple[list[str], list[list[str]]]:
@@ -119,7 +126,8 @@ def run_markdown(run: dict, benches: dict[str, dict] | None = None) -> str:
 def stage_table(run: dict):
     rows = []
     for st in run["stages"]:
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in st["metrics"].items() if isinstance(v, (int, float, str)))[:200]
+        shown = ", ".join(f"{k}={with_unit(k, v, _fmt)}" for k, v in st["metrics"].items()
+                          if isinstance(v, (int, float, str)))[:200]
         speed = st["metrics"].get("speedup")
         if isinstance(speed, dict) and speed:
             shown += (", " if shown else "") + "speedup " + ", ".join(f"{k} {v:.2f}×" for k, v in speed.items())
@@ -128,8 +136,16 @@ def stage_table(run: dict):
 
 
 def gate_table(run: dict):
-    return ["gate", "target", "measured", "ok"], [[g["gate"], str(g["target"]), _fmt(g["measured"]), "✅" if g["ok"] else "❌"]
-                                                  for g in run.get("gates", [])]
+    """One row per gate: what it read (metric of which stage), its target and the measured figure with its unit."""
+    rows = [[g["gate"], f"{g.get('metric') or '?'} of {g.get('source') or 'no stage'}", str(g["target"]),
+             _gate_measured(g), "✅" if g["ok"] else "❌"] for g in run.get("gates", [])]
+    return ["gate", "reads", "target", "measured", "ok"], rows
+
+
+def _gate_measured(gate: dict) -> str:
+    if gate["measured"] is None:
+        return "not measured" + (f": {gate['note']}" if gate.get("note") else "")
+    return with_unit(gate.get("metric") or "", gate["measured"], _fmt)
 
 
 def sensitivity_tables(run: dict):
@@ -228,9 +244,7 @@ def _read(path: Path, what: str) -> dict:
 def render_run(run_dir: str | Path) -> list[Path]:
     """report.md + report.html of a run folder (with the bench.json of any bench stage folded in)."""
     run_dir = Path(run_dir)
-    run = _read(run_dir / "run.json", "run folder")
-    if not isinstance(run.get("stages"), list) or not all(isinstance(st, dict) and "name" in st for st in run["stages"]):
-        raise EdgelmError(f"{run_dir / 'run.json'}: damaged run.json (no list of stages); re-run the recipe to rewrite it")
+    run = RunRecord.load(run_dir).model_dump()
     benches = {st["name"]: _read(run_dir / st["name"] / "bench.json", "bench")
                for st in run["stages"] if (run_dir / st["name"] / "bench.json").is_file()}
     md, page_path = run_dir / "report.md", run_dir / "report.html"
@@ -242,7 +256,7 @@ def render_run(run_dir: str | Path) -> list[Path]:
 def render_path(path: str | Path) -> list[Path]:
     """`edgelm report PATH`: a run folder, a bench.json file, or a folder holding bench.json."""
     path = Path(path)
-    if path.is_dir() and (path / "run.json").is_file():
+    if path.is_dir() and (path / RunRecord.FILE).is_file():
         return render_run(path)
     bench_file = path if path.is_file() else path / "bench.json"
     if bench_file.is_file():

@@ -5,86 +5,15 @@ Written by the export stage, rewritten by the quantize stage (`refresh_file_hash
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from edgelm.core.errors import EdgelmError
 from edgelm.core.io import sha256_file
+from edgelm.core.metrics import files_mb
+from edgelm.export.onnx_io import model_files
+from edgelm.core.records import MANIFEST_SCHEMA, FileEntry, KVCache, Manifest, TensorSpec  # noqa: F401 (re-exported)
 
-MANIFEST_FILE = "manifest.json"
-MANIFEST_SCHEMA = 1
-
-
-class TensorSpec(BaseModel):
-    name: str
-    dtype: str  # numpy-style name: float32, int64, float16, ...
-    shape: list[int | str]  # symbolic dims by name ("batch", "sequence", "past_sequence", "total_sequence")
-
-
-class KVCache(BaseModel):
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    dtype: str = "float32"
-    past_key: str = "past_key_values.{i}.key"
-    past_value: str = "past_key_values.{i}.value"
-    present_key: str = "present.{i}.key"
-    present_value: str = "present.{i}.value"
-
-    def past_names(self, i: int) -> tuple[str, str]:
-        return self.past_key.format(i=i), self.past_value.format(i=i)
-
-    def present_names(self, i: int) -> tuple[str, str]:
-        return self.present_key.format(i=i), self.present_value.format(i=i)
-
-
-class FileEntry(BaseModel):
-    sha256: str
-    bytes: int
-
-
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    schema_version: int = MANIFEST_SCHEMA
-    task: str
-    source: str
-    files: dict[str, FileEntry] = Field(default_factory=dict)
-    inputs: list[TensorSpec] = Field(default_factory=list)
-    outputs: list[TensorSpec] = Field(default_factory=list)
-    kv_cache: KVCache | None = None
-    preprocessing: dict[str, Any] = Field(default_factory=dict)
-    postprocessing: dict[str, Any] = Field(default_factory=dict)
-    parity: dict[str, dict[str, Any]] = Field(default_factory=dict)  # format -> figures
-    optimization: dict[str, Any] | None = None  # {"fusions": {name: count}, ...}
-    quantization: dict[str, Any] | None = None  # filled by the quantize stage
-    executorch: dict[str, Any] | None = None  # delegated / non-delegated ops of model.pte
-    ort_mobile: dict[str, Any] | None = None  # required-operators config of model.ort
-    metrics: dict[str, Any] = Field(default_factory=dict)
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike) -> "Manifest":
-        path = Path(folder) / MANIFEST_FILE
-        try:
-            return cls.model_validate(json.loads(path.read_text()))
-        except OSError as exc:
-            raise EdgelmError(f"{path}: cannot read the export manifest ({exc.strerror}); re-run edgelm export") from None
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise EdgelmError(f"{path}: invalid export manifest ({str(exc).splitlines()[0]}); re-run edgelm export") from None
-
-    def save(self, folder: str | os.PathLike) -> Path:
-        path = Path(folder) / MANIFEST_FILE
-        tmp = path.with_name(f".{MANIFEST_FILE}.tmp")
-        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2))
-        os.replace(tmp, path)
-        return path
-
-    def input_names(self) -> list[str]:
-        return [t.name for t in self.inputs]
+MANIFEST_FILE = Manifest.FILE
 
 
 def file_entries(folder: Path, names: list[str]) -> dict[str, FileEntry]:
@@ -94,12 +23,19 @@ def file_entries(folder: Path, names: list[str]) -> dict[str, FileEntry]:
 
 
 ARTIFACT_SUFFIXES = (".onnx", ".onnx.data", ".ort", ".pte")
+SHIPPED_FIRST = ("ort", "onnx", "pte")  # the format an app loads when a folder holds several (as the app bundle)
 
 
-def artifact_size_mb(folder: Path, manifest: Manifest) -> float:
-    """Total size of the model artifacts (not tokenizer / config files) in MiB."""
-    total = sum(e.bytes for n, e in manifest.files.items() if n.endswith(ARTIFACT_SUFFIXES))
-    return round(total / 2**20, 3)
+def artifact_sizes(artifacts: dict[str, str | os.PathLike]) -> dict:
+    """`size_mb` (MB of the files the shipped artifact needs: .ort, else .onnx + external data, else .pte) and
+    `size_mb_by_format`, from {format: path}."""
+    by_format = {fmt: files_mb(model_files(artifacts[fmt])) for fmt in SHIPPED_FIRST if fmt in artifacts}
+    return {"size_mb": next(iter(by_format.values()), None), "size_mb_by_format": by_format}
+
+
+def folder_artifacts(folder: Path, names) -> dict[str, Path]:
+    """{format: path} of the model files among `names` in `folder`."""
+    return {fmt: Path(folder) / n for n in sorted(names) for fmt in SHIPPED_FIRST if n.endswith(f".{fmt}")}
 
 
 def refresh_file_hashes(folder: str | os.PathLike, names: list[str] | None = None) -> Manifest:
@@ -110,6 +46,6 @@ def refresh_file_hashes(folder: str | os.PathLike, names: list[str] | None = Non
         names = list(manifest.files) + [p.name for p in folder.iterdir() if p.name.endswith(ARTIFACT_SUFFIXES)]
     entries = file_entries(folder, [n for n in names if (folder / n).is_file()])
     manifest.files = entries
-    manifest.metrics["size_mb"] = artifact_size_mb(folder, manifest)
+    manifest.metrics.update(artifact_sizes(folder_artifacts(folder, entries)))
     manifest.save(folder)
     return manifest

@@ -3,9 +3,10 @@ strip the exporter's per-node metadata. Shared by the graph rewrites here and th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import onnx
+from edgelm.core.metrics import files_mb
 
 TWO_GB = 2**31 - 2**26  # stay clear of protobuf's 2 GiB limit
 
@@ -17,6 +18,8 @@ def is_large(path: Path) -> bool:
 def strip_node_metadata(path: Path) -> None:
     """The exporter's per-node metadata (stack traces, module scopes: ~3.5 MB on SmolLM2) helps debugging the
     float graph, not an app: the quantized artifact ships without it. External weights stay where they are."""
+    import onnx
+
     model = onnx.load(str(path), load_external_data=False)
     for node in model.graph.node:
         del node.metadata_props[:]
@@ -24,8 +27,10 @@ def strip_node_metadata(path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
-def save_model(model: onnx.ModelProto, dst: Path, external: bool = False) -> list[Path]:
+def save_model(model, dst: Path, external: bool = False) -> list[Path]:
     """Save as one file, or with one `<name>.data` sidecar when asked or when the weights pass the protobuf limit."""
+    import onnx
+
     dst = Path(dst)
     data = dst.with_name(dst.name + ".data")
     for stale in (dst, data):  # also: onnx appends to an existing data file
@@ -38,11 +43,12 @@ def save_model(model: onnx.ModelProto, dst: Path, external: bool = False) -> lis
     return [dst]
 
 
-def model_files(path: Path) -> list[Path]:
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """An artifact file and its external-data file when it has one."""
     path = Path(path)
     return [p for p in (path, path.with_name(path.name + ".data")) if p.is_file()]
 
 
 def size_mb(path: Path) -> float:
-    """Model file(s) size in MiB, as the export stage's `size_mb` (tokenizer files not counted)."""
-    return round(sum(p.stat().st_size for p in model_files(path)) / 2**20, 3)
+    """Model file(s) size in MB (10^6 bytes), as every `size_mb` (tokenizer files not counted)."""
+    return files_mb(model_files(path))

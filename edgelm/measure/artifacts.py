@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelm.core.errors import EdgelmError
-from edgelm.core.io import read_json
+from edgelm.core.records import Manifest
 from edgelm.measure.quality import EvalModel
 from edgelm.runtimes.base import RUNTIMES
 from edgelm.runtimes.formats import FORMATS
@@ -31,14 +31,14 @@ def artifact_model(bundle, runtime: str) -> EvalModel:
                           f"artifact (has: {', '.join(bundle.artifacts) or 'none'}); add an export stage before eval")
     artifact = Path(bundle.artifacts[fmt])
     tokenizer = bundle.tokenizer or _tokenizer_beside(artifact)
-    manifest = read_json(artifact.parent / "manifest.json")
+    manifest = Manifest.read(artifact.parent)
     info = {"artifact": artifact.name, "artifact_format": fmt}
     if bundle.task == "causal-lm":
         return _causal_model(bundle, artifact, runtime, tokenizer, info)
     from edgelm.runtimes.base import open_runner, target_from_bundle
 
     runner = open_runner(runtime, target_from_bundle(bundle, runtime, artifact.parent))
-    names = list(runner.input_names) or [i["name"] for i in manifest.get("inputs", [])]
+    names = list(runner.input_names) or (manifest.input_names() if manifest else [])
 
     def forward(feeds):
         return first_output(runner.run({n: feeds[n] for n in names}))

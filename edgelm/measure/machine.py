@@ -58,16 +58,16 @@ def library_versions() -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process. Linux: VmHWM, which belongs to the exec'd image (getrusage's
+    """Peak resident memory of this process in MB (10^6 bytes). Linux: VmHWM, which belongs to the exec'd image (getrusage's
     ru_maxrss would carry the forking parent's peak into a fresh worker). Elsewhere ru_maxrss."""
     try:
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
+                return round(int(line.split()[1]) * 1024 / 1e6, 1)  # VmHWM is in KiB
     except OSError:
         pass
     import resource
     import sys
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    return round(peak * (1 if sys.platform == "darwin" else 1024) / 1e6, 1)  # bytes on macOS, KiB elsewhere

@@ -79,7 +79,7 @@ def tradeoff(rows: list[dict], title: str) -> str | None:
     front = pareto_front(points, maximize_y=with_acc)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="black", lw=1, label="Pareto front")
     ax.set_xlabel("p50 latency (ms)")
-    ax.set_ylabel("accuracy" + (" (marker area = size)" if with_acc else "") if with_acc else "size on disk (MB)")
+    ax.set_ylabel("accuracy (pt)" + (" (marker area = size)" if with_acc else "") if with_acc else "size on disk (MB)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, markerscale=0.6)

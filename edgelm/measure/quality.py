@@ -237,4 +237,4 @@ def generation_parity(candidate: EvalModel, reference: EvalModel, prompts: Seque
                         "reference": reference.tokenizer.decode(want)})
     return {"greedy_token_match": round(same / max(total, 1), 4), "greedy_exact": round(exact / max(len(prompts), 1), 4),
             "greedy_prefix_mean": round(float(np.mean(prefixes)), 3) if prefixes else 0.0,
-            "max_new_tokens": max_new_tokens, "samples": samples[:3]}
+            "max_new_tokens": max_new_tokens, "greedy_samples": samples[:3]}

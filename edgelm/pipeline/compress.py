@@ -15,6 +15,9 @@ from pathlib import Path
 import yaml
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.metrics import with_unit
+from edgelm.core.records import RunRecord
+from edgelm.pipeline.gates import shipped_stage
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TARGETS = ("mobile", "cpu", "cuda")
@@ -102,18 +105,28 @@ def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_d
     return parse_recipe(raw, f"compress recipe {raw.get('name', '')}".strip())
 
 
-def headline(run: dict) -> dict:
-    """The figures a user reads first: size, accuracy / fidelity / perplexity, speed (latest stage that has them)."""
-    keys = ("params", "reference_params", "size_mb", "size_mb_float", "compression", "accuracy", "reference_accuracy", "accuracy_drop_pt", "fidelity_cosine_mean", "perplexity",
-            "reference_perplexity", "icl_accuracy", "reference_icl_accuracy", "greedy_token_match", "speedup", "p50_ms")
+HEADLINE_KEYS = ("params", "reference_params", "size_mb_float", "compression", "accuracy", "reference_accuracy",
+                 "accuracy_drop_pt", "fidelity_cosine_mean", "perplexity", "reference_perplexity", "icl_accuracy",
+                 "reference_icl_accuracy", "greedy_token_match", "speedup", "p50_ms")
+
+
+def headline(run: RunRecord) -> dict:
+    """The figures a user reads first: the shipped artifact's size, then accuracy / fidelity / perplexity and speed
+    (the latest stage that has them)."""
     found = {}
-    for stage in run.get("stages", []):
-        for key in keys:
-            if stage["metrics"].get(key) is not None:
-                found[key] = stage["metrics"][key]
+    for stage in run.stages:
+        found.update({key: stage.metrics[key] for key in HEADLINE_KEYS if stage.metrics.get(key) is not None})
+    shipped = shipped_stage(run.stages)
+    if shipped is not None and shipped.metrics.get("size_mb") is not None:
+        found = {"size_mb": shipped.metrics["size_mb"], **found}
     # fp32 ONNX of the (fine-tuned) model before any compression = the float side of the first quantize stage
-    fp32 = next((s["metrics"].get("size_mb_float") for s in run.get("stages", []) if s["kind"] == "quantize"), None)
+    fp32 = next((s.metrics.get("size_mb_float") for s in run.stages if s.kind == "quantize"), None)
     if fp32 and found.get("size_mb"):
         found["size_mb_fp32"] = fp32
         found["smaller_than_fp32"] = round(fp32 / found["size_mb"], 3)
     return found
+
+
+def headline_lines(found: dict) -> list[str]:
+    """The headline as text, each figure with its unit."""
+    return [f"{key:>24}: {with_unit(key, value)}" for key, value in found.items()]

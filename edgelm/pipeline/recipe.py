@@ -3,6 +3,9 @@
 A recipe is `model`, `task`, `data`, an ordered `stages:` list of `{kind, ...}`, and optional `export`, `eval`,
 `bench` sections (each validated by the stage of that kind and run after the stages, in that order) and
 `gates`. `--set a.b=c` overrides any key before validation (`stages.0.ratio=0.5` indexes lists).
+
+A gate is a bare target (`max_size_mb: 25`) or names the stage folder it reads (`max_size_mb: {value: 25, stage:
+02-quantize}`); the defaults are in edgelm.pipeline.gates.
 """
 
 from __future__ import annotations
@@ -16,28 +19,59 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgelm.data.readers import MAX_SEED, DataConfig
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import StageConfig, get_stage
+from edgelm.pipeline.run import stage_names
 
 SECTION_KINDS = ("export", "eval", "bench")  # recipe sections that are stages run after `stages:`
 MAX_RECIPE_BYTES = 1 << 20
 
 
-class MinSpeedupGate(BaseModel):
+STAGE_FOLDER = r"^\d\d-[a-z][a-z0-9-]*$"
+
+
+class Gate(BaseModel):
+    """A target and the stage folder its figure is read from (a bare number sets only the target)."""
+
     model_config = ConfigDict(extra="forbid")
+    value: float
+    stage: str | None = Field(None, pattern=STAGE_FOLDER, description="stage folder (NN-kind) to read the figure from")
+
+
+class MaxSizeGate(Gate):
+    value: float = Field(gt=0, description="largest allowed size_mb (MB = 10^6 bytes) of the shipped artifact")
+    stage: str | None = Field(None, pattern=STAGE_FOLDER, description="stage folder to read size_mb from "
+                              "(default: the last export or quantize stage, the artifact the run ships)")
+
+
+class MaxAccuracyDropGate(Gate):
+    value: float = Field(ge=0, description="largest allowed accuracy_drop_pt, in percentage points")
+    stage: str | None = Field(None, pattern=STAGE_FOLDER, description="stage folder to read accuracy_drop_pt from "
+                              "(default: the last eval stage)")
+
+
+class MinSpeedupGate(Gate):
     value: float = Field(gt=0, description="required speedup factor (baseline time / artifact time)")
-    baseline: str = Field("source", description="what to compare against: 'source' (the input model) or a stage folder")
+    baseline: str | None = Field(None, description="the baseline the bench must have compared against ('source', a "
+                                 "stage folder); default: whatever the bench stage's baseline is")
     runtime: str = Field("ort-cpu", description="runtime the speedup is measured on")
+    stage: str | None = Field(None, pattern=STAGE_FOLDER, description="stage folder to read speedup from "
+                              "(default: the last bench stage)")
 
 
 class Gates(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_accuracy_drop: float | None = Field(None, ge=0, description="largest allowed accuracy drop, in points")
-    min_speedup: MinSpeedupGate | None = Field(None, description="speed gate against a named baseline")
-    max_size_mb: float | None = Field(None, gt=0, description="largest allowed artifact size in MB")
+    max_accuracy_drop: MaxAccuracyDropGate | None = Field(None, description="largest allowed accuracy drop, in points")
+    min_speedup: MinSpeedupGate | None = Field(None, description="speed gate against the bench baseline")
+    max_size_mb: MaxSizeGate | None = Field(None, description="largest allowed size of the shipped artifact in MB")
 
-    @field_validator("min_speedup", mode="before")
+    @field_validator("max_accuracy_drop", "min_speedup", "max_size_mb", mode="before")
     @classmethod
     def _bare_number(cls, value):
         return {"value": value} if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    def named_stages(self) -> dict[str, str]:
+        """{gate: stage folder} for the gates that name one."""
+        gates = {"max_accuracy_drop": self.max_accuracy_drop, "min_speedup": self.min_speedup, "max_size_mb": self.max_size_mb}
+        return {name: g.stage for name, g in gates.items() if g is not None and g.stage is not None}
 
 
 class Recipe(BaseModel):
@@ -142,10 +176,18 @@ def parse_recipe(raw: dict, where: str = "recipe") -> Recipe:
     except ValidationError as exc:
         raise EdgelmError(f"{where}: {describe_validation_error(exc)}") from None
     try:
-        recipe.steps()  # validates every stage config now, not halfway through a run
+        steps = recipe.steps()  # validates every stage config now, not halfway through a run
     except EdgelmError as exc:
         raise EdgelmError(f"{where}: {exc}") from None
+    check_gate_stages(recipe.gates, stage_names(steps), where)
     return recipe
+
+
+def check_gate_stages(gates: Gates | None, names: list[str], where: str) -> None:
+    for gate, stage in (gates.named_stages() if gates else {}).items():  # a typo fails now, not after the run
+        if stage not in names:
+            raise EdgelmError(f"{where}: gates.{gate}.stage: {stage} is not a stage of this recipe "
+                              f"(stages: {', '.join(names) or 'none'})")
 
 
 def apply_overrides(raw: dict, overrides) -> dict:

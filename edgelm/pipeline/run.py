@@ -17,26 +17,15 @@ import random
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgelm.models.bundle import ModelBundle
 from edgelm.models.loading import load_bundle
 from edgelm.core.errors import EdgelmError, StageFailed
+from edgelm.core.records import GateRow, RunRecord, StageMetrics, StageRecord
 from edgelm.core.stage import StageConfig, StageContext, get_stage
 from edgelm.core.ui import info
-
-RUN_SCHEMA = 1
-
-
-@dataclass
-class StepRecord:
-    name: str
-    kind: str
-    hash: str
-    status: str  # "ran" | "resumed"
-    seconds: float
-    metrics: dict = field(default_factory=dict)
 
 
 # --- locking and atomic publish ---------------------------------------------------------------------------
@@ -86,12 +75,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 # --- hashing ----------------------------------------------------------------------------------------------
 def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -134,10 +117,15 @@ class RunSpec:
     trust_remote_code: bool = False
 
 
-def run_steps(spec: RunSpec, out: Path) -> list[StepRecord]:
+def stage_names(steps: list[tuple[str, StageConfig]]) -> list[str]:
+    """The stage folders of a run: NN-kind, numbered from 01."""
+    return [f"{i + 1:02d}-{kind}" for i, (kind, _) in enumerate(steps)]
+
+
+def run_steps(spec: RunSpec, out: Path) -> list[StageRecord]:
     """Run or resume every step into OUT/NN-kind/. Caller holds the lock."""
     out.mkdir(parents=True, exist_ok=True)
-    names = [f"{i + 1:02d}-{kind}" for i, (kind, _) in enumerate(spec.steps)]
+    names = stage_names(spec.steps)
     hashes, prev = [], fingerprint(spec.input_key)
     for (kind, config), name in zip(spec.steps, names):
         prev = fingerprint([prev, kind, config.model_dump(mode="json")])
@@ -146,9 +134,10 @@ def run_steps(spec: RunSpec, out: Path) -> list[StepRecord]:
     done = _finished_prefix(out, names, hashes)
     records, previous = [], {}
     for i in range(done):
-        metrics = json.loads((out / names[i] / "metrics.json").read_text())
-        previous[names[i]] = metrics.get("metrics", {})
-        records.append(StepRecord(names[i], spec.steps[i][0], hashes[i], "resumed", metrics.get("seconds", 0.0), previous[names[i]]))
+        stage = StageMetrics.load(out / names[i])
+        previous[names[i]] = stage.metrics
+        records.append(StageRecord(name=names[i], kind=spec.steps[i][0], hash=hashes[i], status="resumed",
+                                   seconds=stage.seconds, metrics=stage.metrics))
         info(f"[dim]✓ {names[i]} (finished earlier, resumed)[/dim]")
     _remove_stale(out, names, done)
     initial_cache: dict = {}
@@ -195,12 +184,12 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
     if out_bundle is bundle:
         raise StageFailed(final.name, RuntimeError("stage returned its input bundle; it must derive a new one"))
     out_bundle.record(kind, config.model_dump(mode="json"))
-    metrics = {"kind": kind, "hash": step_hash, "config": config.model_dump(mode="json"), "metrics": result.metrics,
-               "files": [os.path.relpath(f, ctx.workdir) for f in result.files], "seconds": seconds,
-               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record = StageMetrics(kind=kind, hash=step_hash, config=config.model_dump(mode="json"), metrics=result.metrics,
+                          files=[os.path.relpath(f, ctx.workdir) for f in result.files], seconds=seconds,
+                          finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     try:
         out_bundle.save(ctx.workdir)
-        write_json(ctx.workdir / "metrics.json", metrics)
+        record.save(ctx.workdir)
         publish(ctx.workdir, final)
     except OSError as exc:  # disk full, permissions: the user can fix it; nothing half-written stays visible
         shutil.rmtree(ctx.workdir, ignore_errors=True)
@@ -208,7 +197,8 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
                           "pick another -o, then re-run (finished stages are kept)") from None
     out_bundle = _rebase(out_bundle, ctx.workdir, final)
     info(f"[green]✓ {final.name}[/green] ({seconds:.1f} s)")
-    return StepRecord(final.name, kind, step_hash, "ran", seconds, result.metrics), out_bundle
+    return StageRecord(name=final.name, kind=kind, hash=step_hash, status="ran", seconds=seconds,
+                       metrics=result.metrics), out_bundle
 
 
 def _rebase(bundle: ModelBundle, old: Path, new: Path) -> ModelBundle:
@@ -236,11 +226,8 @@ def _clean_temp_folders(out: Path) -> None:
 
 def _finished_prefix(out: Path, names: list[str], hashes: list[str]) -> int:
     for i, (name, step_hash) in enumerate(zip(names, hashes)):
-        try:
-            metrics = json.loads((out / name / "metrics.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return i
-        if metrics.get("hash") != step_hash:
+        stage = StageMetrics.read(out / name)
+        if stage is None or stage.hash != step_hash:
             return i
     return len(names)
 
@@ -267,15 +254,9 @@ def environment() -> dict:
             "cpu_count": os.cpu_count(), "versions": versions}
 
 
-def write_run_json(out: Path, records: list[StepRecord], *, seed: int, input_key: dict, extra: dict | None = None) -> dict:
-    run = {
-        "schema_version": RUN_SCHEMA,
-        "seed": seed,
-        "input": input_key,
-        "environment": environment(),
-        "stages": [r.__dict__ for r in records],
-        "total_seconds": round(sum(r.seconds for r in records), 3),
-        **(extra or {}),
-    }
-    write_json(out / "run.json", run)
+def write_run_json(out: Path, records: list[StageRecord], *, seed: int, input_key: dict, recipe: str | None = None,
+                   gates: list[GateRow] = ()) -> RunRecord:
+    run = RunRecord(seed=seed, input=input_key, environment=environment(), stages=records,
+                    total_seconds=round(sum(r.seconds for r in records), 3), recipe=recipe, gates=list(gates))
+    run.save(out)
     return run

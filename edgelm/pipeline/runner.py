@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Callable
 
 from edgelm.data.readers import DataConfig, check_data_source
 from edgelm.core.errors import EdgelmError
+from edgelm.core.records import StageMetrics
 from edgelm.pipeline.gates import check_gates, evaluate_gates
 from edgelm.models.loading import load_model
 from edgelm.pipeline.run import (RunSpec, fingerprint, locked, path_fingerprint, run_one, run_steps, seed_everything,
@@ -49,13 +49,12 @@ def run_recipe(recipe: Recipe, out: Path, on_written: Callable[[Path], object] |
                                           trust_remote_code=recipe.trust_remote_code),
         )
         records = run_steps(spec, out)
-        gate_rows = evaluate_gates(recipe.gates, [r.metrics for r in records])
-        run = write_run_json(out, records, seed=recipe.seed, input_key=key,
-                             extra={"recipe": recipe.name, "gates": gate_rows})
+        gate_rows = evaluate_gates(recipe.gates, records)
+        run = write_run_json(out, records, seed=recipe.seed, input_key=key, recipe=recipe.name, gates=gate_rows)
         if on_written is not None:
             on_written(out)
     check_gates(gate_rows)
-    return run
+    return run.model_dump()
 
 
 def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=None, data=None, eval_data=None,
@@ -66,11 +65,11 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
     check_data_source(data, "--data")
     check_data_source(eval_data, "--eval-data")
     step_hash = fingerprint([_input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
-    existing = _read_metrics(out)
+    existing = StageMetrics.read(out)
     if out.exists() and any(out.iterdir()) and existing is None and not force:
         raise EdgelmError(f"{out}: exists and is not an edgelm output; choose another -o or pass --force")
-    if existing and existing.get("hash") == step_hash and not force:
-        return {**existing, "status": "up to date"}
+    if existing and existing.hash == step_hash and not force:
+        return {**existing.model_dump(), "status": "up to date"}
     out.parent.mkdir(parents=True, exist_ok=True)
     lockdir = out.parent / f".{out.name}.lockdir"
     with locked(lockdir):
@@ -83,7 +82,7 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
             record, _ = run_one(kind, config, bundle, ctx, out, step_hash)
         finally:  # only the holder removes the lock folder
             shutil.rmtree(lockdir, ignore_errors=True)
-    return {**_read_metrics(out), "status": record.status}
+    return {**StageMetrics.load(out).model_dump(), "status": record.status}
 
 
 RUN_MARKERS = (".lock", "recipe.resolved.yaml", "run.json")
@@ -114,8 +113,3 @@ def check_stage_out(out: Path, model: str) -> None:
                               "choose a new folder")
 
 
-def _read_metrics(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from edgelm.core.errors import EdgelmError
 from edgelm.core.io import read_json
 from edgelm.core.registry import Registry
+from edgelm.core.metrics import files_mb
 from edgelm.models.bundle import verify_artifacts
 from edgelm.runtimes.formats import FORMATS
 
@@ -174,7 +175,7 @@ def artifact_size_mb(runtime: str, target: Target) -> float | None:
     else:
         main = target.files.get(artifact)
         files = [main] + sorted(main.parent.glob(main.name + ".data")) + sorted(main.parent.glob(main.name + "_data")) if main else []
-    return round(sum(f.stat().st_size for f in files) / 1e6, 3) if files else None
+    return files_mb(files) if files else None
 
 
 def onnx_input_names(session) -> list[str]:

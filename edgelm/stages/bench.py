@@ -54,7 +54,7 @@ class BenchStage(Stage):
         if why_not:
             bench["speedup_skipped"] = why_not
         files = [write_bench_json(bench, ctx.workdir / "bench.json"), *write_bench_reports(bench, ctx.workdir, "bench")]
-        return StageResult(bundle.derive(), headline_metrics(bench), files)
+        return StageResult(bundle.derive(), {**headline_metrics(bench), "baseline": config.baseline}, files)
 
 
 def known_accuracy(ctx, baseline) -> dict[str, float]:

@@ -259,12 +259,11 @@ def evaluate_standalone(model: str, config: EvalConfig, *, data=None, eval_data=
 
 def last_stage_folder(path: Path) -> Path:
     """A run folder (run.json) stands for its last stage; any other folder for itself."""
-    import json
+    from edgelm.core.records import RunRecord
 
-    try:
-        stages = json.loads((path / "run.json").read_text())["stages"]
-    except (OSError, ValueError, KeyError):
+    run = RunRecord.read(path)
+    if run is None:
         return path
-    if not stages:
+    if not run.stages:
         raise EdgelmError(f"{path}/run.json: the run has no finished stage to evaluate")
-    return path / stages[-1]["name"]
+    return path / run.stages[-1].name

@@ -31,7 +31,7 @@ class ExportStage(Stage):
     summary = "Export to ONNX (+ .ort, .pte) with graph optimisation and parity checks"
 
     def run(self, bundle, config: ExportConfig, ctx) -> StageResult:
-        from edgelm.export.manifest import Manifest, artifact_size_mb, file_entries
+        from edgelm.export.manifest import Manifest, artifact_sizes, file_entries
         from edgelm.verify.parity import Tolerances, check_artifact
         from edgelm.core.ui import step
 
@@ -71,7 +71,7 @@ class ExportStage(Stage):
         tokenizer_files = save_tokenizer(bundle, out)
         manifest.files = file_entries(out, [Path(p).name for p in artifacts.values()] + tokenizer_files
                                       + [p.name for p in out.glob("*.onnx.data")] + extra_files(out))
-        manifest.metrics = {"size_mb": artifact_size_mb(out, manifest), **metrics}
+        manifest.metrics = {**artifact_sizes(artifacts), **metrics}
         manifest_path = manifest.save(out)
         metrics = {**manifest.metrics, "parity": manifest.parity, "formats": list(artifacts)}
         new = bundle.derive(artifacts={**{k: Path(v) for k, v in artifacts.items()}, "manifest": manifest_path})

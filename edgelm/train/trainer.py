@@ -103,11 +103,11 @@ class PadCollator:
 
 
 def accuracy_metric(predictions, labels) -> dict:
-    """metric_fn for classifiers: predictions are logits [n, classes]."""
+    """metric_fn for classifiers: predictions are logits [n, classes]; accuracy in percentage points."""
     import numpy as np
 
     logits = predictions[0] if isinstance(predictions, tuple) else predictions
-    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+    return {"accuracy": 100 * float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
 # --- precision ------------------------------------------------------------------------------------------------

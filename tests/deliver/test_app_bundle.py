@@ -67,7 +67,8 @@ def test_executorch_snippet_only_when_a_pte_ships():
 
 
 def test_a_run_without_an_export_has_no_bundle(tmp_path):
-    (tmp_path / "run.json").write_text(json.dumps({"stages": [{"name": "01-eval"}]}))
+    stage = {"name": "01-eval", "kind": "eval", "hash": "h", "status": "ran", "seconds": 0.1}
+    (tmp_path / "run.json").write_text(json.dumps({"stages": [stage]}))
     (tmp_path / "01-eval").mkdir()
     (tmp_path / "01-eval" / "edgelm.json").write_text(json.dumps({"artifacts": {}}))
     with pytest.raises(EdgelmError, match="no stage exported a model"):

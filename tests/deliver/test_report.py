@@ -25,9 +25,9 @@ def row(artifact, runtime, p50, size, threads=None, accuracy=None, case="b1xs8")
 
 def make_bench(accuracy=False):
     acc = (lambda a: a) if accuracy else (lambda a: None)
-    rows = [row("source", "ort-cpu", 4.0, 90.0, accuracy=acc(0.91)), row("int8", "ort-cpu", 2.0, 23.0, accuracy=acc(0.90)),
-            row("int8", "ort-mobile", 3.0, 23.0, threads=1, accuracy=acc(0.90)),
-            row("pruned", "ort-cpu", 2.5, 60.0, accuracy=acc(0.85)),
+    rows = [row("source", "ort-cpu", 4.0, 90.0, accuracy=acc(91.0)), row("int8", "ort-cpu", 2.0, 23.0, accuracy=acc(90.0)),
+            row("int8", "ort-mobile", 3.0, 23.0, threads=1, accuracy=acc(90.0)),
+            row("pruned", "ort-cpu", 2.5, 60.0, accuracy=acc(85.0)),
             {"artifact": "int8", "runtime": "torch-cuda", "threads": None, "size_mb": None, "skipped": "no CUDA here"}]
     comparisons = [{"baseline": "source", "artifact": "int8", "runtime": "ort-cpu", "threads": None, "case": "b1xs8",
                     "baseline_p50_ms": 4.0, "candidate_p50_ms": 2.0, "ratio": {"median": 2.0, "p10": 1.8, "p90": 2.2, "n": 40},
@@ -46,7 +46,7 @@ def test_pareto_front():
 
 def test_bench_markdown_tables():
     md = bench_markdown(make_bench())
-    assert "| int8 | ort-mobile | 1 | 3.000 |" in md
+    assert "| int8 | ort-mobile | 1 | 3.000 |" in md and "| p50 ms |" in md and "| peak RSS MB | size MB |" in md
     assert "| int8 | ort-cpu | – | b1xs8 | 4.000 | 2.000 | 2.000× | 1.800–2.200 | 40 |" in md
     assert "skipped: no CUDA here" in md and "avx512_vnni" in md
 
@@ -78,14 +78,19 @@ def test_run_report_with_gates_sensitivity_and_bench(tmp_path):
               {"name": "02-bench", "kind": "bench", "hash": "h", "status": "ran", "seconds": 9.0,
                "metrics": {"speedup": {"ort-cpu": 2.0}}}]
     run = {"schema_version": 1, "seed": 0, "input": {"model": "minilm-l6"}, "stages": stages, "total_seconds": 10.5,
-           "recipe": "demo", "gates": [{"gate": "min_speedup (ort-cpu vs source)", "target": ">= 1.5x", "measured": 2.0, "ok": True}],
+           "recipe": "demo", "gates": [{"gate": "min_speedup (ort-cpu vs source)", "metric": "speedup", "source": "02-bench",
+                                        "target": ">= 1.5×", "measured": 2.0, "unit": "x", "ok": True},
+                                       {"gate": "max_size_mb", "metric": "size_mb", "source": None, "target": "<= 25 MB",
+                                        "measured": None, "unit": "MB", "ok": False, "note": "no export or quantize stage in this run"}],
            "environment": {"python": "3.11", "platform": "Linux", "cpu_count": 2, "versions": {"torch": "2.13"}}}
     (tmp_path / "run.json").write_text(json.dumps(run))
     (tmp_path / "02-bench").mkdir()
     (tmp_path / "02-bench" / "bench.json").write_text(json.dumps(make_bench()))
     md_path, html_path = render_run(tmp_path)
     md, page = md_path.read_text(), html_path.read_text()
-    assert "| 02-bench | ran | 9.0 | speedup ort-cpu 2.00× |" in md
+    assert "| 02-bench | ran | 9.0 | speedup ort-cpu 2.00× |" in md and "size_mb=60.0 MB" in md
+    assert "| min_speedup (ort-cpu vs source) | speedup of 02-bench | >= 1.5× | 2.000× | ✅ |" in md
+    assert "| max_size_mb | size_mb of no stage | <= 25 MB | not measured: no export or quantize stage in this run | ❌ |" in md
     assert "| layer1 | 2.500 |" in md and "## Sensitivity: 01-prune head_sensitivity" in md
     assert "## Bench (02-bench)" in md and "✅" in md
     assert "<svg" in page and "Gates" in page

@@ -25,7 +25,7 @@ def test_export_ort_only_writes_the_contract_folder(tiny_model, tmp_path):
     assert manifest.files["model.ort"].sha256 == sha256_file(out / "model.ort")
     assert manifest.kv_cache.num_kv_heads == 2 and manifest.parity["ort"]["greedy_match"] == 1.0
     assert manifest.ort_mobile["required_operators_config"] == "model.required_operators.config"
-    assert manifest.metrics["size_mb"] == round(manifest.files["model.ort"].bytes / 2**20, 3)
+    assert manifest.metrics["size_mb"] == round(manifest.files["model.ort"].bytes / 1e6, 3)  # MB = 10^6 bytes
     assert manifest.postprocessing["decoding"] == "greedy"
     bundle = load_bundle(out)
     assert bundle.artifacts["ort"] == out / "model.ort" and bundle.model is not None  # torch model kept by reference

@@ -36,7 +36,8 @@ def test_refresh_rehashes_replaced_files(tmp_path):
     refreshed = refresh_file_hashes(tmp_path)
     assert refreshed.files["model.onnx"].sha256 == sha256_file(tmp_path / "model.onnx")
     assert refreshed.files["model.onnx.data"].bytes == 1024 and "tokenizer.json" in refreshed.files
-    assert refreshed.metrics["size_mb"] == pytest.approx(2048 / 2**20, abs=1e-3)  # artifacts only
+    assert refreshed.metrics["size_mb"] == round(2048 / 1e6, 3)  # MB of model.onnx + its external data, not the tokenizer
+    assert refreshed.metrics["size_mb_by_format"] == {"onnx": 0.002} and refreshed.units["size_mb"] == "MB"
     assert json.loads((tmp_path / "manifest.json").read_text())["files"]["model.onnx"]["bytes"] == 1024
 
 

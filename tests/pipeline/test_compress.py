@@ -58,4 +58,4 @@ def test_gates_and_explicit_recipe_and_cli_model_override(tiny_model, tmp_path):
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text("model: minilm-l6\nstages: [{kind: export}]\n")
     recipe = build_recipe(str(tiny_model("bert")), recipe=recipe_file, gates={"max_size_mb": 5})
-    assert recipe.model == str(tiny_model("bert")) and recipe.gates.max_size_mb == 5
+    assert recipe.model == str(tiny_model("bert")) and recipe.gates.max_size_mb.value == 5

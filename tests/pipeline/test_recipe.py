@@ -39,12 +39,26 @@ gates: {max_size_mb: 25, min_speedup: 2.0}
     ("seed: abc\n", "seed"),
     ("export: {formats: [tflite]}\n", "export.formats[0]"),
     ("gates: {max_size_mb: -1}\n", "gates.max_size_mb"),
+    ("stages: [{kind: export}]\ngates: {max_size_mb: {value: 5, stage: 02-quantize}}\n",
+     "gates.max_size_mb.stage: 02-quantize is not a stage of this recipe (stages: 01-export)"),
+    ("gates: {max_size_mb: {value: 5, stage: quantize}}\n", "gates.max_size_mb.stage"),
     ("!!python/object/apply:os.system ['echo hi']\n", "malformed YAML"),
 ])
 def test_bad_recipes_name_the_field(tmp_path, text, message):
     with pytest.raises(EdgelmError) as info:
         load_recipe(write(tmp_path, text))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_gates_take_a_bare_number_or_the_stage_to_read(tmp_path):
+    recipe = load_recipe(write(tmp_path, """
+stages: [{kind: export}, {kind: quantize}, {kind: export}]
+eval: {metrics: [accuracy]}
+gates: {max_size_mb: {value: 25, stage: 02-quantize}, max_accuracy_drop: 1.0, min_speedup: {value: 2, stage: 04-eval}}
+"""))
+    assert recipe.gates.max_size_mb.stage == "02-quantize" and recipe.gates.max_accuracy_drop.stage is None
+    assert recipe.gates.named_stages() == {"max_size_mb": "02-quantize", "min_speedup": "04-eval"}
+    assert "stage: 02-quantize" in dump_recipe(recipe)
 
 
 def test_missing_recipe_file(tmp_path):
@@ -57,7 +71,7 @@ def test_set_overrides_nested_keys_and_list_items():
     apply_overrides(raw, ["stages.0.ffn=0.25", "export.optimize=false", "gates.max_size_mb=10", "seed=7"])
     recipe = parse_recipe(raw)
     assert recipe.steps()[0][1].ffn == 0.25 and recipe.steps()[1][1].optimize is False
-    assert recipe.gates.max_size_mb == 10 and recipe.seed == 7
+    assert recipe.gates.max_size_mb.value == 10 and recipe.seed == 7
 
 
 @pytest.mark.parametrize("override,message", [("noequals", "expected key=value"), ("stages.5.ffn=1", "not an index"),

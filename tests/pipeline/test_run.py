@@ -97,15 +97,19 @@ def test_failure_keeps_earlier_stages_and_leaves_no_half_written_folder(tiny_mod
 def test_gates_pass_and_fail(tiny_model, tmp_path):
     from edgelm.core.errors import GateFailed
 
-    run = run_recipe(recipe(tiny_model("bert"), 1.0, gates={"max_size_mb": 2}), tmp_path / "a")
+    named = {"max_size_mb": {"value": 2, "stage": "01-unit-scale"}}
+    run = run_recipe(recipe(tiny_model("bert"), 1.0, 1.0, gates=named), tmp_path / "a")
     assert run["gates"][0]["ok"] is True and run["gates"][0]["measured"] == 1.5
+    assert run["gates"][0]["source"] == "01-unit-scale" and run["gates"][0]["metric"] == "size_mb"
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["units"]["size_mb"] == "MB"
     written = []
-    with pytest.raises(GateFailed) as info:
-        run_recipe(recipe(tiny_model("bert"), 1.0, gates={"max_size_mb": 1, "max_accuracy_drop": 1}), tmp_path / "b",
+    with pytest.raises(GateFailed) as info:  # by default the size is the shipped artifact's: no export stage here
+        run_recipe(recipe(tiny_model("bert"), 1.0, gates={"max_size_mb": 2, "max_accuracy_drop": 1}), tmp_path / "b",
                    on_written=lambda out: written.append(json.loads((out / "run.json").read_text())["gates"]))
     assert info.value.exit_code == 3 and written == [info.value.table]  # called on the new run.json, before the raise
-    assert [r["ok"] for r in info.value.table] == [False, False]
-    assert "not measured" in str(info.value)
+    assert [(r["ok"], r["source"]) for r in info.value.table] == [(False, None), (False, None)]
+    assert "not measured (no export or quantize stage in this run)" in str(info.value)
+    assert "not measured (no eval stage in this run)" in str(info.value)
 
 
 def test_lock_refuses_a_second_run(tmp_path):

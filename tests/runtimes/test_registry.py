@@ -79,11 +79,11 @@ def test_bench_times_the_fake_and_skips_the_unavailable_one(fakes, tiny_export, 
 
 
 def test_eval_runs_the_artifact_on_the_fake(fakes, tiny_export):
-    from edgelm.models.bundle import ModelBundle
+    from edgelm.models.loading import load_bundle
     from edgelm.stages.eval import EvalConfig, candidate_model
 
     assert EvalConfig(runtime=["fake-cpu"]).runtime == ["fake-cpu"]
-    bundle = ModelBundle.load(tiny_export, load_model=False)
+    bundle = load_bundle(tiny_export, load_model=False)
     fake, ort_cpu = candidate_model(bundle, "fake-cpu"), candidate_model(bundle, "ort-cpu")
     assert fake.name == "fake-cpu" and fake.info == {"artifact": "model.onnx", "artifact_format": "onnx"}
     texts = ["a good movie", "a dull and far too long film"]

@@ -1,5 +1,6 @@
 """The shared stage tester: every case in cases.py runs through the real pipeline code path (run_one) and must
-honour the Stage contract: new bundle, input untouched, history recorded, saves and reloads, JSON metrics."""
+honour the Stage contract: new bundle, input untouched, history recorded, saves and reloads, JSON metrics whose
+keys are all in the metric vocabulary."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import pytest
 import torch
 
+from edgelm.core.metrics import reported_keys, undeclared
 from edgelm.data.readers import DataConfig
 from edgelm.models.loading import load_bundle, load_model
 from edgelm.pipeline.run import run_one
@@ -54,6 +56,8 @@ def test_stage_contract(case, tiny_model, tmp_path):
     assert weights_digest(bundle.model) == before, "stage mutated its input model"
     assert out.history[-1]["kind"] == kind and bundle.history == []
     json.dumps(record.metrics)  # metrics must be JSON-serialisable
+    missing = undeclared(reported_keys(record.metrics))
+    assert not missing, f"metric keys missing from the vocabulary (edgelm/core/metrics.py): {missing}"
     reloaded = load_bundle(tmp_path / "01-stage")
     assert reloaded.task == out.task and reloaded.history == out.history
     assert set(reloaded.artifacts) == set(out.artifacts) and all(p.exists() for p in reloaded.artifacts.values())

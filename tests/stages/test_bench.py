@@ -5,6 +5,7 @@ import json
 import pytest
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.records import StageRecord
 from edgelm.models.loading import load_bundle
 from edgelm.pipeline.gates import evaluate_gates
 from edgelm.pipeline.recipe import Gates
@@ -28,8 +29,11 @@ def test_speedup_against_named_folder_feeds_the_gate(tiny_export, tmp_path):
     assert sorted(f.name for f in result.files) == ["bench.html", "bench.json", "bench.md"]
     bench = json.loads((tmp_path / "w" / "bench.json").read_text())
     assert bench["baseline"] == f"baseline:{tiny_export.name}" and bench["speedup"] == metrics["speedup"]
-    gate = evaluate_gates(Gates(min_speedup={"value": 0.01, "runtime": "ort-cpu"}), [metrics])
-    assert gate[0]["measured"] == metrics["speedup"]["ort-cpu"] and gate[0]["ok"]
+    stage = StageRecord(name="03-bench", kind="bench", hash="h", status="ran", seconds=1.0, metrics=metrics)
+    gate = evaluate_gates(Gates(min_speedup={"value": 0.01, "runtime": "ort-cpu"}), [stage])
+    assert gate[0].measured == metrics["speedup"]["ort-cpu"] and gate[0].ok and gate[0].source == "03-bench"
+    other = evaluate_gates(Gates(min_speedup={"value": 0.01, "runtime": "ort-cpu", "baseline": "source"}), [stage])
+    assert not other[0].ok and other[0].note == f"03-bench compared against {tiny_export}, not source"
     json.dumps(metrics)
 
 
@@ -53,13 +57,13 @@ def test_accuracy_from_an_earlier_eval_stage(tmp_path):
     from edgelm.stages.bench import known_accuracy
 
     ctx = context(tmp_path)
-    ctx.previous = {"01-export": {"size_mb": 1.0}, "02-eval": {"accuracy": 0.9, "reference_accuracy": 0.92}}
+    ctx.previous = {"01-export": {"size_mb": 1.0}, "02-eval": {"accuracy": 90.0, "reference_accuracy": 92.0}}
 
     class Source:
         name = "source"
 
-    assert known_accuracy(ctx, Source()) == {"candidate": 0.9, "source": 0.92}
-    assert known_accuracy(ctx, None) == {"candidate": 0.9}
+    assert known_accuracy(ctx, Source()) == {"candidate": 90.0, "source": 92.0}
+    assert known_accuracy(ctx, None) == {"candidate": 90.0}
     ctx.previous = {}
     assert known_accuracy(ctx, None) == {}
 

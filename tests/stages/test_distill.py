@@ -32,7 +32,8 @@ def test_layer_dropped_classifier_moves_towards_teacher(tiny_model, tmp_path):
     assert m["layer_map"] == student.extra["kept_layers"] and m["teacher"] == "input"
     tok = teacher.tokenizer
     assert kl_to_teacher(result.bundle.model, teacher.model, tok) < kl_to_teacher(student.model, teacher.model, tok)
-    assert "accuracy_drop_pt" in m and "teacher_eval_accuracy" in m
+    assert 0.0 <= m["teacher_eval_accuracy"] <= 100.0 and 0.0 <= m["eval_accuracy"] <= 100.0  # percentage points
+    assert m["accuracy_drop_pt"] == round(m["teacher_eval_accuracy"] - m["eval_accuracy"], 3)
 
 
 def test_causal_lm_without_data_distills_on_calibration_prose(tiny_model, tmp_path):

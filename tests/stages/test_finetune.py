@@ -59,7 +59,7 @@ def test_lora_turns_an_embedder_into_a_trained_classifier(tiny_model, tmp_path):
     metrics, out = finetune(tiny_model("bert"), tmp_path, {"method": "lora", "epochs": 4, "learning_rate": 1e-2,
                                                             "batch_size": 8, "eval_fraction": 0.2}, LABELLED)
     assert out.task == "sequence-classification" and out.labels == ["0", "1"] and "pooling" not in out.extra
-    assert metrics["accuracy"] == 1.0 and metrics["eval_accuracy"] == 1.0
+    assert metrics["accuracy"] == 100.0 and metrics["eval_accuracy"] == 100.0  # percentage points
     assert metrics["export_max_abs_diff"] < 1e-5
     assert not any("lora" in n for n, _ in out.model.named_parameters()), "LoRA must be merged away"
     # the PEFT adapter reproduces the merged model on a fresh classifier built from the same base

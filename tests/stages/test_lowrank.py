@@ -31,6 +31,7 @@ def test_never_factorizes_where_rank_saves_nothing(tiny_model, tmp_path):
         if square:
             assert row["reason"] == "rank does not reduce parameters"
     assert result.metrics["factorized"] == 4  # the 32x64 FFN layers: 16 * 96 < 2048
+    assert result.metrics["not_factorized"] == len(result.metrics["layers"]) - 4
 
 
 def test_energy_rule_and_include_exclude(tiny_model):

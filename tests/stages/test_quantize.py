@@ -48,7 +48,8 @@ def test_int4_decoder_folder_manifest_and_parity(tiny_onnx, tmp_path):
     assert manifest.quantization["op_counts"]["MatMulNBits"] > 0
     for name, entry in manifest.files.items():
         assert sha256_file(folder / name) == entry.sha256
-    assert metrics["size_mb"] < metrics["size_mb_float"]
+    assert metrics["size_mb"] < metrics["size_mb_float"] and metrics["size_mb"] == manifest.metrics["size_mb"]
+    assert metrics["size_mb"] == round(sum(p.stat().st_size for p in folder.glob("model.onnx*")) / 1e6, 3)  # MB
     assert metrics["parity"]["ok"] and metrics["parity_torch"]["ok"], metrics
     assert manifest.parity["quantized_vs_float"]["figures"]["perplexity_ratio"] == metrics["parity"]["figures"]["perplexity_ratio"]
     reloaded = load_bundle(folder)
@@ -109,6 +110,7 @@ def test_ort_input_gets_a_reconverted_ort(tiny_onnx, tmp_path):
     metrics, out = quantize(bundle, tmp_path, method="int8-dynamic", parity_samples=4)
     folder = tmp_path / "q"
     assert out.artifacts["ort"] == folder / "model.ort"
+    assert metrics["size_mb"] == metrics["size_mb_by_format"]["ort"] == round((folder / "model.ort").stat().st_size / 1e6, 3)
     manifest = Manifest.load(folder)
     assert manifest.ort_mobile and "model.ort" in manifest.files
     feeds = {"input_ids": np.array([[2, 5, 6, 3]]), "attention_mask": np.ones((1, 4), np.int64),

@@ -75,7 +75,7 @@ class DistillStage(Stage):
         if classifier and eval_ds:
             metrics["teacher_eval_accuracy"] = teacher_accuracy(teacher.model, eval_ds, pad)
             if "eval_accuracy" in metrics:
-                metrics["accuracy_drop_pt"] = round(100 * (metrics["teacher_eval_accuracy"] - metrics["eval_accuracy"]), 3)
+                metrics["accuracy_drop_pt"] = round(metrics["teacher_eval_accuracy"] - metrics["eval_accuracy"], 3)
         return StageResult(bundle.with_model(student), metrics)
 
 
@@ -124,4 +124,4 @@ def teacher_accuracy(teacher, eval_ds, pad: int, batch_size: int = 64) -> float:
             batch = collate(eval_ds[start:start + batch_size])
             labels = batch.pop("labels")
             correct += int((teacher(**batch).logits.argmax(-1) == labels).sum())
-    return round(correct / len(eval_ds), 6)
+    return round(100 * correct / len(eval_ds), 4)

@@ -192,11 +192,11 @@ class FinetuneJob:
         if self.task == "sequence-classification":
             acc = classifier_accuracy(module, self.tokenizer, self.eval_ex.texts, self.eval_labels,
                                       model_input_names(bundle), self.config.max_length)
-            return {"accuracy": round(acc, 6)}
+            return {"accuracy": round(100 * acc, 4)}
         if self.label_words:
             acc = label_word_accuracy(module, self.tokenizer, self.eval_ex.texts, self.eval_labels, self.label_words,
                                       self.config.prompt_template)
-            return {"accuracy": round(acc, 6)}
+            return {"accuracy": round(100 * acc, 4)}
         return {}
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edgelm.core.metrics import param_mb
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 
 
@@ -57,8 +58,8 @@ class LowrankStage(Stage):
         extra = dict(bundle.extra, structure=list(bundle.extra.get("structure", [])) + ops)
         metrics = {
             "method": config.method, "params_before": before, "params_after": after,
-            "param_reduction": round(1 - after / before, 4), "size_mb": round(after * 4 / 2**20, 2),
-            "factorized": len(ops), "skipped": len(rows) - len(ops), "layers": rows,
+            "param_reduction": round(1 - after / before, 4), "param_mb": param_mb(after),
+            "factorized": len(ops), "not_factorized": len(rows) - len(ops), "layers": rows,
         }
         return StageResult(bundle.with_model(new_model.eval(), extra=extra), metrics)
 

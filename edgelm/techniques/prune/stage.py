@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.metrics import param_mb
 from edgelm.core.registry import Name
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 from edgelm.techniques.prune.importance import IMPORTANCE_SCORES, summaries
@@ -64,7 +65,7 @@ class PruneStage(Stage):
             metrics["sparsity"] = sparsify(model, batches, config)
         after = _params(model)
         metrics.update(params_after=after, param_reduction=round(1 - after / metrics["params_before"], 4),
-                       size_mb=round(after * 4 / 2**20, 2))
+                       param_mb=param_mb(after))
         if ops:
             extra["structure"] = ops
         return StageResult(bundle.with_model(model.eval(), extra=extra), metrics)

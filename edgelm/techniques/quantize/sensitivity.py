@@ -100,7 +100,7 @@ def auto_exclude(source: Path, tokenizer, options: QuantOptions, table: list[dic
         candidate = workdir / "candidate.onnx"
         quantize(candidate, _with_exclude(options, exclude))
         acc = accuracy(candidate, tokenizer, labelled)
-        drop = round((float_acc - acc) * 100, 3)
+        drop = round(float_acc - acc, 3)
         steps.append({"kept_float": list(kept), "accuracy": acc, "accuracy_drop_pt": drop})
         if drop <= max_drop_pt:
             return exclude, {"met": True, "float_accuracy": float_acc, "kept_float": kept, "steps": steps, "gate_pt": max_drop_pt}
@@ -108,7 +108,8 @@ def auto_exclude(source: Path, tokenizer, options: QuantOptions, table: list[dic
 
 
 def accuracy(path: Path, tokenizer, labelled) -> float:
-    return round(float((predictions(path, tokenizer, labelled) == np.asarray(labelled.labels)).mean()), 5)
+    """Accuracy on the labelled set, in percentage points."""
+    return round(100 * float((predictions(path, tokenizer, labelled) == np.asarray(labelled.labels)).mean()), 3)
 
 
 def predictions(path: Path, tokenizer, labelled) -> np.ndarray:

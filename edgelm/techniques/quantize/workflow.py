@@ -13,7 +13,9 @@ from edgelm.core.errors import EdgelmError
 from edgelm.techniques.quantize import artifact
 from edgelm.verify import fidelity
 from edgelm.verify.feeds import TextCalibrationReader
-from edgelm.export.onnx_io import model_files, size_mb
+from edgelm.core.metrics import files_mb
+from edgelm.export.manifest import artifact_sizes
+from edgelm.export.onnx_io import model_files
 from edgelm.techniques.quantize.onnx_quant import QuantOptions, needs_calibration, quantize_onnx
 from edgelm.techniques.quantize.sensitivity import auto_exclude, layer_sensitivity, predictions
 from edgelm.verify.tolerances import QUANTIZED_VS_FLOAT, QUANTIZED_VS_TORCH
@@ -55,12 +57,12 @@ def quantize_bundle(bundle, source: Path, config, ctx):
             parity.update(accuracy_figures(source, dst, tokenizer, labelled))
             gate_agreement_on_labelled(parity, config)
         metrics["parity_torch"] = torch_parity(bundle, dst, config.method, parity_texts)
-    metrics.update(size_mb=size_mb(dst), size_mb_float=size_mb(source), parity=parity, quantization=info)
-    metrics["compression"] = round(metrics["size_mb_float"] / max(metrics["size_mb"], 1e-9), 3)
+    metrics.update(parity=parity, quantization=info)
     if parity.get("accuracy_drop_pt") is not None:
         metrics["accuracy_drop_pt"] = parity["accuracy_drop_pt"]
 
     artifacts, files = publish_folder(bundle, source, dst, config, metrics)
+    metrics.update(size_figures(artifacts, {**bundle.artifacts, "onnx": source}))
     _enforce(metrics, config)
     return bundle.derive(artifacts=artifacts), metrics, files
 
@@ -84,6 +86,15 @@ def publish_folder(bundle, source: Path, dst: Path, config, metrics: dict) -> tu
     artifacts["manifest"] = artifact.write_manifest(source.parent, workdir, bundle.task, metrics["quantization"], parity,
                                                     bundle.source, sections)
     return artifacts, files + [p for k, p in artifacts.items() if k != "onnx"]
+
+
+def size_figures(artifacts: dict, float_artifacts: dict) -> dict:
+    """size_mb of the shipped artifact, the float model's size in the same format, and their ratio."""
+    sizes = artifact_sizes(artifacts)
+    float_sizes = artifact_sizes(float_artifacts)["size_mb_by_format"]
+    shipped = next(iter(sizes["size_mb_by_format"]))
+    size_float = float_sizes.get(shipped, float_sizes["onnx"])
+    return {**sizes, "size_mb_float": size_float, "compression": round(size_float / max(sizes["size_mb"], 1e-9), 3)}
 
 
 def _sensitivity(bundle, source, tokenizer, config, texts, labelled, calib_texts, exclude) -> dict:
@@ -123,9 +134,9 @@ def accuracy_figures(source: Path, dst: Path, tokenizer, labelled) -> dict:
     """Accuracy of both graphs on the labelled set, and how often their labels agree there."""
     labels = np.asarray(labelled.labels)
     ref, quant = predictions(source, tokenizer, labelled), predictions(dst, tokenizer, labelled)
-    float_acc, quant_acc = round(float((ref == labels).mean()), 5), round(float((quant == labels).mean()), 5)
+    float_acc, quant_acc = round(100 * float((ref == labels).mean()), 3), round(100 * float((quant == labels).mean()), 3)
     return {"accuracy_float": float_acc, "accuracy": quant_acc, "accuracy_samples": len(labelled),
-            "accuracy_drop_pt": round((float_acc - quant_acc) * 100, 3),
+            "accuracy_drop_pt": round(float_acc - quant_acc, 3),
             "labelled_label_agreement": round(float((ref == quant).mean()), 4)}
 
 
@@ -182,7 +193,7 @@ def quantized_pte(bundle, out_dir: Path, config) -> dict:
             figures = fidelity.torch_decoder_parity(bundle, pte.path, fmt="pte", **tol).recorded(f"{pte.path.name}: ")
         else:
             figures = _encoder_torch_parity(bundle, pte.path, "pte", tol, texts)
-    return {"path": str(pte.path), "scheme": scheme, "size_mb": round(pte.path.stat().st_size / 2**20, 3),
+    return {"path": str(pte.path), "scheme": scheme, "size_mb": files_mb([pte.path]),
             "executorch": pte.manifest_entry(), "parity": figures}
 
 
