@@ -344,7 +344,7 @@ def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, promp
     """Time exported artifacts (OUT folders) on CPU, CUDA and mobile-class runtimes, each in a fresh process."""
     from edgelm.runtimes.base import resolve_target
     from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json
-    from edgelm.deliver.report import bench_markdown, bench_html_body, page
+    from edgelm.measure.bench_report import bench_html_body, bench_markdown, page
 
     targets = [resolve_target(o) for o in outs]
     names = [t.name for t in targets]

@@ -48,7 +48,7 @@ def export(model: str, folder: Path, formats: list[str], existing: str | None = 
 def bench(folder: Path, out: Path, name: str, **settings) -> dict:
     from edgelm.runtimes.base import resolve_target
     from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json
-    from edgelm.deliver.report import write_bench_reports
+    from edgelm.measure.bench_report import write_bench_reports
 
     result = run_bench([resolve_target(folder, name=name)], BenchSettings(compare=False, **settings))
     write_bench_json(result, out / f"{name}.json")

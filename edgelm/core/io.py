@@ -1,5 +1,5 @@
-"""File helpers every layer uses: a file's sha256 (manifests record it, loaders and the consumer check it) and
-a lenient JSON read for optional side files."""
+"""File helpers every layer uses: a file's sha256 (manifests record it, loaders and the consumer check it),
+a lenient JSON read for optional side files, and the short content hash resume decisions compare."""
 
 from __future__ import annotations
 
@@ -22,3 +22,8 @@ def read_json(path: Path):
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def fingerprint(obj) -> str:
+    """16 hex digits of the sha256 of `obj` as canonical JSON (stage configs, inputs: what decides a resume)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -9,8 +9,6 @@ loads the bundle of the last one. A lock file keeps two runs out of the same out
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
 import platform
 import random
@@ -23,6 +21,7 @@ from pathlib import Path
 from edgelm.models.bundle import ModelBundle
 from edgelm.models.loading import load_bundle
 from edgelm.core.errors import EdgelmError, StageFailed
+from edgelm.core.io import fingerprint
 from edgelm.core.records import GateRow, RunRecord, StageMetrics, StageRecord
 from edgelm.core.stage import StageConfig, StageContext, get_stage
 from edgelm.core.ui import info
@@ -76,10 +75,6 @@ def _fsync_dir(path: Path) -> None:
 
 
 # --- hashing ----------------------------------------------------------------------------------------------
-def fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def path_fingerprint(spec: str | None) -> str | None:
     """Identity of a file or folder by names, sizes and mtimes (cheap; content hashing a GB model is not)."""
     if spec is None:

@@ -11,7 +11,8 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.records import StageMetrics
 from edgelm.pipeline.gates import check_gates, evaluate_gates
 from edgelm.models.loading import load_model
-from edgelm.pipeline.run import (RunSpec, fingerprint, locked, path_fingerprint, run_one, run_steps, seed_everything,
+from edgelm.core.io import fingerprint
+from edgelm.pipeline.run import (RunSpec, locked, path_fingerprint, run_one, run_steps, seed_everything,
                              write_run_json)
 from edgelm.pipeline.recipe import Recipe, dump_recipe
 from edgelm.core.stage import StageConfig, StageContext

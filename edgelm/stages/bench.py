@@ -38,7 +38,7 @@ class BenchStage(Stage):
     def run(self, bundle, config: BenchConfig, ctx) -> StageResult:
         from edgelm.runtimes.base import target_from_bundle
         from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json
-        from edgelm.deliver.report import write_bench_reports
+        from edgelm.measure.bench_report import write_bench_reports
 
         if bundle.model_dir is None and bundle.model is not None:
             from edgelm.models.bundle import save_model

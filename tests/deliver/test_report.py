@@ -7,7 +7,8 @@ import pytest
 
 from edgelm.measure.plots import pareto_front
 from edgelm.core.errors import EdgelmError
-from edgelm.deliver.report import bench_markdown, render_path, render_run, write_bench_reports
+from edgelm.deliver.report import render_path, render_run
+from edgelm.measure.bench_report import bench_markdown, write_bench_reports
 
 MACHINE = {"cpu_model": "Test CPU", "flags": ["avx2", "avx512_vnni"], "logical_cores": 2, "usable_cores": 2,
            "physical_cores": 2, "memory_gb": 8.0, "load_avg_1m": 0.1, "platform": "Linux", "python": "3.11"}

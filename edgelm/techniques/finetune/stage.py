@@ -97,7 +97,7 @@ def train_config(config: FinetuneConfig, task: str, head_modules: list[str], see
 
 def checkpoint_dir(bundle, config: FinetuneConfig, ctx) -> Path:
     """A stable folder beside the stage's temp folder, keyed by everything the training depends on."""
-    from edgelm.pipeline.run import fingerprint
+    from edgelm.core.io import fingerprint
 
     key = fingerprint([bundle.source, bundle.history, config.model_dump(mode="json"), ctx.seed,
                        ctx.data.model_dump() if ctx.data else None,
