@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.records import Manifest, RunRecord
-from edgelm.runtimes.formats import FORMATS, shipped_formats, with_sidecars
+from edgelm.export.formats import FORMATS, shipped_formats, with_sidecars
 
 BUNDLE_DIR = "bundle"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgelm.core.io import sha256_file
 from edgelm.core.metrics import files_mb
+from edgelm.export.formats import FORMATS, PREFERRED
 from edgelm.export.onnx_io import model_files
 from edgelm.core.records import MANIFEST_SCHEMA, FileEntry, KVCache, Manifest, TensorSpec  # noqa: F401 (re-exported)
 
@@ -22,20 +23,19 @@ def file_entries(folder: Path, names: list[str]) -> dict[str, FileEntry]:
             for n in sorted(set(names)) if (folder / n).is_file()}
 
 
-ARTIFACT_SUFFIXES = (".onnx", ".onnx.data", ".ort", ".pte")
-SHIPPED_FIRST = ("ort", "onnx", "pte")  # the format an app loads when a folder holds several (as the app bundle)
+ARTIFACT_SUFFIXES = tuple(f".{f.name}{s}" for f in FORMATS.values() for s in ("", *f.sidecars))
 
 
 def artifact_sizes(artifacts: dict[str, str | os.PathLike]) -> dict:
     """`size_mb` (MB of the files the shipped artifact needs: .ort, else .onnx + external data, else .pte) and
     `size_mb_by_format`, from {format: path}."""
-    by_format = {fmt: files_mb(model_files(artifacts[fmt])) for fmt in SHIPPED_FIRST if fmt in artifacts}
+    by_format = {fmt: files_mb(model_files(artifacts[fmt])) for fmt in PREFERRED if fmt in artifacts}
     return {"size_mb": next(iter(by_format.values()), None), "size_mb_by_format": by_format}
 
 
 def folder_artifacts(folder: Path, names) -> dict[str, Path]:
     """{format: path} of the model files among `names` in `folder`."""
-    return {fmt: Path(folder) / n for n in sorted(names) for fmt in SHIPPED_FIRST if n.endswith(f".{fmt}")}
+    return {fmt: Path(folder) / n for n in sorted(names) for fmt in PREFERRED if n.endswith(f".{fmt}")}
 
 
 def refresh_file_hashes(folder: str | os.PathLike, names: list[str] | None = None) -> Manifest:

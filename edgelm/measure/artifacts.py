@@ -12,7 +12,7 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.records import Manifest
 from edgelm.measure.quality import EvalModel
 from edgelm.runtimes.base import RUNTIMES
-from edgelm.runtimes.formats import FORMATS
+from edgelm.export.formats import FORMATS
 
 
 def evaluated_formats() -> dict[str, tuple[str, ...]]:

@@ -16,7 +16,7 @@ from edgelm.core.io import read_json
 from edgelm.core.registry import Registry
 from edgelm.core.metrics import files_mb
 from edgelm.models.bundle import verify_artifacts
-from edgelm.runtimes.formats import FORMATS
+from edgelm.export.formats import FORMATS
 
 DEFAULT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -22,7 +22,7 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
 from edgelm.models.loading import load_bundle, load_model
 from edgelm.runtimes.base import RUNTIMES
-from edgelm.runtimes.formats import PREFERRED
+from edgelm.export.formats import PREFERRED
 
 Metric = Literal["accuracy", "perplexity", "icl", "fidelity", "generation"]
 DEFAULT_METRICS = {"sequence-classification": ["accuracy"], "feature-extraction": ["fidelity"],

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
-from edgelm.runtimes.formats import FORMATS
+from edgelm.export.formats import FORMATS
 from edgelm.verify.tolerances import GREEDY_STEPS
 
 

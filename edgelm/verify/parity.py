@@ -209,7 +209,7 @@ def causal_runner(path: Path, fmt: str):
 
 def _engine(fmt: str) -> str:
     """The library that loads `fmt` (onnxruntime for .onnx and .ort, executorch for .pte)."""
-    from edgelm.runtimes.formats import FORMATS
+    from edgelm.export.formats import FORMATS
 
     if fmt not in FORMATS:
         raise EdgelmError(f"parity: unknown artifact format {fmt!r} ({', '.join(FORMATS)})")

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from edgelm.cli import main
 from edgelm.core.errors import EdgelmError
 from edgelm.runtimes.base import RUNTIMES, RuntimeSpec, register_runtime
-from edgelm.runtimes.formats import FORMATS, shipped_formats
+from edgelm.export.formats import FORMATS, shipped_formats
 from edgelm.stages.bench import BenchConfig
 
 

@@ -1,5 +1,5 @@
-"""The artifact formats an export folder can hold: the one table the export stage's `formats`, the runtimes'
-lookups (bench, eval) and the app bundle's model choice read."""
+"""The artifact formats an export folder can hold: the one table the export stage's `formats`, the manifest's
+sizes, the runtimes' lookups (bench, eval) and the app bundle's model choice read."""
 
 from __future__ import annotations
 
