@@ -448,7 +448,7 @@ def _print_compress(result: dict, err: bool = False) -> None:
 
     for line in headline_lines(result["headline"]):
         click.echo(line, err=err)
-    click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.deliver.consumer {result['bundle']} \"some text\")", err=err)
+    click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.consumer {result['bundle']} \"some text\")", err=err)
     click.echo("report: " + "  ".join(result["report"].values()), err=err)
 
 
