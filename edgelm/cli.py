@@ -170,6 +170,14 @@ def _registry_choices(field) -> tuple[str, ...] | None:
     return found[0].names() if found else None
 
 
+def _choice_type(annotation, metadata=()) -> click.ParamType | None:
+    """A Literal's values, or a registry's names read when shown (an entry registered later is offered too)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(annotation)])
+    found = [m for m in (*metadata, *getattr(annotation, "__metadata__", ())) if isinstance(m, Choices)]
+    return RegistryChoice(found[0].registry) if found else None
+
+
 def _field_option(name: str, field) -> click.Option:
     extra = field.json_schema_extra or {}
     flag = extra.get("cli", "--" + name.replace("_", "-"))
@@ -184,13 +192,11 @@ def _field_option(name: str, field) -> click.Option:
         base = flag[2:]
         return click.Option([f"--{base}/--no-{base}", name], default=None, help=help_text)
     if origin is list:
-        item = args[0] if args else str
-        names = choices_of(item)
-        choice = click.Choice(names) if names else None
+        choice = _choice_type(args[0] if args else str)
         return GreedyOption([flag, name], multiple=True, type=choice, help=help_text + " (several allowed)")
-    names = choices_of(ann) or _registry_choices(field)
-    if names:
-        return click.Option([flag, name], type=click.Choice(names), default=None, help=help_text)
+    choice = _choice_type(ann, field.metadata)
+    if choice is not None:
+        return click.Option([flag, name], type=choice, default=None, help=help_text)
     click_type = {int: int, float: float}.get(ann, str)
     return click.Option([flag, name], type=click_type, default=None, help=help_text)
 
@@ -228,8 +234,18 @@ def add_stage_command(kind: str, command_name: str | None = None):
     main.add_command(cmd)
 
 
-for _kind in ("export", "quantize", "finetune", "lowrank", "prune", "distill"):
-    add_stage_command(_kind)
+OWN_COMMANDS = ("eval", "bench")  # stages whose command takes OUT folders or a metric, not one MODEL
+
+
+def _add_stage_commands() -> None:
+    from edgelm.core.stage import all_stages
+
+    for kind in all_stages():
+        if kind not in OWN_COMMANDS:
+            add_stage_command(kind)
+
+
+_add_stage_commands()
 
 
 # --- commands that are not a single stage -------------------------------------------------------------------

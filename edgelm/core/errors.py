@@ -8,7 +8,7 @@ class EdgelmError(Exception):
 
 
 class GateFailed(EdgelmError):
-    """A recipe gate missed its target: exit code 3. `table` holds (gate, target, measured, ok) rows."""
+    """A recipe gate missed its target: exit code 3. `table` holds its gate rows (edgelm.core.records.GateRow: gate, metric, source, target, measured, ok)."""
 
     exit_code = 3
 

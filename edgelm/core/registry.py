@@ -42,11 +42,11 @@ class Registry(Generic[T]):
     def discover(self) -> None:
         if self._discovered:
             return
-        self._discovered = True
         package = importlib.import_module(self.package)
         for module in pkgutil.iter_modules(package.__path__):
             if not module.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{module.name}")
+        self._discovered = True  # only once every module imported: a failed import is retried, not half-remembered
 
     def names(self) -> tuple[str, ...]:
         self.discover()

@@ -123,8 +123,3 @@ def render_path(path: str | Path) -> list[Path]:
             raise EdgelmError(f"{bench_file}: not an edgelm bench JSON (no kind: edgelm-bench)")
         return write_bench_reports(bench, bench_file.parent, bench_file.stem)
     raise EdgelmError(f"{path}: no run.json or bench.json here; pass a run folder or a bench JSON file")
-
-
-def markdown(run: dict) -> str:
-    """Kept for callers of the first version: the run report without bench sections."""
-    return run_markdown(run)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgelm.models.bundle import TASKS, ModelBundle, is_bundle_dir, save_model
 from edgelm.core.errors import EdgelmError
+from edgelm.core.metrics import param_mb
 
 BUILTIN_MODELS = {
     "minilm-l6": {
@@ -364,8 +365,8 @@ def model_info(bundle: ModelBundle) -> dict:
         "task": bundle.task,
         "params": n_params,
         "params_m": round(n_params / 1e6, 2),
-        "size_fp32_mb": round(n_params * 4 / 2**20, 2),
-        "size_on_disk_mb": round(on_disk / 2**20, 2) if on_disk else None,
+        "param_mb": param_mb(n_params),
+        "size_on_disk_mb": round(on_disk / 1e6, 3) if on_disk else None,
         "layers": getattr(text_cfg, "num_hidden_layers", None),
         "hidden": getattr(text_cfg, "hidden_size", None),
         "intermediate": getattr(text_cfg, "intermediate_size", None),

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgelm.data.readers import MAX_SEED, DataConfig
 from edgelm.core.errors import EdgelmError
+from edgelm.core.registry import Name
 from edgelm.core.stage import StageConfig, get_stage
 from edgelm.pipeline.run import stage_names
+from edgelm.runtimes.base import RUNTIMES
 
 SECTION_KINDS = ("export", "eval", "bench")  # recipe sections that are stages run after `stages:`
 MAX_RECIPE_BYTES = 1 << 20
@@ -52,7 +54,7 @@ class MinSpeedupGate(Gate):
     value: float = Field(gt=0, description="required speedup factor (baseline time / artifact time)")
     baseline: str | None = Field(None, description="the baseline the bench must have compared against ('source', a "
                                  "stage folder); default: whatever the bench stage's baseline is")
-    runtime: str = Field("ort-cpu", description="runtime the speedup is measured on")
+    runtime: Name(RUNTIMES) = Field("ort-cpu", description="runtime the speedup is measured on")
     stage: str | None = Field(None, pattern=STAGE_FOLDER, description="stage folder to read speedup from "
                               "(default: the last bench stage)")
 
@@ -138,7 +140,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         return f"{loc}: required key is missing"
     got = err.get("input")
     got_text = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-    return f"{loc}: {err['msg']} (got {got_text[:80]})"
+    message = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+    return f"{loc}: {message} (got {got_text[:80]})"
 
 
 # --- loading -----------------------------------------------------------------------------------------------

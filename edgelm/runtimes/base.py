@@ -16,7 +16,7 @@ from edgelm.core.io import read_json
 from edgelm.core.registry import Registry
 from edgelm.core.metrics import files_mb
 from edgelm.models.bundle import verify_artifacts
-from edgelm.export.formats import FORMATS
+from edgelm.export.formats import FORMATS, with_sidecars
 
 DEFAULT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -125,7 +125,7 @@ class RuntimeSpec:
     functions, so a bench worker (a fresh process) can receive the record of one registered outside this package."""
 
     name: str
-    artifact: str  # the format it loads: "torch" (the HF weights) or a name in runtimes.formats.FORMATS
+    artifact: str  # the format it loads: "torch" (the HF weights) or a name in edgelm.export.formats.FORMATS
     device: str  # "cpu" | "cuda" | "mobile"
     unavailable: Callable[[], str | None]  # why it cannot run on this machine, None when it can
     open: Callable[[Target, int | None], Runner]  # (target, threads) -> a loaded Runner
@@ -174,7 +174,7 @@ def artifact_size_mb(runtime: str, target: Target) -> float | None:
         files = [p for p in (target.model_dir or Path("/nonexistent")).glob("*.safetensors")]
     else:
         main = target.files.get(artifact)
-        files = [main] + sorted(main.parent.glob(main.name + ".data")) + sorted(main.parent.glob(main.name + "_data")) if main else []
+        files = with_sidecars(artifact, main) if main else []
     return files_mb(files) if files else None
 
 

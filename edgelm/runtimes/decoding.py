@@ -10,11 +10,8 @@ from edgelm.core.errors import EdgelmError
 
 def onnx_causal_lm(path, providers, options):
     """The export's KV-cache decoder session, or EdgelmError with the reason it cannot decode."""
-    try:
-        from edgelm.models.generate import OnnxCausalLM
-    except ImportError:
-        raise EdgelmError("decoding over ONNX needs edgelm.models.generate.OnnxCausalLM (KV-cache export), "
-                          "which is not available in this checkout") from None
+    from edgelm.models.generate import OnnxCausalLM
+
     try:
         return OnnxCausalLM(path, providers=providers, session_options=options)
     except ValueError as exc:  # no past_key_values inputs: exported without a KV cache

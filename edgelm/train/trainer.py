@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -370,7 +369,3 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, default=float))
     tmp.replace(path)
-
-
-def steps_per_epoch(n_examples: int, cfg: TrainConfig) -> int:
-    return max(1, math.ceil(n_examples / (cfg.batch_size * cfg.grad_accumulation)))
