@@ -5,7 +5,6 @@ is one line naming the registered ones. The built-in five declare what the int4 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import onnx
 import pytest
