@@ -284,8 +284,8 @@ class EvalData:
         demos = train if separate else queries
         words = self.config.label_words or list(queries.label_names or demos.label_names or [])
         check_icl_data(demos, queries, self.config.k_shot, not separate, words)
-        source = queries.source + (f" (demos from {demos.source})" if separate else " (demos from the same file, leave-one-out)")
-        return IclTask(demos, queries, not separate, self.config.icl_template or ICL_TEMPLATE, words, source)
+        return IclTask(demos, queries, not separate, self.config.icl_template or ICL_TEMPLATE, words,
+                       probed_data(demos, queries, separate))
 
 
 @dataclass
@@ -301,6 +301,15 @@ class IclTask:
 def is_text_corpus(spec) -> bool:
     """A .txt file is prose (perplexity text, calibration), never labelled examples."""
     return Path(str(getattr(spec, "path", spec))).suffix.lower() == ".txt"
+
+
+def probed_data(demos, queries, separate: bool) -> str:
+    """The icl_data figure: which file gave the queries and which the demonstrations."""
+    if not separate:
+        return f"{queries.source} (demos: the other queries, leave-one-out)"
+    if demos.source == queries.source:
+        return f"{queries.source} (queries: a held-out 10%, demos: the rest)"
+    return f"{queries.source} (demos from {demos.source})"
 
 
 def check_icl_data(demos, queries, k: int, leave_one_out: bool, words: list[str]) -> None:

@@ -39,7 +39,8 @@ def evaluate(model, tmp_path, data=None, **config):
 def test_user_data_is_probed_with_the_generic_template_and_its_label_names(tiny_model, tmp_path, captured_prompts):
     data = write(tmp_path / "dev.tsv", "label\tsentence", [("good" if y == "1" else "bad", t) for y, t in ROWS])
     result = evaluate(tiny_model("llama"), tmp_path, data)
-    assert result["icl_data"].startswith(str(data)) and sorted(result["label_words"]) == ["bad", "good"]
+    assert result["icl_data"] == f"{data} (queries: a held-out 10%, demos: the rest)"
+    assert sorted(result["label_words"]) == ["bad", "good"]
     assert all(p.startswith("Input: ") and p.endswith("\nLabel:") for p in captured_prompts)
     assert any("\nLabel: good" in p for p in captured_prompts)
 
