@@ -83,3 +83,9 @@ def test_icl_suite_reports_one_figure_per_task_and_zero_drops_against_itself(tin
     assert all(0.0 <= v <= 100.0 for v in result["icl_suite"].values())
     assert result["icl_suite_drops"] == {t: 0.0 for t in tasks} and result["icl_suite_drop_pt"] == 0.0
     assert result["icl_suite_accuracy"] == pytest.approx(sum(result["icl_suite"].values()) / len(tasks), abs=1e-3)
+
+
+def test_a_bad_template_on_the_cli_is_one_line_exit_2():
+    result = CliRunner().invoke(main, ["eval", "smollm2-135m", "--metric", "icl", "--icl-template", "Q: {label} {text}"])
+    assert result.exit_code == 2 and "must contain {text} once and end with {label}" in result.output
+    assert len(result.output.strip().splitlines()) == 1
