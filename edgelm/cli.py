@@ -386,25 +386,27 @@ def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, promp
 @main.command("eval")
 @click.argument("model", metavar="MODEL_OR_OUT")
 @click.option("--metric", "metrics", multiple=True, cls=GreedyOption,
-              type=click.Choice(["accuracy", "perplexity", "icl", "fidelity", "generation"]),
-              help="metrics (default by task: accuracy | fidelity | perplexity icl generation); several allowed")
+              type=click.Choice(["accuracy", "perplexity", "icl", "icl-suite", "fidelity", "generation"]),
+              help="metrics (default by task: accuracy | fidelity | perplexity icl generation; icl-suite: built-in ICL tasks); several allowed")
 @click.option("--runtime", "runtimes", multiple=True, cls=GreedyOption,
               help="auto (the artifact: ort > onnx > pte, else torch), torch, ort-cpu, ort-mobile, executorch; several allowed")
 @click.option("--reference", help="MODEL to compare with (accuracy_drop_pt, fidelity, generation parity)")
 @click.option("--k-shot", type=int, help="ICL probe: demonstrations per prompt (default 4)")
-@click.option("--label-words", help="ICL probe: comma-separated words for labels 0,1,... (default negative,positive)")
+@click.option("--label-words", help="ICL probe: comma-separated words for labels 0,1,... (default: the data's label names)")
+@click.option("--icl-template", help="ICL probe: prompt with {text} and a final {label}, \\n for a new line (default 'Input: {text}\\nLabel: {label}')")
 @click.option("--max-samples", type=int, help="evaluate at most this many examples (default 1000)")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 @model_options
 @data_options
-def eval_command(model, metrics, runtimes, reference, k_shot, label_words, max_samples, as_json, task, allow_pickle,
+def eval_command(model, metrics, runtimes, reference, k_shot, label_words, icl_template, max_samples, as_json, task, allow_pickle,
                  trust_remote_code, data, eval_data, text_column, label_column, seed):
     """Evaluate MODEL_OR_OUT (a model, stage folder or run folder) on its artifact or torch model."""
     from edgelm.pipeline.recipe import _validate_config
     from edgelm.stages.eval import evaluate_standalone
 
     given = {"metrics": list(metrics) or None, "runtime": list(runtimes) or None, "k_shot": k_shot,
-             "label_words": label_words.split(",") if label_words else None, "max_samples": max_samples}
+             "label_words": label_words.split(",") if label_words else None, "icl_template": icl_template,
+             "max_samples": max_samples}
     config = _validate_config("eval", {k: v for k, v in given.items() if v is not None}, "edgelm eval options")
     result = evaluate_standalone(model, config, data=data_config(data, text_column, label_column, seed=seed),
                                  eval_data=data_config(eval_data, text_column, label_column, seed=seed),

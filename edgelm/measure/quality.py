@@ -4,7 +4,8 @@ tokenizer, so the same metric code scores a torch model and an exported artifact
 - classification: accuracy and macro-F1 in percentage points
 - perplexity: sliding window (window / stride / max tokens) over a text, as in the HF perplexity guide
 - embedding fidelity: cosine between a candidate's sentence embeddings and a reference's
-- in-context-learning probe: k-shot prompts, the prediction is the label word with the highest next-token logit
+- in-context-learning probe: k-shot prompts from a template, the prediction is the label whose whole word sequence
+  has the highest log-probability after the prompt (labels sharing a first token are told apart)
 - generation parity: greedy continuations of a candidate vs a reference, token by token
 
 `torch_model(bundle)` builds an EvalModel from a bundle's torch model; `edgelm.measure.artifacts` builds one
@@ -23,7 +24,8 @@ from edgelm.core.errors import EdgelmError
 from edgelm.verify.verdict import cosine_rows
 
 Feeds = dict[str, np.ndarray]
-ICL_TEMPLATE = "Review: {text}\nSentiment: {label}"
+ICL_TEMPLATE = "Input: {text}\nLabel: {label}"  # user data, unless a template is given
+SENTIMENT_TEMPLATE = "Review: {text}\nSentiment: {label}"  # the built-in sentiment probe
 ICL_SEPARATOR = "\n\n"
 
 
@@ -154,59 +156,124 @@ def perplexity(model: EvalModel, text: str, *, window: int = 512, stride: int = 
 
 
 # --- in-context learning probe -------------------------------------------------------------------------------
-def label_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
-    """First token of ' word' for each label word; they must differ or the probe cannot tell labels apart."""
-    ids = [tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"][0] for w in words]
-    if len(set(ids)) != len(ids):
-        raise EdgelmError(f"ICL label words {list(words)} start with the same token; choose distinct words")
-    return ids
+def check_template(template: str) -> str:
+    """An ICL template holds {text} once and ends with {label}: the label is what the model continues with."""
+    if template.count("{text}") != 1 or not template.endswith("{label}"):
+        raise EdgelmError(f"ICL template {template!r} must contain {{text}} once and end with {{label}}, "
+                          "e.g. 'Input: {text}\\nLabel: {label}'")
+    return template
 
 
-def icl_prompts(demos, queries, k: int, label_words: Sequence[str], seed: int = 0, leave_one_out: bool = False) -> list[str]:
+def fill(template: str, text: str, label: str) -> str:
+    """The template with text and label put in (plain replacement: braces in the text stay as they are)."""
+    return template.replace("{text}", text.strip()).replace("{label}", label)
+
+
+def query_prompt(template: str, text: str) -> str:
+    """The template up to the label: what the model continues from."""
+    return fill(template, text, "").rstrip()
+
+
+def balanced_demos(by_label: dict[int, list[int]], k: int, rng: random.Random, skip: int | None) -> list[int]:
+    """k demo indices drawn per label in turn (balanced), never `skip` (the query itself, leave-one-out)."""
+    labels, chosen = sorted(by_label), []
+    for j in range(k):
+        pool = [i for i in by_label[labels[j % len(labels)]] if i != skip and i not in chosen]
+        if pool:
+            chosen.append(rng.choice(pool))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def icl_prompts(demos, queries, k: int, label_words: Sequence[str], seed: int = 0, leave_one_out: bool = False,
+                template: str = ICL_TEMPLATE) -> list[str]:
     """One k-shot prompt per query; demos are drawn per label in turn (balanced), seeded per query."""
+    check_template(template)
     by_label: dict[int, list[int]] = {}
     for i, y in enumerate(demos.labels):
         by_label.setdefault(y, []).append(i)
-    labels = sorted(by_label)
     prompts = []
     for q, text in enumerate(queries.texts):
-        rng = random.Random(seed * 1_000_003 + q)
-        pools = {y: [i for i in by_label[y] if not (leave_one_out and i == q)] for y in labels}
-        chosen = []
-        for j in range(k):
-            pool = [i for i in pools[labels[j % len(labels)]] if i not in chosen]
-            if pool:
-                chosen.append(rng.choice(pool))
-        rng.shuffle(chosen)
-        shots = [ICL_TEMPLATE.format(text=demos.texts[i].strip(), label=label_words[demos.labels[i]]) for i in chosen]
-        prompts.append(ICL_SEPARATOR.join(shots + [ICL_TEMPLATE.format(text=text.strip(), label="").rstrip()]))
+        chosen = balanced_demos(by_label, k, random.Random(seed * 1_000_003 + q), q if leave_one_out else None)
+        shots = [fill(template, demos.texts[i], label_words[demos.labels[i]]) for i in chosen]
+        prompts.append(ICL_SEPARATOR.join(shots + [query_prompt(template, text)]))
     return prompts
 
 
+def label_sequences(tokenizer, words: Sequence[str]) -> list[list[int]]:
+    """The tokens of ' word' for each label word; two labels with the same tokens cannot be told apart."""
+    seqs = [tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"] for w in words]
+    if any(not s for s in seqs) or len({tuple(s) for s in seqs}) != len(seqs):
+        raise EdgelmError(f"ICL label words {list(words)} are empty or tokenize the same; choose distinct words")
+    return seqs
+
+
+def continuation_logprobs(model: EvalModel, prompts: Sequence[str], continuations: Sequence[list[int]], *,
+                          max_length: int = 1024, batch_size: int = 8) -> np.ndarray:
+    """[prompts, continuations]: sum of the log-probs of each continuation's tokens after each prompt.
+
+    One forward per (prompt, continuation without its last token): all one-token continuations share the prompt's
+    own forward; longer ones need their leading tokens fed in."""
+    prompt_ids = [model.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    prefixes = sorted({tuple(c[:-1]) for c in continuations})
+    rows = [(p, key) for p in range(len(prompts)) for key in prefixes]
+    scores = np.zeros((len(prompts), len(continuations)))
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        ids = [(prompt_ids[p] + list(key))[-max_length:] for p, key in chunk]
+        logits = np.asarray(model.forward(pad_right(ids, model.tokenizer)))
+        for row, (p, key) in enumerate(chunk):
+            for c, tokens in enumerate(continuations):
+                if tuple(tokens[:-1]) == key:
+                    scores[p, c] = sequence_logprob(logits[row], len(ids[row]), tokens)
+    return scores
+
+
+def sequence_logprob(logits: np.ndarray, length: int, tokens: list[int]) -> float:
+    """Log-prob of `tokens` as the last len(tokens) targets of a row of `length` inputs (logits at t predict t+1)."""
+    m = len(tokens)
+    logp = log_softmax(logits[length - m:length])
+    return float(logp[np.arange(m), tokens].sum())
+
+
+def greedy_matches(model: EvalModel, prompts: Sequence[str], answers: Sequence[str], *, max_length: int = 1024,
+                   batch_size: int = 8) -> list[bool]:
+    """Whether greedy decoding after each prompt starts with ' answer': teacher-forced, the argmax at every answer
+    position must be the answer's token (one forward per prompt, no generate needed)."""
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        ids, lengths = [], []
+        for prompt, answer in zip(prompts[start:start + batch_size], answers[start:start + batch_size]):
+            tokens = model.tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+            row = model.tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokens
+            ids.append(row[-max_length:])
+            lengths.append(len(tokens))
+        logits = np.asarray(model.forward(pad_right(ids, model.tokenizer)))
+        out += [bool((logits[r, len(row) - m - 1:len(row) - 1].argmax(-1) == row[len(row) - m:]).all())
+                for r, (row, m) in enumerate(zip(ids, lengths))]
+    return out
+
+
 def icl_probe(model: EvalModel, demos, queries, *, k: int = 4, label_words: Sequence[str] = ("negative", "positive"),
-              seed: int = 0, max_length: int = 1024, batch_size: int = 8, leave_one_out: bool = False) -> dict:
-    """k-shot accuracy (pt): the label whose word gets the highest next-token logit after 'Sentiment:' wins."""
+              seed: int = 0, max_length: int = 1024, batch_size: int = 8, leave_one_out: bool = False,
+              template: str = ICL_TEMPLATE) -> dict:
+    """k-shot accuracy (pt): the label whose whole word sequence is most probable after the prompt wins."""
     demos.require_labels()
     queries.require_labels()
     n_labels = max(max(demos.labels), max(queries.labels)) + 1
     if len(label_words) < n_labels:
         raise EdgelmError(f"ICL probe: {n_labels} labels but only {len(label_words)} label words {list(label_words)}")
-    token_ids = label_token_ids(model.tokenizer, label_words[:n_labels])
-    prompts = icl_prompts(demos, queries, k, label_words, seed, leave_one_out)
-    predictions = []
-    for start in range(0, len(prompts), batch_size):
-        feeds = encode_right_padded(model.tokenizer, prompts[start:start + batch_size], max_length)
-        logits = np.asarray(model.forward(feeds))
-        last = feeds["attention_mask"].sum(1) - 1
-        predictions += logits[np.arange(len(last)), last][:, token_ids].argmax(-1).tolist()
-    scores = classification_scores(predictions, queries.labels)
-    return {"icl_accuracy": scores["accuracy"], "icl_f1": scores["f1"], "icl_k": k, "n": scores["n"],
-            "label_words": list(label_words[:n_labels])}
+    words = list(label_words[:n_labels])
+    prompts = icl_prompts(demos, queries, k, words, seed, leave_one_out, template)
+    scores = continuation_logprobs(model, prompts, label_sequences(model.tokenizer, words), max_length=max_length,
+                                   batch_size=batch_size)
+    result = classification_scores(scores.argmax(-1).tolist(), queries.labels)
+    return {"icl_accuracy": result["accuracy"], "icl_f1": result["f1"], "icl_k": k, "n": result["n"],
+            "label_words": words, "icl_template": template}
 
 
-def encode_right_padded(tokenizer, texts: Sequence[str], max_length: int) -> Feeds:
-    """Right-padded batch, truncated from the left so the end of each prompt (the query) survives."""
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"][-max_length:] for t in texts]
+def pad_right(rows: Sequence[list[int]], tokenizer) -> Feeds:
+    """Right-padded input_ids + attention_mask for token rows of different lengths."""
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = np.full((len(rows), width), pad, dtype=np.int64)

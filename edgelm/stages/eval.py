@@ -6,17 +6,26 @@ task-adapted model before any compression; a later recovery fine-tune after prun
 else the run's input model; `input` = the run's input model;
 `NN-kind` = that stage folder of the run; `none` = no comparison.
 
-Data: labelled eval examples come from the eval data, else from a held-out 10% split of the run's data; the ICL
-probe draws its demonstrations from the run's data (or, with none, from a built-in 80-sentence sentiment probe
-scored leave-one-out); perplexity reads the eval text (a .txt file, or the eval texts), else calibration prose.
+Data: labelled eval examples come from the eval data, else from a held-out 10% split of the run's data;
+perplexity reads the eval text (a .txt file, or the eval texts), else calibration prose.
+
+ICL probe (`icl`): queries come from the labelled eval data (else the run's data), demonstrations from the run's
+data (else from the queries, leave-one-out); template `Input: {text}\nLabel: {label}` and the data's label names
+as label words unless `icl_template` / `label_words` say otherwise. Given data is never replaced: a table without
+a usable label column fails. Only without data (or with .txt text corpora only) the built-in 80-sentence sentiment
+probe runs (its own template, words negative/positive). `icl_data` says which data was probed.
+`icl-suite`: the built-in task suite of edgelm.measure.icl_suite, per-task accuracy and, against a reference,
+per-task drops.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
@@ -24,7 +33,7 @@ from edgelm.models.loading import load_bundle, load_model
 from edgelm.runtimes.base import RUNTIMES
 from edgelm.export.formats import PREFERRED
 
-Metric = Literal["accuracy", "perplexity", "icl", "fidelity", "generation"]
+Metric = Literal["accuracy", "perplexity", "icl", "icl-suite", "fidelity", "generation"]
 DEFAULT_METRICS = {"sequence-classification": ["accuracy"], "feature-extraction": ["fidelity"],
                    "causal-lm": ["perplexity", "icl", "generation"]}
 PROBE_DATA = Path(__file__).resolve().parents[1] / "recipes" / "sentiment-probe.tsv"
@@ -40,13 +49,21 @@ class EvalConfig(StageConfig):
     max_length: int = Field(128, gt=1, description="token limit per example for classification / embeddings")
     batch_size: int = Field(32, gt=0, description="examples per forward pass")
     k_shot: int = Field(4, ge=0, description="ICL probe: demonstrations per prompt")
-    label_words: list[str] = Field(default_factory=lambda: ["negative", "positive"], description="ICL probe: the word for label 0, 1, ...")
+    label_words: list[str] = Field(default_factory=list, description="ICL probe: the word for label 0, 1, ... (default: the data's label names; built-in probe: negative, positive)")
+    icl_template: str | None = Field(None, description="ICL probe: prompt per example with {text} and a final {label} (default: 'Input: {text}\\nLabel: {label}'; built-in probe: 'Review: {text}\\nSentiment: {label}'); \\n means a new line")
     icl_samples: int = Field(200, gt=0, description="ICL probe: at most this many queries")
     ppl_window: int = Field(512, gt=1, description="perplexity: tokens of context per window")
     ppl_stride: int = Field(256, gt=0, description="perplexity: tokens the window advances")
     ppl_max_tokens: int = Field(4096, gt=1, description="perplexity: score at most this many tokens of the text")
     fidelity_texts: int = Field(256, gt=0, description="fidelity: texts embedded when there is no eval data")
     gen_tokens: int = Field(16, gt=0, description="generation parity: greedy tokens per prompt")
+
+    @field_validator("icl_template")
+    @classmethod
+    def _newlines(cls, template: str | None) -> str | None:
+        from edgelm.measure.quality import check_template
+
+        return check_template(template.replace("\\n", "\n")) if template is not None else None
 
 
 @register_stage
@@ -79,7 +96,7 @@ class EvalStage(Stage):
         return StageResult(bundle.derive(), out, [])
 
 
-COMPARABLE = ("accuracy", "perplexity", "icl")
+COMPARABLE = ("accuracy", "perplexity", "icl", "icl-suite")
 
 
 def compare(metrics, candidate, reference, data, config, ref_scores) -> dict:
@@ -94,6 +111,10 @@ def compare(metrics, candidate, reference, data, config, ref_scores) -> dict:
         out["reference_icl_accuracy"] = ref["icl_accuracy"]
         out["icl_drop_pt"] = round(ref["icl_accuracy"] - out["icl_accuracy"], 3)
         out.setdefault("accuracy_drop_pt", out["icl_drop_pt"])  # a decoder's accuracy is its ICL accuracy
+    if "icl-suite" in ref_scores:
+        from edgelm.measure.icl_suite import suite_drops
+
+        out.update(suite_drops(out, ref_scores["icl-suite"]))
     if "perplexity" in ref_scores:
         out["reference_perplexity"] = ref["perplexity"]
         out["perplexity_ratio"] = round(out["perplexity"] / ref["perplexity"], 4)
@@ -111,9 +132,14 @@ def score(metric: str, model, reference, data: "EvalData", config: EvalConfig) -
         return ev.perplexity(model, data.text(), window=config.ppl_window, stride=config.ppl_stride,
                              max_tokens=config.ppl_max_tokens)
     if metric == "icl":
-        demos, queries, leave_one_out = data.icl_sets()
-        return ev.icl_probe(model, demos, queries, k=config.k_shot, label_words=config.label_words,
-                            seed=data.seed, leave_one_out=leave_one_out)
+        task = data.icl_task()
+        return {**ev.icl_probe(model, task.demos, task.queries, k=config.k_shot, label_words=task.label_words,
+                               seed=data.seed, leave_one_out=task.leave_one_out, template=task.template),
+                "icl_data": task.source}
+    if metric == "icl-suite":
+        from edgelm.measure.icl_suite import icl_suite
+
+        return icl_suite(model, k=config.k_shot, seed=data.seed)
     if reference is None:
         raise EdgelmError(f"eval metric {metric!r} compares with a reference model; set reference to auto or input, not none")
     if metric == "fidelity":
@@ -227,15 +253,76 @@ class EvalData:
 
         return "\n\n".join(calibration_texts(64, seed=self.seed))
 
-    def icl_sets(self):
-        """(demonstrations, queries, leave_one_out)."""
+    def icl_task(self) -> "IclTask":
+        """The user's labelled data when any is given (never a substitute), else the built-in sentiment probe."""
+        given = [spec for spec in (self.ctx.data, self.ctx.eval_data) if spec is not None]
+        corpora = [spec for spec in given if is_text_corpus(spec)]
+        if not given or len(corpora) == len(given):
+            note = f" ({', '.join(str(s.path) for s in corpora)}: a text corpus, no labels)" if corpora else ""
+            return self._builtin_probe(f"built-in sentiment probe{note}")
         train, held = self._train_and_eval()
-        if train is not None and train.labels is not None and held is not None and held.labels is not None:
-            return train, self._sample(held, self.config.icl_samples), False
+        for examples, spec in ((train, self.ctx.data), (held, self.ctx.eval_data)):
+            if spec is not None and not is_text_corpus(spec) and (examples is None or examples.labels is None):
+                raise EdgelmError(f"{spec.path}: the ICL probe needs a label column and found none; name it with "
+                                  "--label-column (the built-in probe runs only without --data/--eval-data)")
+        return self._user_task(train, held)
+
+    def _builtin_probe(self, source: str) -> "IclTask":
         from edgelm.data.readers import load_examples
+        from edgelm.measure.quality import SENTIMENT_TEMPLATE
 
         probe = load_examples(str(PROBE_DATA))
-        return probe, probe, True
+        words = self.config.label_words or ["negative", "positive"]
+        return IclTask(probe, probe, True, self.config.icl_template or SENTIMENT_TEMPLATE, words, source)
+
+    def _user_task(self, train, held) -> "IclTask":
+        from edgelm.measure.quality import ICL_TEMPLATE
+
+        held_labelled = held is not None and held.labels is not None
+        separate = held_labelled and train is not None and train.labels is not None  # else leave-one-out on queries
+        queries = self._sample(held if held_labelled else train, self.config.icl_samples)
+        demos = train if separate else queries
+        words = self.config.label_words or list(queries.label_names or demos.label_names or [])
+        check_icl_data(demos, queries, self.config.k_shot, not separate, words)
+        return IclTask(demos, queries, not separate, self.config.icl_template or ICL_TEMPLATE, words,
+                       probed_data(demos, queries, separate))
+
+
+@dataclass
+class IclTask:
+    demos: object
+    queries: object
+    leave_one_out: bool
+    template: str
+    label_words: list[str]
+    source: str  # the icl_data metric: which data was probed
+
+
+def is_text_corpus(spec) -> bool:
+    """A .txt file is prose (perplexity text, calibration), never labelled examples."""
+    return Path(str(getattr(spec, "path", spec))).suffix.lower() == ".txt"
+
+
+def probed_data(demos, queries, separate: bool) -> str:
+    """The icl_data figure: which file gave the queries and which the demonstrations."""
+    if not separate:
+        return f"{queries.source} (demos: the other queries, leave-one-out)"
+    if demos.source == queries.source:
+        return f"{queries.source} (queries: a held-out 10%, demos: the rest)"
+    return f"{queries.source} (demos from {demos.source})"
+
+
+def check_icl_data(demos, queries, k: int, leave_one_out: bool, words: list[str]) -> None:
+    """Every label needs its share of k balanced demos (+1 when the query is left out), and a word."""
+    n_labels = max(max(demos.labels), max(queries.labels)) + 1
+    if len(words) < n_labels:
+        raise EdgelmError(f"{queries.source}: {n_labels} labels but {len(words)} label words {words}; pass --label-words")
+    need = -(-k // n_labels) + int(leave_one_out)
+    counts = Counter(demos.labels)
+    short = [words[y] for y in sorted(set(queries.labels)) if counts[y] < need]
+    if short:
+        raise EdgelmError(f"{demos.source}: the {k}-shot ICL probe needs at least {need} examples of each label; "
+                          f"too few for {', '.join(short)}")
 
 
 def evaluate_standalone(model: str, config: EvalConfig, *, data=None, eval_data=None, reference: str | None = None,

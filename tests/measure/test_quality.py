@@ -7,7 +7,8 @@ import torch
 from edgelm.data.readers import Examples
 from edgelm.core.errors import EdgelmError
 from edgelm.measure.quality import (EvalModel, classification_scores, embedding_fidelity, evaluate_classification,
-                             generation_parity, icl_probe, icl_prompts, perplexity, torch_model)
+                             generation_parity, icl_probe, icl_prompts, perplexity, torch_model,
+                             SENTIMENT_TEMPLATE)
 from edgelm.models.loading import load_model
 
 TEXT = " ".join(["the movie was good and the acting was great . i love this film ."] * 12)
@@ -75,7 +76,8 @@ def test_embedding_fidelity_is_one_against_itself_and_lower_against_another_mode
 
 
 def test_icl_prompts_are_balanced_k_shot_and_never_show_the_query_itself():
-    prompts = icl_prompts(SENTIMENT, SENTIMENT, k=4, label_words=["negative", "positive"], leave_one_out=True)
+    prompts = icl_prompts(SENTIMENT, SENTIMENT, k=4, label_words=["negative", "positive"], leave_one_out=True,
+                          template=SENTIMENT_TEMPLATE)
     assert len(prompts) == len(SENTIMENT)
     for q, prompt in enumerate(prompts):
         shots, query = prompt.split("\n\n")[:-1], prompt.split("\n\n")[-1]
@@ -148,5 +150,6 @@ def test_smollm2_reads_the_builtin_sentiment_probe_well_above_chance():
 
     require_builtin("smollm2-135m")
     probe = load_examples(str(PROBE_DATA))
-    result = icl_probe(torch_model(load_model("smollm2-135m")), probe, probe, k=4, leave_one_out=True)
+    result = icl_probe(torch_model(load_model("smollm2-135m")), probe, probe, k=4, leave_one_out=True,
+                       template=SENTIMENT_TEMPLATE)
     assert result["icl_accuracy"] >= 70.0  # 85.0 measured; chance is 50
