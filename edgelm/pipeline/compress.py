@@ -44,11 +44,34 @@ def detect_task(model: str, task: str | None = None) -> str:
 
 
 def is_labelled(data) -> bool:
-    if data is None:
-        return False
+    return data is not None and _examples(data).labels is not None
+
+
+def _examples(data):
     from edgelm.data.readers import load_examples
 
-    return load_examples(data).labels is not None
+    return load_examples(data)
+
+
+def path_reason(data, labelled: bool, task: str = "feature-extraction") -> str:
+    """One line: which default path an encoder takes and why (said before the run starts, never silently)."""
+    shipped = "sentence embedder" if task == "feature-extraction" else f"the {task} model as it is"
+    if data is None:
+        return f"label-free path: no --data given -> {shipped} (int8, fidelity eval)"
+    examples = _examples(data)
+    if not labelled:
+        return (f"label-free path: no label column in {Path(examples.source).name} (columns: "
+                f"{', '.join(examples.columns)}) -> {shipped}; name one with --label-column")
+    names = examples.label_names
+    span = f"{names[0]}-{names[-1]}" if examples.ordinal else ", ".join(names)
+    return (f"labelled path: column {examples.label_column!r} has {len(names)} labels ({span}) -> fine-tune a "
+            f"{len(names)}-class classifier")
+
+
+def say_path(data, labelled: bool, task: str) -> None:
+    from edgelm.core.ui import info
+
+    info(path_reason(data, labelled, task))
 
 
 def default_recipe(task: str, target: str, labelled: bool) -> dict:
@@ -89,6 +112,8 @@ def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_d
         model = model or "minilm-l6"
         task = detect_task(model, task)
         labelled = is_labelled(data or eval_data) and task != "causal-lm"
+        if task != "causal-lm":
+            say_path(data or eval_data, labelled, task)
         raw = default_recipe(task, target, labelled)
         raw["model"] = model
         raw.setdefault("task", task)

@@ -59,3 +59,32 @@ def test_gates_and_explicit_recipe_and_cli_model_override(tiny_model, tmp_path):
     recipe_file.write_text("model: minilm-l6\nstages: [{kind: export}]\n")
     recipe = build_recipe(str(tiny_model("bert")), recipe=recipe_file, gates={"max_size_mb": 5})
     assert recipe.model == str(tiny_model("bert")) and recipe.gates.max_size_mb.value == 5
+
+
+def said(capsys) -> str:
+    return " ".join(capsys.readouterr().err.split())  # rich wraps long lines at the terminal width
+
+
+def test_labelled_path_is_said_with_the_column_and_its_labels(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EDGELM_QUIET", raising=False)
+    data = tmp_path / "train.csv"
+    data.write_text("text,score\n" + "".join(f"answer {i},{i % 4}\n" for i in range(12)))
+    recipe = build_recipe(str(tiny_model("bert")), target="mobile", data=str(data))
+    assert recipe.task == "sequence-classification"
+    assert "labelled path: column 'score' has 4 labels (0-3) -> fine-tune a 4-class classifier" in said(capsys)
+
+
+def test_label_free_path_is_said_with_the_columns_it_saw(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EDGELM_QUIET", raising=False)
+    data = tmp_path / "train.csv"
+    data.write_text("text\n" + "".join(f"sentence number {i}\n" for i in range(6)))
+    build_recipe(str(tiny_model("bert")), target="mobile", data=str(data))
+    assert "label-free path: no label column in train.csv (columns: text) -> sentence embedder" in said(capsys)
+
+
+def test_string_labels_are_listed_in_the_path_line(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EDGELM_QUIET", raising=False)
+    data = tmp_path / "train.tsv"
+    data.write_text("label\tquestion\n" + "".join(f"{'NUM LOC ABBR'.split()[i % 3]}\tq {i}?\n" for i in range(9)))
+    build_recipe(str(tiny_model("bert")), target="mobile", data=str(data))
+    assert "column 'label' has 3 labels (ABBR, LOC, NUM) -> fine-tune a 3-class classifier" in said(capsys)
