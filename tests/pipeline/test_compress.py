@@ -65,26 +65,20 @@ def said(capsys) -> str:
     return " ".join(capsys.readouterr().err.split())  # rich wraps long lines at the terminal width
 
 
-def test_labelled_path_is_said_with_the_column_and_its_labels(tiny_model, tmp_path, capsys, monkeypatch):
+SCORES = "text,score\n" + "".join(f"answer {i},{i % 4}\n" for i in range(12))
+NO_LABELS = "text\n" + "".join(f"sentence number {i}\n" for i in range(6))
+TREC_LIKE = "label\tquestion\n" + "".join(f"{'NUM LOC ABBR'.split()[i % 3]}\tq {i}?\n" for i in range(9))
+
+
+@pytest.mark.parametrize("name,text,line", [
+    ("train.csv", SCORES, "labelled path: column 'score' has 4 labels (0-3) -> fine-tune a 4-class classifier"),
+    ("train.csv", NO_LABELS, "label-free path: no label column in train.csv (columns: text) -> sentence embedder"),
+    ("train.tsv", TREC_LIKE, "labelled path: column 'label' has 3 labels (ABBR, LOC, NUM) -> fine-tune a 3-class"),
+])
+def test_the_path_taken_is_said_in_one_line_with_its_reason(tiny_model, tmp_path, capsys, monkeypatch, name, text, line):
     monkeypatch.delenv("EDGELM_QUIET", raising=False)
-    data = tmp_path / "train.csv"
-    data.write_text("text,score\n" + "".join(f"answer {i},{i % 4}\n" for i in range(12)))
+    data = tmp_path / name
+    data.write_text(text)
     recipe = build_recipe(str(tiny_model("bert")), target="mobile", data=str(data))
-    assert recipe.task == "sequence-classification"
-    assert "labelled path: column 'score' has 4 labels (0-3) -> fine-tune a 4-class classifier" in said(capsys)
-
-
-def test_label_free_path_is_said_with_the_columns_it_saw(tiny_model, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("EDGELM_QUIET", raising=False)
-    data = tmp_path / "train.csv"
-    data.write_text("text\n" + "".join(f"sentence number {i}\n" for i in range(6)))
-    build_recipe(str(tiny_model("bert")), target="mobile", data=str(data))
-    assert "label-free path: no label column in train.csv (columns: text) -> sentence embedder" in said(capsys)
-
-
-def test_string_labels_are_listed_in_the_path_line(tiny_model, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("EDGELM_QUIET", raising=False)
-    data = tmp_path / "train.tsv"
-    data.write_text("label\tquestion\n" + "".join(f"{'NUM LOC ABBR'.split()[i % 3]}\tq {i}?\n" for i in range(9)))
-    build_recipe(str(tiny_model("bert")), target="mobile", data=str(data))
-    assert "column 'label' has 3 labels (ABBR, LOC, NUM) -> fine-tune a 3-class classifier" in said(capsys)
+    assert line in said(capsys)
+    assert (recipe.task == "sequence-classification") == line.startswith("labelled")
