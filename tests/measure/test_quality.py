@@ -163,3 +163,15 @@ def test_smollm2_reads_the_builtin_sentiment_probe_well_above_chance():
     probe = load_examples(str(PROBE_DATA))
     result = icl_probe(torch_model(load_model("smollm2-135m")), probe, probe, k=4, leave_one_out=True)
     assert result["icl_accuracy"] >= 70.0  # 85.0 measured; chance is 50
+
+
+def test_eval_labels_are_numbered_as_the_model_numbers_them(tmp_path):
+    from edgelm.data.readers import load_examples
+    from edgelm.stages.eval import numbered_as_model
+
+    path = tmp_path / "dev.tsv"
+    path.write_text("label\tquestion\nLOC\twhere?\nNUM\thow many?\n")  # no ABBR or DESC: LOC would be 0 here
+    held = numbered_as_model(load_examples(str(path)), ["ABBR", "DESC", "LOC", "NUM"])
+    assert held.labels == [2, 3] and held.label_names == ["ABBR", "DESC", "LOC", "NUM"]
+    untrained = load_examples(str(path))
+    assert numbered_as_model(untrained, ["LABEL_0", "LABEL_1"]).labels == [0, 1]  # names unknown to the model
