@@ -104,6 +104,7 @@ def test_integer_labels_from_one_are_numbered_in_order(tmp_path):
     assert ex.label_names == ["1", "3", "5"] and ex.labels == [2, 0, 1] and ex.ordinal
 
 
+@pytest.mark.real
 def test_real_trec_labels():
     from tests.conftest import SHARED_DATA
 

@@ -111,3 +111,16 @@ def test_run_report_shows_recall_per_label_and_a_confusion_matrix_picture(tmp_pa
     assert "| ABBR | 75.0 |" in md and "| LOC | 1 | 0 | 4 |" in md
     assert "Classification: 07-eval" in page and "<svg" in page and "<td class=\"l\">DESC</td><td>100.0</td>" in page
     assert "<!-- predicted label -->" in page and "<text" not in page  # axis text drawn as paths: no fonts needed
+
+
+def test_a_compress_run_of_a_classifier_reports_its_confusion_matrix(tiny_model, tmp_path_factory):
+    from pathlib import Path
+
+    from tests.deliver.runs import tiny_run
+
+    out = Path(tiny_run("classifier", tiny_model, tmp_path_factory)["out"])
+    run = json.loads((out / "run.json").read_text())
+    matrix = next(st["metrics"]["confusion_matrix"] for st in run["stages"] if st["kind"] == "eval")
+    assert matrix["labels"] == ["0", "1"] and sum(map(sum, matrix["counts"])) == 12
+    page = (out / "report.html").read_text()
+    assert "<h2>Classification: " in page and "recall pt" in page and page.count("<svg") >= 1
