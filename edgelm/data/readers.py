@@ -259,7 +259,8 @@ def _to_examples(rows: list[dict], cfg: DataConfig, source: str) -> Examples:
         if not isinstance(value, str):
             raise EdgelmError(f"{source}: row {i + 1}: text column {text_col!r} is {type(value).__name__}, not text")
         texts.append(value)
-    labels, names, ordinal = (None, None, False) if label_col is None else _encode_labels([r.get(label_col) for r in rows], source, label_col)
+    labels, names, ordinal = (None, None, False) if label_col is None else \
+        _encode_labels([r.get(label_col) for r in rows], source, label_col)
     return Examples(texts, labels, names, source, {c: [r.get(c) for r in rows] for c in columns},
                     label_col if labels is not None else None, ordinal)
 
