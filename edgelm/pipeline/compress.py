@@ -5,6 +5,8 @@ Default recipes live in edgelm/recipes/compress-<encoder|decoder>-<target>[-labe
 - encoder, labelled data: fine-tune -> (int8 baseline) -> prune -> distill -> export -> int8 -> eval -> bench
 - encoder, no labels: export -> int8 -> fidelity eval -> bench (the label-free path)
 - decoder: export with KV cache -> int4 -> perplexity + ICL probe + greedy parity -> decode bench
+An encoder's path is said in one line before the run starts (`path_reason`): the label column and its labels, or
+the columns seen when there is none.
 """
 
 from __future__ import annotations
