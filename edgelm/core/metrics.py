@@ -47,6 +47,10 @@ _ENTRIES = [
     # quality (eval, finetune, distill, quantize)
     Metric("accuracy", "pt", H, "share of labelled examples the model labels right"),
     Metric("f1", "pt", H, "macro-F1 over the labels seen"),
+    Metric("recall_by_label", "pt", H, "{label name: share of that label's examples the model labels right}"),
+    Metric("kappa", "ratio", H, "quadratic weighted kappa (ordinal integer labels only): 1 = perfect, 0 = chance"),
+    Metric("confusion_matrix", "table", None, "{labels: names in id order, counts: [true label][predicted label] "
+           "example counts}"),
     Metric("reference_accuracy", "pt", H, "accuracy of the eval reference model on the same examples"),
     Metric("accuracy_drop_pt", "pt", L, "reference accuracy minus candidate accuracy (decoders: the ICL accuracy drop)"),
     Metric("eval_accuracy", "pt", H, "accuracy on the held-out split at the best training evaluation"),

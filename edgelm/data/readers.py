@@ -1,7 +1,12 @@
 """Datasets for training, calibration and evaluation: CSV/TSV/JSONL/TXT files and HF datasets (`name:split`).
 
-Columns are detected (`sentence`, `text`, ... / `label`, ...) and overridable. Calibration text for label-free
-stages needs no download: it comes from the English help text that ships with Python (pydoc_data).
+Columns are detected (`sentence`, `text`, ... / `label`, `score`, `class`, ...) and overridable. With no such label
+column, a column that looks like labels (every row has one, at most 20 distinct values and fewer than half the rows)
+is used, and the run says so. Label ids: string labels are numbered in sorted order (`ABBR`=0, `DESC`=1, ...);
+integer labels that start at 0 keep their value as id (ordinal); other integers (e.g. stars 1-5) are numbered in
+sorted order. These names, in id order, are what labels.txt and the manifest list.
+Calibration text for label-free stages needs no download: it comes from the English help text that ships with
+Python (pydoc_data).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgelm.core.errors import EdgelmError
 
 TEXT_COLUMNS = ("sentence", "text", "content", "review", "document", "sentence1", "question", "prompt", "input", "tweet")
-LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "sentiment", "y")
+LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "sentiment", "score", "rating", "grade", "stars",
+                 "intent", "topic", "emotion", "polarity", "y", "gold", "answer_label", "coarse_label", "fine_label")
+LOOKALIKE_MAX_LABELS = 20
 MAX_FILE_BYTES = 4 * 2**30
 MAX_SEED = 2**32  # numpy's limit; torch's is larger
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt")
@@ -42,6 +49,8 @@ class Examples:
     label_names: list[str] | None = None
     source: str = ""
     columns: dict[str, list[Any]] = field(default_factory=dict)  # every raw column, for prompt/completion data
+    label_column: str | None = None
+    ordinal: bool = False  # integer labels: their order means something (quadratic weighted kappa applies)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -53,6 +62,7 @@ class Examples:
             labels=[self.labels[i] for i in indices] if self.labels is not None else None,
             label_names=self.label_names, source=self.source,
             columns={k: [v[i] for i in indices] for k, v in self.columns.items()},
+            label_column=self.label_column, ordinal=self.ordinal,
         )
 
     def split(self, eval_fraction: float = 0.1, seed: int = 0) -> tuple["Examples", "Examples"]:
@@ -200,34 +210,86 @@ def _pick(columns, wanted: str | None, candidates, what: str, source: str, requi
     return None
 
 
+def _lookalike_label_column(rows: list[dict], columns, text_col: str) -> str | None:
+    """The first column (not the text) whose every row holds a short value and that has few distinct values."""
+    for column in columns:
+        values = [r.get(column) for r in rows]
+        if column != text_col and _looks_like_labels(values):
+            return column
+    return None
+
+
+def _looks_like_labels(values: list) -> bool:
+    if not all(isinstance(v, (int, str)) and not isinstance(v, bool) and str(v).strip() for v in values):
+        return False
+    distinct = {str(v).strip() for v in values}
+    return 1 < len(distinct) <= LOOKALIKE_MAX_LABELS and len(distinct) < len(values) / 2
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def _announce_lookalike(source: str, column: str, values: list) -> None:
+    """Say once per file that an unnamed column is taken as the labels."""
+    if (source, column) not in _ANNOUNCED:
+        _ANNOUNCED.add((source, column))
+        from edgelm.core.ui import info
+
+        info(f"{source}: using column {column!r} as labels ({len({str(v).strip() for v in values})} distinct values); "
+             f"name another with --label-column")
+
+
+def _label_column(rows: list[dict], columns, cfg: DataConfig, text_col: str, source: str) -> str | None:
+    named = _pick(columns, cfg.label_column, LABEL_COLUMNS, "label", source, required=False)
+    if named is not None:
+        return named
+    found = _lookalike_label_column(rows, columns, text_col)
+    if found is not None:
+        _announce_lookalike(source, found, [r.get(found) for r in rows])
+    return found
+
+
 def _to_examples(rows: list[dict], cfg: DataConfig, source: str) -> Examples:
     columns = list(rows[0].keys())
     text_col = _pick(columns, cfg.text_column, TEXT_COLUMNS, "text", source, required=True)
-    label_col = _pick(columns, cfg.label_column, LABEL_COLUMNS, "label", source, required=False)
+    label_col = _label_column(rows, columns, cfg, text_col, source)
     texts = []
     for i, row in enumerate(rows):
         value = row.get(text_col)
         if not isinstance(value, str):
             raise EdgelmError(f"{source}: row {i + 1}: text column {text_col!r} is {type(value).__name__}, not text")
         texts.append(value)
-    labels, names = (None, None) if label_col is None else _encode_labels([r.get(label_col) for r in rows], source, label_col)
-    return Examples(texts, labels, names, source, {c: [r.get(c) for r in rows] for c in columns})
+    labels, names, ordinal = (None, None, False) if label_col is None else \
+        _encode_labels([r.get(label_col) for r in rows], source, label_col)
+    return Examples(texts, labels, names, source, {c: [r.get(c) for r in rows] for c in columns},
+                    label_col if labels is not None else None, ordinal)
 
 
-def _encode_labels(raw: list, source: str, column: str) -> tuple[list[int], list[str]]:
+def _encode_labels(raw: list, source: str, column: str) -> tuple[list[int], list[str], bool]:
+    """(ids, names in id order, ordinal): see the module docstring for the order."""
     if all(isinstance(v, int) and not isinstance(v, bool) for v in raw) or all(isinstance(v, str) and v.strip().lstrip("-").isdigit() for v in raw):
-        ints = [int(v) for v in raw]
-        if min(ints) < 0:
-            raise EdgelmError(f"{source}: label column {column!r} has negative value {min(ints)}; labels must be 0..N-1 or names")
-        return ints, [str(i) for i in range(max(ints) + 1)]
+        return (*_encode_integers([int(v) for v in raw], source, column), True)
     if all(isinstance(v, str) and v.strip() for v in raw):
-        names = sorted({v.strip() for v in raw})
-        index = {n: i for i, n in enumerate(names)}
-        return [index[v.strip()] for v in raw], names
+        return (*_index_by_sorted_name([v.strip() for v in raw]), False)
     bad = next((v for v in raw if not isinstance(v, (int, str)) or isinstance(v, bool) or (isinstance(v, str) and not v.strip())), None)
     if bad is None:
         raise EdgelmError(f"{source}: label column {column!r} mixes integers and names; use one kind of label")
     raise EdgelmError(f"{source}: label column {column!r} has value {bad!r}; labels must be integers or names")
+
+
+def _encode_integers(ints: list[int], source: str, column: str) -> tuple[list[int], list[str]]:
+    """0-based integers keep their value as id; others (1-5 stars, 10/20/30) are numbered in sorted order."""
+    if min(ints) < 0:
+        raise EdgelmError(f"{source}: label column {column!r} has negative value {min(ints)}; labels must be 0..N-1 or names")
+    if min(ints) == 0:
+        return ints, [str(i) for i in range(max(ints) + 1)]
+    return _index_by_sorted_name(ints)
+
+
+def _index_by_sorted_name(values: list) -> tuple[list[int], list[str]]:
+    names = sorted(set(values))
+    index = {n: i for i, n in enumerate(names)}
+    return [index[v] for v in values], [str(n) for n in names]
 
 
 # --- calibration text that needs no download ------------------------------------------------------------------

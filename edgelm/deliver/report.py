@@ -23,6 +23,9 @@ def run_markdown(run: dict, benches: dict[str, dict] | None = None) -> str:
         lines += ["## Gates", "", *md_table(*gate_table(run))]
     for name, (header, rows) in sensitivity_tables(run):
         lines += [f"## Sensitivity: {name}", "", *md_table(header, rows)]
+    for st in classified_stages(run):
+        lines += [f"## Classification: {st['name']}", "", scores_line(st["metrics"]), "",
+                  *md_table(*recall_table(st["metrics"])), *md_table(*confusion_table(st["metrics"]))]
     for name, bench in (benches or {}).items():
         lines += [bench_markdown(bench, level=2).replace("## edgelm bench", f"## Bench ({name})", 1)]
     env = run["environment"]
@@ -71,6 +74,39 @@ def sensitivity_tables(run: dict):
     return out
 
 
+def classified_stages(run: dict) -> list[dict]:
+    """Stages whose metrics hold a confusion matrix (eval with accuracy)."""
+    return [st for st in run["stages"] if isinstance(st["metrics"].get("confusion_matrix"), dict)]
+
+
+def scores_line(metrics: dict) -> str:
+    keys = [k for k in ("accuracy", "reference_accuracy", "f1", "kappa", "n") if metrics.get(k) is not None]
+    names = {"reference_accuracy": "reference accuracy", "f1": "macro-F1", "kappa": "quadratic weighted kappa",
+             "n": "examples"}
+    return " · ".join(f"{names.get(k, k)} {with_unit(k, metrics[k], fmt)}" for k in keys)
+
+
+def recall_table(metrics: dict):
+    recall = metrics.get("recall_by_label") or {}
+    return ["label", "recall pt"], [[name, fmt(value)] for name, value in recall.items()]
+
+
+def confusion_table(metrics: dict):
+    """Rows: true label; columns: predicted label."""
+    matrix = metrics["confusion_matrix"]
+    header = ["true \\ predicted", *matrix["labels"]]
+    return header, [[name, *map(str, row)] for name, row in zip(matrix["labels"], matrix["counts"])]
+
+
+def classification_html(st: dict) -> list[str]:
+    from edgelm.measure.plots import confusion_matrix
+
+    matrix = st["metrics"]["confusion_matrix"]
+    return [f"<h2>Classification: {html.escape(st['name'])}</h2>", f"<p>{html.escape(scores_line(st['metrics']))}</p>",
+            html_table(*recall_table(st["metrics"])),
+            confusion_matrix(matrix["labels"], matrix["counts"], f"confusion matrix ({st['name']})")]
+
+
 # --- HTML -------------------------------------------------------------------------------------------------
 
 
@@ -81,6 +117,8 @@ def run_html(run: dict, benches: dict[str, dict]) -> str:
         parts += ["<h2>Gates</h2>", html_table(*gate_table(run))]
     for name, table in sensitivity_tables(run):
         parts += [f"<h2>Sensitivity: {html.escape(name)}</h2>", html_table(*table)]
+    for st in classified_stages(run):
+        parts += classification_html(st)
     for name, bench in benches.items():
         parts += [f"<h2>Bench ({html.escape(name)})</h2>", bench_html_body(bench, level=2)]
     return page(f"edgelm run report{(': ' + run['recipe']) if run.get('recipe') else ''}", "\n".join(parts))

@@ -84,3 +84,24 @@ def tradeoff(rows: list[dict], title: str) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, markerscale=0.6)
     return to_svg(fig)
+
+
+def confusion_matrix(labels: list[str], counts: list[list[int]], title: str) -> str:
+    """Heat map of [true, predicted] counts, shaded by the share of each true label (row), counts written in."""
+    import numpy as np
+
+    plt = _plt()
+    matrix = np.asarray(counts, dtype=np.float64)
+    shares = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    side = 1.2 + 0.55 * len(labels)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, f"{int(count)}", ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true label")
+    return to_svg(fig)

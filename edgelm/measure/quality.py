@@ -1,7 +1,8 @@
 """Evaluation as plain functions on an `EvalModel`: one forward function (numpy feeds -> numpy output) plus the
 tokenizer, so the same metric code scores a torch model and an exported artifact on any runtime.
 
-- classification: accuracy and macro-F1 in percentage points
+- classification: accuracy, macro-F1 and per-label recall in percentage points, the confusion matrix, quadratic
+  weighted kappa for ordinal (integer) labels
 - perplexity: sliding window (window / stride / max tokens) over a text, as in the HF perplexity guide
 - embedding fidelity: cosine between a candidate's sentence embeddings and a reference's
 - in-context-learning probe: k-shot prompts from a template, the prediction is the label whose whole word sequence
@@ -89,18 +90,52 @@ def torch_model(bundle, name: str = "torch") -> EvalModel:
 
 
 # --- classification -----------------------------------------------------------------------------------------
-def classification_scores(predictions: Sequence[int], labels: Sequence[int]) -> dict:
-    """Accuracy and macro-F1 over the label set seen in either list, in percentage points."""
+def classification_scores(predictions: Sequence[int], labels: Sequence[int], label_names: Sequence[str] | None = None,
+                          ordinal: bool = False) -> dict:
+    """Accuracy and macro-F1 (over the label set seen in either list) in pt, recall per label name (pt), the
+    confusion matrix (rows: true label, columns: predicted) and, for ordinal labels, quadratic weighted kappa."""
     pred, gold = np.asarray(predictions), np.asarray(labels)
     if len(pred) != len(gold) or len(gold) == 0:
         raise EdgelmError(f"classification needs as many predictions as labels (got {len(pred)} vs {len(gold)})")
+    known = list(label_names or [])
+    counts = confusion_counts(pred, gold, max(len(known), int(max(pred.max(), gold.max())) + 1))
+    names = known + [str(c) for c in range(len(known), len(counts))]  # ids past the names: their number
+    out = {"accuracy": round(100 * float((pred == gold).mean()), 3), "f1": round(100 * macro_f1(pred, gold), 3),
+           "n": int(len(gold)), "recall_by_label": recall_by_label(counts, names),
+           "confusion_matrix": {"labels": names, "counts": counts.tolist()}}
+    kappa = quadratic_weighted_kappa(counts) if ordinal else None
+    return {**out, "kappa": kappa} if kappa is not None else out
+
+
+def macro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
     f1s = []
     for c in sorted(set(gold.tolist()) | set(pred.tolist())):
         tp = int(((pred == c) & (gold == c)).sum())
         denom = int((pred == c).sum() + (gold == c).sum())
         f1s.append(2 * tp / denom if denom else 0.0)
-    return {"accuracy": round(100 * float((pred == gold).mean()), 3), "f1": round(100 * float(np.mean(f1s)), 3),
-            "n": int(len(gold))}
+    return float(np.mean(f1s))
+
+
+def confusion_counts(pred: np.ndarray, gold: np.ndarray, n_labels: int) -> np.ndarray:
+    """[true label, predicted label] counts."""
+    counts = np.zeros((n_labels, n_labels), dtype=np.int64)
+    np.add.at(counts, (gold.astype(np.int64), pred.astype(np.int64)), 1)
+    return counts
+
+
+def recall_by_label(counts: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """{label name: share of its true examples predicted as it, pt} for the labels that occur."""
+    support = counts.sum(1)
+    return {names[c]: round(100 * float(counts[c, c] / support[c]), 3) for c in range(len(names)) if support[c]}
+
+
+def quadratic_weighted_kappa(counts: np.ndarray) -> float | None:
+    """Cohen's kappa with weights (i - j)^2: 1 = perfect, 0 = chance; None when chance agreement is perfect too."""
+    k = len(counts)
+    weights = (np.subtract.outer(np.arange(k), np.arange(k)) ** 2).astype(np.float64)
+    expected = np.outer(counts.sum(1), counts.sum(0)) / counts.sum()
+    chance = float((weights * expected).sum())
+    return round(1 - float((weights * counts).sum()) / chance, 4) if chance else None
 
 
 def evaluate_classification(model: EvalModel, examples, *, max_length: int = 128, batch_size: int = 32) -> dict:
@@ -110,7 +145,9 @@ def evaluate_classification(model: EvalModel, examples, *, max_length: int = 128
         raise EdgelmError(f"{model.name}: classification expects [batch, labels] logits, got shape {logits.shape}")
     if max(examples.labels) >= logits.shape[1]:
         raise EdgelmError(f"{examples.source}: label {max(examples.labels)} but the model has {logits.shape[1]} outputs")
-    return {**classification_scores(logits.argmax(-1).tolist(), examples.labels), "predictions": logits.argmax(-1).tolist()}
+    predictions = logits.argmax(-1).tolist()
+    return {**classification_scores(predictions, examples.labels, examples.label_names, examples.ordinal),
+            "predictions": predictions}
 
 
 # --- embeddings ---------------------------------------------------------------------------------------------

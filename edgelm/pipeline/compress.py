@@ -5,6 +5,8 @@ Default recipes live in edgelm/recipes/compress-<encoder|decoder>-<target>[-labe
 - encoder, labelled data: fine-tune -> (int8 baseline) -> prune -> distill -> export -> int8 -> eval -> bench
 - encoder, no labels: export -> int8 -> fidelity eval -> bench (the label-free path)
 - decoder: export with KV cache -> int4 -> perplexity + ICL probe + greedy parity -> decode bench
+An encoder's path is said in one line before the run starts (`path_reason`): the label column and its labels, or
+the columns seen when there is none.
 """
 
 from __future__ import annotations
@@ -44,11 +46,34 @@ def detect_task(model: str, task: str | None = None) -> str:
 
 
 def is_labelled(data) -> bool:
-    if data is None:
-        return False
+    return data is not None and _examples(data).labels is not None
+
+
+def _examples(data):
     from edgelm.data.readers import load_examples
 
-    return load_examples(data).labels is not None
+    return load_examples(data)
+
+
+def path_reason(data, labelled: bool, task: str = "feature-extraction") -> str:
+    """One line: which default path an encoder takes and why (said before the run starts, never silently)."""
+    shipped = "sentence embedder" if task == "feature-extraction" else f"the {task} model as it is"
+    if data is None:
+        return f"label-free path: no --data given -> {shipped} (int8, fidelity eval)"
+    examples = _examples(data)
+    if not labelled:
+        return (f"label-free path: no label column in {Path(examples.source).name} (columns: "
+                f"{', '.join(examples.columns)}) -> {shipped}; name one with --label-column")
+    names = examples.label_names
+    span = f"{names[0]}-{names[-1]}" if examples.ordinal else ", ".join(names)
+    return (f"labelled path: column {examples.label_column!r} has {len(names)} labels ({span}) -> fine-tune a "
+            f"{len(names)}-class classifier")
+
+
+def say_path(data, labelled: bool, task: str) -> None:
+    from edgelm.core.ui import info
+
+    info(path_reason(data, labelled, task))
 
 
 def default_recipe(task: str, target: str, labelled: bool) -> dict:
@@ -89,6 +114,8 @@ def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_d
         model = model or "minilm-l6"
         task = detect_task(model, task)
         labelled = is_labelled(data or eval_data) and task != "causal-lm"
+        if task != "causal-lm":
+            say_path(data or eval_data, labelled, task)
         raw = default_recipe(task, target, labelled)
         raw["model"] = model
         raw.setdefault("task", task)
@@ -106,7 +133,7 @@ def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_d
 
 
 HEADLINE_KEYS = ("params", "reference_params", "size_mb_float", "compression", "accuracy", "reference_accuracy",
-                 "accuracy_drop_pt", "fidelity_cosine_mean", "perplexity", "reference_perplexity", "icl_accuracy",
+                 "f1", "kappa", "accuracy_drop_pt", "fidelity_cosine_mean", "perplexity", "reference_perplexity", "icl_accuracy",
                  "reference_icl_accuracy", "greedy_token_match", "speedup", "p50_ms")
 
 

@@ -21,7 +21,7 @@ per-task drops.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -79,6 +79,7 @@ class EvalStage(Stage):
         reference_bundle, reference_name = find_reference(bundle, config.reference, ctx)
         reference = torch_model(reference_bundle, f"reference:{reference_name}") if reference_bundle else None
         data = EvalData(ctx, config)
+        data.model_labels = bundle.labels
         ref_scores = {m: score(m, reference, None, data, config) for m in metrics if reference and m in COMPARABLE}
         by_runtime = {}
         for runtime in config.runtime:
@@ -125,7 +126,8 @@ def score(metric: str, model, reference, data: "EvalData", config: EvalConfig) -
     from edgelm.measure import quality as ev
 
     if metric == "accuracy":
-        result = ev.evaluate_classification(model, data.labelled(), max_length=config.max_length, batch_size=config.batch_size)
+        examples = numbered_as_model(data.labelled(), data.model_labels)
+        result = ev.evaluate_classification(model, examples, max_length=config.max_length, batch_size=config.batch_size)
         result.pop("predictions")
         return result
     if metric == "perplexity":
@@ -146,6 +148,16 @@ def score(metric: str, model, reference, data: "EvalData", config: EvalConfig) -
         return ev.embedding_fidelity(model, reference, data.texts(config.fidelity_texts), max_length=config.max_length,
                                      batch_size=config.batch_size)
     return ev.generation_parity(model, reference, GEN_PROMPTS, max_new_tokens=config.gen_tokens)
+
+
+def numbered_as_model(examples, model_labels: list[str] | None):
+    """Eval labels renumbered by name as the model numbers them (an eval file that lacks a label numbers the rest
+    differently), when the model names every eval label; else as they are."""
+    names = examples.label_names or []
+    if not model_labels or names == model_labels[:len(names)] or not set(names) <= set(model_labels):
+        return examples
+    index = {name: i for i, name in enumerate(model_labels)}
+    return replace(examples, labels=[index[names[y]] for y in examples.labels], label_names=list(model_labels))
 
 
 def find_reference(bundle, spec: str, ctx):
@@ -197,6 +209,8 @@ def runs_torch_on_cpu(runtime: str) -> bool:
 
 class EvalData:
     """The examples and texts each metric reads, loaded once and sampled with the stage seed."""
+
+    model_labels: list[str] | None = None  # the candidate's label names, in id order
 
     def __init__(self, ctx, config: EvalConfig):
         self.ctx, self.config, self.seed = ctx, config, ctx.seed

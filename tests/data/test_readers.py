@@ -68,3 +68,48 @@ def test_calibration_text_needs_no_download():
 def test_real_sst2_dev(sst2_dir):
     ex = load_examples(str(sst2_dir / "dev.tsv"))
     assert len(ex) == 872 and sum(ex.labels) == 444
+
+
+@pytest.mark.parametrize("column", ["score", "rating", "grade", "stars", "class", "intent", "category", "y"])
+def test_more_label_column_names_are_detected(tmp_path, column):
+    ex = load_examples(write(tmp_path, "d.csv", f"text,{column}\na,0\nb,3\nc,1\n"))
+    assert ex.label_column == column and ex.labels == [0, 3, 1] and ex.label_names == ["0", "1", "2", "3"]
+    assert ex.ordinal
+
+
+def test_a_column_that_looks_like_labels_is_used_and_said(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EDGELM_QUIET", raising=False)
+    rows = "".join(f"answer {i},{'AB'[i % 2]},id{i}\n" for i in range(10))
+    ex = load_examples(write(tmp_path, "d.csv", "text,verdict,row\n" + rows))
+    assert ex.label_column == "verdict" and ex.label_names == ["A", "B"] and ex.labels[:3] == [0, 1, 0]
+    said = " ".join(capsys.readouterr().err.split())  # rich wraps long lines at the terminal width
+    assert "using column 'verdict' as labels (2 distinct values)" in said
+
+
+@pytest.mark.parametrize("header,rows", [
+    ("text,note", "".join(f"t{i},n{i}\n" for i in range(10))),  # as many values as rows: not labels
+    ("text,tag", "a,x\nb,y\nc,x\nd,\n"),  # a row without a value
+])
+def test_columns_that_do_not_look_like_labels_stay_unlabelled(tmp_path, header, rows):
+    assert load_examples(write(tmp_path, "d.csv", f"{header}\n{rows}")).labels is None
+
+
+def test_string_labels_are_numbered_in_sorted_order(tmp_path):
+    ex = load_examples(write(tmp_path, "d.tsv", "label\tquestion\nNUM\thow many?\nABBR\twhat is AI?\nLOC\twhere?\n"))
+    assert ex.label_names == ["ABBR", "LOC", "NUM"] and ex.labels == [2, 0, 1] and not ex.ordinal
+
+
+def test_integer_labels_from_one_are_numbered_in_order(tmp_path):
+    ex = load_examples(write(tmp_path, "d.jsonl", "".join(f'{{"text": "t", "stars": {s}}}\n' for s in (5, 1, 3))))
+    assert ex.label_names == ["1", "3", "5"] and ex.labels == [2, 0, 1] and ex.ordinal
+
+
+@pytest.mark.real
+def test_real_trec_labels():
+    from tests.conftest import SHARED_DATA
+
+    path = SHARED_DATA / "trec" / "test.tsv"
+    if not path.is_file():
+        pytest.skip(f"real data absent: {path}")
+    ex = load_examples(str(path))
+    assert ex.label_column == "label" and ex.label_names == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]

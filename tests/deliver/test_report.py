@@ -95,3 +95,32 @@ def test_run_report_with_gates_sensitivity_and_bench(tmp_path):
     assert "| layer1 | 2.500 |" in md and "## Sensitivity: 01-prune head_sensitivity" in md
     assert "## Bench (02-bench)" in md and "✅" in md
     assert "<svg" in page and "Gates" in page
+
+
+def test_run_report_shows_recall_per_label_and_a_confusion_matrix_picture(tmp_path):
+    matrix = {"labels": ["ABBR", "DESC", "LOC"], "counts": [[3, 1, 0], [0, 5, 0], [1, 0, 4]]}
+    metrics = {"accuracy": 85.714, "reference_accuracy": 90.0, "f1": 84.2, "n": 14,
+               "recall_by_label": {"ABBR": 75.0, "DESC": 100.0, "LOC": 80.0}, "confusion_matrix": matrix}
+    run = {"schema_version": 1, "seed": 0, "input": {"model": "minilm-l6"}, "total_seconds": 2.0, "recipe": "demo",
+           "stages": [{"name": "07-eval", "kind": "eval", "hash": "h", "status": "ran", "seconds": 2.0, "metrics": metrics}],
+           "environment": {"python": "3.11", "platform": "Linux", "cpu_count": 2, "versions": {"torch": "2.13"}}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    md_path, html_path = render_run(tmp_path)
+    md, page = md_path.read_text(), html_path.read_text()
+    assert "## Classification: 07-eval" in md and "accuracy 85.7 pt · reference accuracy 90.0 pt · macro-F1 84.2 pt" in md
+    assert "| ABBR | 75.0 |" in md and "| LOC | 1 | 0 | 4 |" in md
+    assert "Classification: 07-eval" in page and "<svg" in page and "<td class=\"l\">DESC</td><td>100.0</td>" in page
+    assert "<!-- predicted label -->" in page and "<text" not in page  # axis text drawn as paths: no fonts needed
+
+
+def test_a_compress_run_of_a_classifier_reports_its_confusion_matrix(tiny_model, tmp_path_factory):
+    from pathlib import Path
+
+    from tests.deliver.runs import tiny_run
+
+    out = Path(tiny_run("classifier", tiny_model, tmp_path_factory)["out"])
+    run = json.loads((out / "run.json").read_text())
+    matrix = next(st["metrics"]["confusion_matrix"] for st in run["stages"] if st["kind"] == "eval")
+    assert matrix["labels"] == ["0", "1"] and sum(map(sum, matrix["counts"])) == 12
+    page = (out / "report.html").read_text()
+    assert "<h2>Classification: " in page and "recall pt" in page and page.count("<svg") >= 1

@@ -27,6 +27,16 @@ def test_classification_scores_by_hand():
         classification_scores([1], [1, 0])
 
 
+def test_recall_confusion_matrix_and_kappa_by_hand():
+    scores = classification_scores([0, 1, 2, 2, 1], [0, 1, 2, 1, 0], ["low", "mid", "high"], ordinal=True)
+    assert scores["confusion_matrix"] == {"labels": ["low", "mid", "high"], "counts": [[1, 1, 0], [0, 1, 1], [0, 0, 1]]}
+    assert scores["recall_by_label"] == {"low": 50.0, "mid": 50.0, "high": 100.0}
+    # weights (i-j)^2; observed off-diagonal cost 1 + 1 = 2; expected: outer([2,2,1], [1,2,2]) / 5 weighted = 6.4
+    assert scores["kappa"] == pytest.approx(1 - 2 / 6.4, abs=1e-4)
+    assert "kappa" not in classification_scores([0, 1], [0, 1], ["neg", "pos"])  # names: no order, no kappa
+    assert classification_scores([0, 0], [0, 0], ordinal=True).get("kappa") is None  # chance agreement is perfect
+
+
 def test_classification_matches_direct_torch_argmax(tiny_model):
     bundle = load_model(str(tiny_model("bert", "sequence-classification")))
     result = evaluate_classification(torch_model(bundle), SENTIMENT, batch_size=3)
@@ -137,6 +147,9 @@ def test_eval_cli_reports_accuracy_drop_against_a_reference(tiny_model, tmp_path
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     assert metrics["accuracy_drop_pt"] == 0.0 and metrics["reference_accuracy"] == metrics["accuracy"]
+    matrix = metrics["confusion_matrix"]
+    assert matrix["labels"] == ["0", "1"] and sum(map(sum, matrix["counts"])) == len(SENTIMENT)
+    assert set(metrics["recall_by_label"]) == {"0", "1"} and "kappa" in metrics  # integer labels are ordinal
     missing = CliRunner().invoke(main, ["eval", model, "--metric", "accuracy"])
     assert missing.exit_code == 2 and "labelled data" in missing.output
 
@@ -153,3 +166,15 @@ def test_smollm2_reads_the_builtin_sentiment_probe_well_above_chance():
     result = icl_probe(torch_model(load_model("smollm2-135m")), probe, probe, k=4, leave_one_out=True,
                        template=SENTIMENT_TEMPLATE)
     assert result["icl_accuracy"] >= 70.0  # 85.0 measured; chance is 50
+
+
+def test_eval_labels_are_numbered_as_the_model_numbers_them(tmp_path):
+    from edgelm.data.readers import load_examples
+    from edgelm.stages.eval import numbered_as_model
+
+    path = tmp_path / "dev.tsv"
+    path.write_text("label\tquestion\nLOC\twhere?\nNUM\thow many?\n")  # no ABBR or DESC: LOC would be 0 here
+    held = numbered_as_model(load_examples(str(path)), ["ABBR", "DESC", "LOC", "NUM"])
+    assert held.labels == [2, 3] and held.label_names == ["ABBR", "DESC", "LOC", "NUM"]
+    untrained = load_examples(str(path))
+    assert numbered_as_model(untrained, ["LABEL_0", "LABEL_1"]).labels == [0, 1]  # names unknown to the model

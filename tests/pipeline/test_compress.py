@@ -59,3 +59,26 @@ def test_gates_and_explicit_recipe_and_cli_model_override(tiny_model, tmp_path):
     recipe_file.write_text("model: minilm-l6\nstages: [{kind: export}]\n")
     recipe = build_recipe(str(tiny_model("bert")), recipe=recipe_file, gates={"max_size_mb": 5})
     assert recipe.model == str(tiny_model("bert")) and recipe.gates.max_size_mb.value == 5
+
+
+def said(capsys) -> str:
+    return " ".join(capsys.readouterr().err.split())  # rich wraps long lines at the terminal width
+
+
+SCORES = "text,score\n" + "".join(f"answer {i},{i % 4}\n" for i in range(12))
+NO_LABELS = "text\n" + "".join(f"sentence number {i}\n" for i in range(6))
+TREC_LIKE = "label\tquestion\n" + "".join(f"{'NUM LOC ABBR'.split()[i % 3]}\tq {i}?\n" for i in range(9))
+
+
+@pytest.mark.parametrize("name,text,line", [
+    ("train.csv", SCORES, "labelled path: column 'score' has 4 labels (0-3) -> fine-tune a 4-class classifier"),
+    ("train.csv", NO_LABELS, "label-free path: no label column in train.csv (columns: text) -> sentence embedder"),
+    ("train.tsv", TREC_LIKE, "labelled path: column 'label' has 3 labels (ABBR, LOC, NUM) -> fine-tune a 3-class"),
+])
+def test_the_path_taken_is_said_in_one_line_with_its_reason(tiny_model, tmp_path, capsys, monkeypatch, name, text, line):
+    monkeypatch.delenv("EDGELM_QUIET", raising=False)
+    data = tmp_path / name
+    data.write_text(text)
+    recipe = build_recipe(str(tiny_model("bert")), target="mobile", data=str(data))
+    assert line in said(capsys)
+    assert (recipe.task == "sequence-classification") == line.startswith("labelled")
