@@ -76,6 +76,22 @@ def say_path(data, labelled: bool, task: str) -> None:
     info(path_reason(data, labelled, task))
 
 
+def without_unlabelled_icl(raw: dict, data, eval_data) -> dict:
+    """A decoder's ICL probe scores the user's labelled data, never a substitute: a data table without labels
+    leaves the probe out of the default recipe, and the run says so in one line."""
+    from edgelm.core.ui import info
+    from edgelm.stages.eval import is_text_corpus
+
+    tables = [spec for spec in (data, eval_data) if spec is not None and not is_text_corpus(spec)]
+    unlabelled = [spec for spec in tables if not is_labelled(spec)]
+    metrics = (raw.get("eval") or {}).get("metrics") or []
+    if not unlabelled or "icl" not in metrics:
+        return raw
+    name = Path(str(getattr(unlabelled[0], "path", unlabelled[0]))).name
+    info(f"in-context probe left out: {name} has no label column (name one with --label-column to probe your task)")
+    return {**raw, "eval": {**raw["eval"], "metrics": [m for m in metrics if m != "icl"]}}
+
+
 def default_recipe(task: str, target: str, labelled: bool) -> dict:
     """The shipped recipe for (task family, target, labels) as a raw dict."""
     if target not in TARGETS:
@@ -117,6 +133,8 @@ def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_d
         if task != "causal-lm":
             say_path(data or eval_data, labelled, task)
         raw = default_recipe(task, target, labelled)
+        if task == "causal-lm":
+            raw = without_unlabelled_icl(raw, data, eval_data)
         raw["model"] = model
         raw.setdefault("task", task)
         if raw["task"] != task and task != "feature-extraction":

@@ -38,6 +38,20 @@ def test_decoder_mobile_is_int4_with_perplexity_icl_and_decode_bench(tiny_model)
     assert set(steps["bench"].runtimes) == {"ort-cpu", "ort-mobile"}
 
 
+def test_decoder_icl_probe_is_left_out_for_an_unlabelled_table_and_kept_for_a_labelled_one(tiny_model, tmp_path,
+                                                                                            capsys, monkeypatch):
+    monkeypatch.delenv("EDGELM_QUIET", raising=False)
+    unlabelled, labelled, prose = tmp_path / "notes.csv", tmp_path / "train.tsv", tmp_path / "prose.txt"
+    unlabelled.write_text("text\n" + "".join(f"note number {i}\n" for i in range(40)))
+    labelled.write_text(LABELLED)
+    prose.write_text("Some prose for perplexity.\n" * 20)
+    metrics = lambda data: dict(build_recipe(str(tiny_model("llama")), data=str(data)).steps())["eval"].metrics
+    assert "icl" not in metrics(unlabelled)
+    assert "in-context probe left out: notes.csv has no label column" in " ".join(capsys.readouterr().err.split())
+    assert "icl" in metrics(labelled) and "icl" in metrics(prose)
+    assert "probe left out" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("target,runtime", [("cpu", "ort-cpu"), ("cuda", "ort-cuda")])
 def test_other_targets_use_plain_onnx_and_their_runtime(tiny_model, tmp_path, target, runtime):
     data = tmp_path / "train.tsv"
