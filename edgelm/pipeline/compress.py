@@ -152,7 +152,8 @@ def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_d
 
 HEADLINE_KEYS = ("params", "reference_params", "size_mb_float", "compression", "accuracy", "reference_accuracy",
                  "f1", "kappa", "accuracy_drop_pt", "fidelity_cosine_mean", "perplexity", "reference_perplexity", "icl_accuracy",
-                 "reference_icl_accuracy", "greedy_token_match", "speedup", "p50_ms")
+                 "reference_icl_accuracy", "icl_suite_accuracy", "reference_icl_suite_accuracy", "greedy_token_match",
+                 "speedup", "p50_ms")
 
 
 def headline(run: RunRecord) -> dict:
