@@ -11,7 +11,6 @@ the columns seen when there is none.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
@@ -30,7 +29,7 @@ def detect_task(model: str, task: str | None = None) -> str:
     """The model's task without loading its weights (config / edgelm.json / .gguf)."""
     if task:
         return task
-    from edgelm.models.bundle import BUNDLE_FILE
+    from edgelm.models.bundle import BUNDLE_FILE, read_meta
     from edgelm.models.loading import detect_task as from_config, load_config, resolve_path
 
     path = resolve_path(model)
@@ -41,7 +40,7 @@ def detect_task(model: str, task: str | None = None) -> str:
     if path.suffix == ".gguf":
         return "causal-lm"
     if (path / BUNDLE_FILE).is_file():
-        return json.loads((path / BUNDLE_FILE).read_text())["task"]
+        return read_meta(path / BUNDLE_FILE)["task"]  # a damaged edgelm.json: one line naming the file
     return from_config(load_config(path), path)
 
 

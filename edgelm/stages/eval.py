@@ -199,7 +199,8 @@ def auto_runtime(artifacts) -> str:
     fmt = next((f for f in PREFERRED if f in artifacts), None)
     if fmt is None:
         return "torch"
-    return next(name for name, spec in RUNTIMES.items() if spec.artifact == fmt and spec.device != "cuda")
+    on_cpu = (name for name, spec in RUNTIMES.items() if spec.artifact == fmt and spec.device != "cuda")
+    return next(on_cpu, "torch")  # no CPU runtime loads that format: the torch weights are what can run here
 
 
 def runs_torch_on_cpu(runtime: str) -> bool:

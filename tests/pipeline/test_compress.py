@@ -96,3 +96,13 @@ def test_the_path_taken_is_said_in_one_line_with_its_reason(tiny_model, tmp_path
     recipe = build_recipe(str(tiny_model("bert")), target="mobile", data=str(data))
     assert line in said(capsys)
     assert (recipe.task == "sequence-classification") == line.startswith("labelled")
+
+
+def test_a_damaged_edgelm_json_is_one_line_naming_the_file(tmp_path):
+    from edgelm.core.errors import EdgelmError
+    from edgelm.pipeline.compress import detect_task
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "edgelm.json").write_text('{"source": "x"}')
+    with pytest.raises(EdgelmError, match="edgelm.json"):
+        detect_task(str(tmp_path))
