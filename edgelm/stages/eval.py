@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
+from edgelm.core.ui import info
 from edgelm.models.loading import load_bundle, load_model
 from edgelm.runtimes.base import RUNTIMES
 from edgelm.export.formats import PREFERRED
@@ -200,7 +201,10 @@ def auto_runtime(artifacts) -> str:
     if fmt is None:
         return "torch"
     on_cpu = (name for name, spec in RUNTIMES.items() if spec.artifact == fmt and spec.device != "cuda")
-    return next(on_cpu, "torch")  # no CPU runtime loads that format: the torch weights are what can run here
+    runtime = next(on_cpu, None)
+    if runtime is None:
+        info(f"eval runtime auto: no CPU runtime loads the .{fmt} artifact; evaluating the torch weights")
+    return runtime or "torch"
 
 
 def runs_torch_on_cpu(runtime: str) -> bool:
@@ -274,6 +278,8 @@ class EvalData:
         corpora = [spec for spec in given if is_text_corpus(spec)]
         if not given or len(corpora) == len(given):
             note = f" ({', '.join(str(s.path) for s in corpora)}: a text corpus, no labels)" if corpora else ""
+            if corpora:
+                info(f"in-context probe: the built-in sentiment probe{note}")
             return self._builtin_probe(f"built-in sentiment probe{note}")
         train, held = self._train_and_eval()
         for examples, spec in ((train, self.ctx.data), (held, self.ctx.eval_data)):

@@ -59,6 +59,16 @@ def test_without_data_the_builtin_probe_runs_and_says_so(tiny_model, tmp_path, c
     assert captured_prompts[0].startswith("Review: ") and captured_prompts[0].endswith("\nSentiment:")
 
 
+def test_a_text_corpus_gets_the_builtin_probe_and_a_line_saying_so(tiny_model, tmp_path, captured_prompts, capsys,
+                                                                   monkeypatch):
+    monkeypatch.delenv("EDGELM_QUIET", raising=False)
+    corpus = tmp_path / "prose.txt"
+    corpus.write_text("Some plain prose without any labels.\n" * 20)
+    result = evaluate(tiny_model("llama"), tmp_path, corpus)
+    assert result["icl_data"].startswith("built-in sentiment probe")
+    assert "in-context probe: the built-in sentiment probe" in " ".join(capsys.readouterr().err.split())
+
+
 def test_data_without_a_label_column_fails_instead_of_using_the_builtin_probe(tiny_model, tmp_path):
     data = write(tmp_path / "notes.tsv", "sentence", [(t,) for _, t in ROWS])
     with pytest.raises(EdgelmError, match="notes.tsv: the ICL probe needs a label column"):
