@@ -17,6 +17,7 @@ import click
 from edgelm.core.errors import EdgelmError, GateFailed, StageFailed
 from edgelm.core.registry import Choices, choices_of
 from edgelm.runtimes.base import RUNTIMES
+from edgelm.stages.eval import Metric as EvalMetric
 
 SCHEMA_VERSION = 1
 
@@ -386,10 +387,10 @@ def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, promp
 @main.command("eval")
 @click.argument("model", metavar="MODEL_OR_OUT")
 @click.option("--metric", "metrics", multiple=True, cls=GreedyOption,
-              type=click.Choice(["accuracy", "perplexity", "icl", "icl-suite", "fidelity", "generation"]),
+              type=click.Choice(typing.get_args(EvalMetric)),
               help="metrics (default by task: accuracy | fidelity | perplexity icl generation; icl-suite: built-in ICL tasks); several allowed")
 @click.option("--runtime", "runtimes", multiple=True, cls=GreedyOption,
-              help="auto (the artifact: ort > onnx > pte, else torch), torch, ort-cpu, ort-mobile, executorch; several allowed")
+              help=f"auto (the artifact: ort > onnx > pte, else torch), torch, {', '.join(RUNTIMES.names())}; several allowed")
 @click.option("--reference", help="MODEL to compare with (accuracy_drop_pt, fidelity, generation parity)")
 @click.option("--k-shot", type=int, help="ICL probe: demonstrations per prompt (default 4)")
 @click.option("--label-words", help="ICL probe: comma-separated words for labels 0,1,... (default: the data's label names)")

@@ -44,7 +44,7 @@ GEN_PROMPTS = ["The capital of France is", "Once upon a time, there was a", "To 
 
 class EvalConfig(StageConfig):
     metrics: list[Metric] = Field(default_factory=list, description="metrics to compute (default by task: accuracy | fidelity | perplexity+icl+generation)", json_schema_extra={"cli": "--metric"})
-    runtime: list[str] = Field(default_factory=lambda: ["auto"], description=f"where the candidate runs: auto (the bundle's artifact: {' > '.join(PREFERRED)}, else torch), torch, ort-cpu, ort-mobile, executorch; the first one feeds the gates")
+    runtime: list[str] = Field(default_factory=lambda: ["auto"], description=f"where the candidate runs: auto (the bundle's artifact: {' > '.join(PREFERRED)}, else torch), torch, or a runtime: {', '.join(RUNTIMES.names())}; the first one feeds the gates")
     reference: str = Field("auto", description="reference model: auto (first finetune stage, else the input model), input, a stage folder NN-kind, or none")
     max_samples: int | None = Field(1000, gt=0, description="evaluate at most this many examples (seeded sample)")
     max_length: int = Field(128, gt=1, description="token limit per example for classification / embeddings")

@@ -12,6 +12,9 @@ from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
 
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # the trainer accepts exactly these
+
+
 class TrainingFields(BaseModel):
     epochs: float = Field(1.0, gt=0, description="training epochs")
     max_samples: int | None = Field(None, gt=0, description="train on at most this many examples (random, seeded)")
@@ -25,7 +28,7 @@ class TrainingFields(BaseModel):
     eval_steps: int | None = Field(None, gt=0, description="evaluate every N steps (default: each epoch)")
     early_stopping_patience: int | None = Field(None, gt=0, description="stop after N evaluations without improvement")
     save_steps: int = Field(200, gt=0, description="resumable checkpoint every N steps")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA (fp16 without "
+    precision: Precision = Field("auto", description="auto: bf16 on CUDA (fp16 without "
                                                                "bf16) and on CPUs with native bf16, else fp32")
 
     def train_config(self, **settings):

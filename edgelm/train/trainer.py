@@ -18,6 +18,7 @@ import contextlib
 import json
 import shutil
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,10 +28,11 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.io import read_json
+from edgelm.train.fields import Precision
 
 BEST_WEIGHTS = "best.safetensors"
 BEST_STATE = "best.json"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = typing.get_args(Precision)
 
 
 @dataclass

@@ -13,14 +13,13 @@ spread. Training runs on edgelm.train.trainer (schedule, precision, early stoppi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 from edgelm.models.loading import load_bundle, load_model
-from edgelm.train.fields import TrainingFields, reworded
+from edgelm.train.fields import Precision, TrainingFields, reworded
 
 
 class DistillConfig(StageConfig, TrainingFields):
@@ -35,7 +34,7 @@ class DistillConfig(StageConfig, TrainingFields):
     learning_rate: float = Field(5e-5, gt=0, description="peak learning rate")
     batch_size: int = reworded("batch_size", "examples per step")
     weight_decay: float = reworded("weight_decay", "AdamW weight decay")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = reworded("precision", "training precision (auto: bf16 where native, else fp32)")
+    precision: Precision = reworded("precision", "training precision (auto: bf16 where native, else fp32)")
 
 
 @register_stage
