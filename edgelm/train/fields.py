@@ -6,13 +6,10 @@ declared once. Only pydantic is imported here: stage configs load with the CLI, 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]  # the trainer accepts exactly these
+from edgelm.train.precision import Precision
 
 
 class TrainingFields(BaseModel):

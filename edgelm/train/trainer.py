@@ -18,7 +18,6 @@ import contextlib
 import json
 import shutil
 import time
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,11 +27,10 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.io import read_json
-from edgelm.train.fields import Precision
+from edgelm.train.precision import PRECISIONS
 
 BEST_WEIGHTS = "best.safetensors"
 BEST_STATE = "best.json"
-PRECISIONS = typing.get_args(Precision)
 
 
 @dataclass

@@ -19,7 +19,8 @@ from pydantic import Field
 from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 from edgelm.models.loading import load_bundle, load_model
-from edgelm.train.fields import Precision, TrainingFields, reworded
+from edgelm.train.fields import TrainingFields, reworded
+from edgelm.train.precision import Precision
 
 
 class DistillConfig(StageConfig, TrainingFields):
