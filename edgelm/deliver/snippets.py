@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from string import Template
 
+from edgelm.deliver.selftest import SELF_TEST_FILE
+
 TEMPLATES = Path(__file__).parent / "templates"
 CLASS_NAMES = {"sequence-classification": "TextClassifier", "feature-extraction": "SentenceEmbedder",
                "causal-lm": "TextGenerator"}
@@ -70,13 +72,55 @@ def common_values(manifest: dict) -> dict:
         "class_name": name, "kotlin_file": f"{name}.kt", "swift_file": f"{name}.swift",
         "output_name": outputs[0]["name"], "output_shape": shape_text(outputs[0]),
         "max_length": pre.get("max_length") or 512, "add_special": str(pre.get("add_special_tokens", True)).lower(),
-        "pte": bundle.get("executorch_model") or "", "input_list": ", ".join(i["name"] for i in manifest.get("inputs", [])),
+        "pte": bundle.get("executorch_model") or "", "self_test_file": (bundle.get("self_test") or {}).get("file", SELF_TEST_FILE), "input_list": ", ".join(i["name"] for i in manifest.get("inputs", [])),
     }
 
 
 KOTLIN_FEEDS = {"input_ids": "enc.ids", "attention_mask": "enc.attentionMask", "token_type_ids": "enc.typeIds"}
 SWIFT_FEEDS = {"input_ids": "ids", "attention_mask": "ids.map { _ in Int64(1) }",
                "token_type_ids": "ids.map { _ in Int64(0) }"}
+
+
+# selfTest() figure checks, per task ($where / \\(place) name the input); the same figures edgelm.deliver.selftest checks
+KOTLIN_CHECKS = {"sequence-classification": """\
+            val want = item.getJSONArray("logits")
+            val best = got.indices.maxByOrNull { got[it] }!!
+            if (best != item.getInt("label_id")) return "$where: label ${labels[best]}, expected ${item.getString("label")}"
+            if (got.size != want.length()) return "$where: ${got.size} logits, expected ${want.length()}"
+            val diff = got.indices.maxOf { Math.abs(got[it] - want.getDouble(it)) }
+            val limit = tolerances.getDouble("max_abs_diff")
+            if (diff > limit) return "$where: logits max_abs_diff $diff > $limit\"""", "feature-extraction": """\
+            val want = item.getJSONArray("embedding")
+            if (got.size != want.length()) return "$where: embedding size ${got.size}, expected ${want.length()}"
+            var dot = 0.0
+            var gotNorm = 0.0
+            var wantNorm = 0.0
+            for (i in got.indices) {
+                val w = want.getDouble(i)
+                dot += got[i] * w
+                gotNorm += got[i].toDouble() * got[i]
+                wantNorm += w * w
+            }
+            val cosine = dot / Math.sqrt(gotNorm * wantNorm)
+            val limit = tolerances.getDouble("min_cosine")
+            if (cosine < limit) return "$where: embedding cosine $cosine < $limit\""""}
+SWIFT_CHECKS = {"sequence-classification": """\
+            let want = item["logits"] as? [Double] ?? []
+            let best = got.indices.max { got[$0] < got[$1] }!
+            let wantLabel = item["label"] as? String ?? "?", wantBest = item["label_id"] as? Int ?? -1
+            if best != wantBest { return "\\(place): label \\(labels[best]), expected \\(wantLabel)" }
+            if got.count != want.count { return "\\(place): \\(got.count) logits, expected \\(want.count)" }
+            let diff = zip(got, want).map { abs(Double($0) - $1) }.max() ?? 0
+            let limit = tolerances["max_abs_diff"] ?? 0
+            if diff > limit { return "\\(place): logits max_abs_diff \\(diff) > \\(limit)" }""", "feature-extraction": """\
+            let want = item["embedding"] as? [Double] ?? []
+            if got.count != want.count { return "\\(place): embedding size \\(got.count), expected \\(want.count)" }
+            let dot = zip(got, want).reduce(0.0) { $0 + Double($1.0) * $1.1 }
+            let gotNorm = got.reduce(0.0) { $0 + Double($1) * Double($1) }
+            let wantNorm = want.reduce(0.0) { $0 + $1 * $1 }
+            let cosine = dot / (gotNorm * wantNorm).squareRoot()
+            let limit = tolerances["min_cosine"] ?? 1
+            if cosine < limit { return "\\(place): embedding cosine \\(cosine) < \\(limit)" }"""}
 
 
 def encoder_values(manifest: dict) -> dict:
@@ -88,15 +132,15 @@ def encoder_values(manifest: dict) -> dict:
     labels = (manifest.get("postprocessing") or {}).get("labels")
     if manifest["task"] == "sequence-classification":
         labels = labels or [str(i) for i in range(2)]
-        return {"kotlin_feeds": kotlin_feeds, "swift_feeds": swift_feeds,
+        return {"kotlin_feeds": kotlin_feeds, "swift_feeds": swift_feeds, **self_test_checks(manifest["task"]),
                 "labels_kotlin": f"    private val labels = listOf({', '.join(json.dumps(str(x)) for x in labels)})\n",
                 "labels_swift": f"    private let labels = [{', '.join(json.dumps(str(x)) for x in labels)}]\n",
                 "kotlin_return": "Pair<String, Float>", "swift_return": "(label: String, probability: Float)",
                 "kotlin_post": "\n".join([
-                    f"{pad}    val max = out.maxOrNull()!!  // softmax over the logits, then the best label",
-                    f"{pad}    val exp = out.map {{ Math.exp((it - max).toDouble()) }}",
-                    f"{pad}    val best = exp.indices.maxByOrNull {{ exp[it] }}!!",
-                    f"{pad}    return labels[best] to (exp[best] / exp.sum()).toFloat()"]),
+                    f"{pad}val max = out.maxOrNull()!!  // softmax over the logits, then the best label",
+                    f"{pad}val exp = out.map {{ Math.exp((it - max).toDouble()) }}",
+                    f"{pad}val best = exp.indices.maxByOrNull {{ exp[it] }}!!",
+                    f"{pad}return labels[best] to (exp[best] / exp.sum()).toFloat()"]),
                 "swift_post": "\n".join([
                     f"{pad}let maxLogit = out.max()!  // softmax over the logits, then the best label",
                     f"{pad}let exp = out.map {{ Foundation.exp($0 - maxLogit) }}",
@@ -106,9 +150,14 @@ def encoder_values(manifest: dict) -> dict:
     normalized = post.get("normalize", True) and post.get("normalized_in_graph", True)
     note = "already pooled and L2-normalised in the graph" if normalized else "pooled in the graph, not normalised: L2-normalise it for cosine search"
     return {"kotlin_feeds": kotlin_feeds, "swift_feeds": swift_feeds, "labels_kotlin": "", "labels_swift": "",
+            **self_test_checks(manifest["task"]),
             "kotlin_return": "FloatArray", "swift_return": "[Float]",
-            "kotlin_post": f"{pad}    return out  // sentence embedding, {note}",
+            "kotlin_post": f"{pad}return out  // sentence embedding, {note}",
             "swift_post": f"{pad}return out  // sentence embedding, {note}"}
+
+
+def self_test_checks(task: str) -> dict:
+    return {"kotlin_check": KOTLIN_CHECKS[task], "swift_check": SWIFT_CHECKS[task]}
 
 
 def decoder_values(manifest: dict) -> dict:
