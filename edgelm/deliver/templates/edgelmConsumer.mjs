@@ -66,7 +66,8 @@ export async function loadBundle(folder, { ort, Tokenizer, io } = {}) {
   Tokenizer = Tokenizer ?? (await import("@huggingface/tokenizers")).Tokenizer;
   const manifest = await verify(folder, io);
   const tokenizerJson = JSON.parse(await io.readText(bundleFile(folder, manifest.bundle.tokenizer ?? "tokenizer.json", io)));
-  const tokenizer = new Tokenizer(tokenizerJson, { clean_up_tokenization_spaces: false });  // decode as the Rust tokenizer does
+  // decode as the Rust tokenizer does; WordLevel models read their unknown token from the config in tokenizers.js
+  const tokenizer = new Tokenizer(tokenizerJson, { clean_up_tokenization_spaces: false, unk_token: tokenizerJson.model?.unk_token });
   const session = await ort.InferenceSession.create(bundleFile(folder, manifest.bundle.model, io), { executionProviders: ["cpu"] });
   return new BundleModel({ folder, manifest, tokenizer, session, ort, io });
 }
