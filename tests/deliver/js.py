@@ -78,3 +78,47 @@ class NodeConsumer:
         proc = self.run(bundle, *args)
         assert proc.returncode == 0, proc.stderr
         return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def share(pairs) -> float:
+    pairs = list(pairs)
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def agreement(node: NodeConsumer, bundle, texts: list[str], max_new: int = 8) -> dict:
+    """How closely the Node consumer reproduces the Python one on `texts` (labels, embeddings or greedy tokens)."""
+    import numpy as np
+
+    from edgelm.deliver.consumer import BundleModel
+
+    got = node.outputs(bundle, *texts, "--max-new-tokens", str(max_new))
+    model = BundleModel(bundle)
+    want = [model(text, max_new) for text in texts]
+    if "label" in want[0]:
+        diff = np.abs(np.array([g["logits"] for g in got]) - np.array([w["logits"] for w in want]))
+        return {"label_agreement": share((g["label"], w["label"]) for g, w in zip(got, want)), "logits_max_abs_diff": float(diff.max())}
+    if "embedding" in want[0]:
+        a, b = (np.array([o["embedding"] for o in outs]) for outs in (got, want))
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        return {"embedding_max_abs_diff": float(np.abs(a - b).max()), "embedding_min_cosine": float(cos.min())}
+    return {"greedy_identical": share((g["token_ids"], w["token_ids"]) for g, w in zip(got, want)),
+            "completion_identical": share((g["completion"], w["completion"]) for g, w in zip(got, want)),
+            "tokens_per_prompt": min(len(w["token_ids"]) for w in want)}
+
+
+def both_refuse(node: NodeConsumer, bundle, folder) -> dict:
+    """Tamper a copy of the bundle (one byte more in tokenizer.json): {consumer: (exit code, says sha256 mismatch)}."""
+    from contextlib import redirect_stderr
+    from io import StringIO
+
+    from edgelm.deliver.consumer import main
+
+    copy = Path(folder) / "tampered"
+    shutil.copytree(bundle, copy)
+    with open(copy / "tokenizer.json", "ab") as fh:
+        fh.write(b" ")
+    proc = node.run(copy, "--self-test")
+    err = StringIO()
+    with redirect_stderr(err):
+        code = main([str(copy), "--self-test"])
+    return {"node": (proc.returncode, "sha256 mismatch" in proc.stderr), "python": (code, "sha256 mismatch" in err.getvalue())}
