@@ -210,7 +210,13 @@ export class BundleModel {
   async selfTest() {
     const name = this.manifest.bundle.self_test?.file ?? "selftest.json";
     if (!(name in this.manifest.files)) throw new BundleError(`${this.folder}: the bundle has no self-test (${name} is not listed in manifest.json)`);
-    const spec = JSON.parse(await this.io.readText(bundleFile(this.folder, name, this.io)));
+    let spec;
+    try {
+      spec = JSON.parse(await this.io.readText(bundleFile(this.folder, name, this.io)));
+      if (!Array.isArray(spec.cases) || !CHECKS[spec.task] || !spec.tolerances) throw new Error("no cases, task or tolerances");
+    } catch (err) {
+      throw new BundleError(`${this.folder}/${name}: not an edgelm self-test file (${err.message})`);
+    }
     const failures = [];
     for (const [n, golden] of spec.cases.entries()) {
       const why = caseMismatch(spec.task, golden, await this.observe(golden), spec.tolerances);
@@ -296,9 +302,8 @@ export async function main(argv, deps = {}) {
     }
     for (const text of rest.slice(1)) console.log(JSON.stringify(await model.run(text, maxNew)));
   } catch (err) {
-    if (!(err instanceof BundleError)) throw err;
-    console.error(`error: ${err.message}`);
-    return 2;
+    console.error(`error: ${err.message}`);  // one line; exit 1 for what is not the bundle's fault
+    return err instanceof BundleError ? 2 : 1;
   }
   return 0;
 }
