@@ -34,18 +34,28 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGELM_JS_CACHE") or Path.home() / ".cache" / "edgelm-js")
 
 
+def npm_reason(stderr: str) -> str:
+    """npm's own line for the failure (its `code` and first message line), not the pointer to its log."""
+    lines = [ln.removeprefix("npm error").strip() for ln in stderr.splitlines() if ln.startswith("npm error")]
+    useful = [ln for ln in lines if ln and not ln.startswith(("A complete log", "at ", "syscall", "errno"))]
+    return "; ".join(useful[:2]) or (stderr.strip().splitlines() or ["no output"])[-1]
+
+
 def npm_install(folder: Path, package: str) -> None:
     """Install into a fresh sibling folder, then rename it into place (a killed install leaves no half cache)."""
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "package.json").write_text(package)
-    proc = subprocess.run(["npm", "install", "--no-package-lock"], cwd=tmp, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **NPM_ENV})
+    try:
+        proc = subprocess.run(["npm", "install", "--no-package-lock"], cwd=tmp, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, **NPM_ENV})
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.skip("npm install of the JS consumer's packages took over 300 s (offline or a slow registry?)")
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"npm install of the JS consumer's packages failed (offline?): {last}")
+        pytest.skip(f"npm install of the JS consumer's packages failed (offline?): {npm_reason(proc.stderr)}")
     (tmp / "runner.mjs").write_text(RUNNER)
     try:
         tmp.rename(folder)
