@@ -5,12 +5,27 @@ The Python API mirrors the commands: `edgelm.compress`, `export`, `quantize`, `f
 loaded on first use, so `import edgelm` stays light (no torch).
 """
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 _API = ("info", "export", "quantize", "finetune", "prune", "distill", "lowrank", "stage", "eval", "bench", "compress",
         "run", "StageOutput", "EvalResult", "BenchResult", "CompressResult")
 _ERRORS = ("EdgelmError", "GateFailed")
 __all__ = list(_API + _ERRORS)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        # importing the subpackage edgelm.export binds it here; the API function keeps the name (the subpackage
+        # stays in sys.modules and is reached through the function's attributes: edgelm.export.onnx)
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -14,10 +14,12 @@ prints and raises `edgelm.EdgelmError` with the CLI's message; a missed gate rai
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -224,17 +226,44 @@ def stage_config(kind: str, config=None, options: dict | None = None, where: str
     return _validate_config(kind, {**base, **(options or {})}, where or f"edgelm.{kind} options")
 
 
-def _stage_function(kind: str, summary: str):
+class command:  # noqa: N801 - reads as the kind of object in help(): "Help on command in module edgelm.api"
+    """A public API function. `edgelm.export` is one and also names the subpackage edgelm/export/: attributes
+    the function lacks come from the same-named subpackage, so `edgelm.export.onnx` and
+    `import edgelm.export.onnx as m` keep working. A descriptor, so help() documents it as a routine."""
+
+    def __init__(self, function):
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args, **kwargs):
+        return self.__wrapped__(*args, **kwargs)
+
+    def __get__(self, instance, owner=None):
+        return self
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        import importlib.util
+
+        package = f"edgelm.{self.__name__}"
+        if importlib.util.find_spec(package) is None:
+            raise AttributeError(f"edgelm.{self.__name__} has no attribute {name!r}")
+        return getattr(importlib.import_module(package), name)
+
+    def __repr__(self) -> str:
+        return f"<edgelm.{self.__name__}: edgelm.api command>"
+
+
+def _stage_function(kind: str, summary: str) -> command:
     """edgelm.KIND(model, *, out, ...): `stage(KIND, ...)`, its docstring and signature listing the options."""
 
     def function(model: Model, *, out: PathLike, **kwargs) -> StageOutput:
         return stage(kind, model, out=out, **kwargs)
 
     function.__name__ = function.__qualname__ = kind
-    function.__module__ = __name__
-    function.__doc__ = f"{summary}\n\n{STAGE_ARGS_DOC}\n\n{options_doc(kind)}"
+    function.__doc__ = f"{textwrap.fill(summary, 110)}\n\n{STAGE_ARGS_DOC}\n\n{options_doc(kind)}"
     function.__signature__ = _signature(kind)
-    return function
+    return command(function)
 
 
 def options_doc(kind: str) -> str:
