@@ -86,6 +86,7 @@ class BenchResult(_Open):
     speedup: dict[str, float] = {}
 
     def markdown(self) -> str:
+        """The Markdown tables `edgelm bench` prints."""
         from edgelm.measure.bench_report import bench_markdown
 
         return bench_markdown(self.model_dump())
@@ -370,11 +371,12 @@ def bench(*outs: PathLike | StageOutput, baseline: PathLike | StageOutput | None
         raise EdgelmError("bench: give at least one OUT folder")
     targets = _unique_names([resolve_target(_folder(o)) for o in outs])
     base = resolve_target(_folder(baseline)) if baseline else (targets[0] if len(targets) > 1 else None)
-    result = BenchResult.model_validate(run_bench(targets, _bench_settings(BenchSettings, settings), baseline=base))
+    raw = run_bench(targets, _bench_settings(BenchSettings, settings), baseline=base)
+    result = BenchResult.model_validate(raw)
     if json:
-        write_bench_json(result.model_dump(), Path(json))
+        write_bench_json(raw, Path(json))
     if html:
-        Path(html).write_text(page("edgelm bench", bench_html_body(result.model_dump())))
+        Path(html).write_text(page("edgelm bench", bench_html_body(raw)))
     if md:
         Path(md).write_text(result.markdown())
     return result
