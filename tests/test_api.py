@@ -94,6 +94,12 @@ def test_a_plain_module_quantizes_int8_from_its_export_and_in_memory(module_expo
     assert in_memory.metrics["parity_torch"]["ok"] is True and in_memory.metrics["parity_torch"]["cosine"] > 0.95
 
 
+def test_a_plain_module_export_quantizes_int4_where_onnx_has_matmuls(module_export, tmp_path):
+    result = edgelm.quantize(module_export.out, out=tmp_path / "q4", method="int4", block_size=16)
+    assert result.metrics["parity"]["ok"] and result.metrics["quantization"]["op_counts"].get("MatMulNBits", 0) >= 1
+    assert result.metrics["size_mb"] < result.metrics["size_mb_float"]
+
+
 def test_a_plain_module_export_benches_on_its_example_inputs(module_export):
     result = edgelm.bench(module_export, runtimes=["ort-cpu", "torch-cpu"], seconds=0.2, warmup=1, min_repeats=3,
                           compare=False)
