@@ -181,6 +181,7 @@ def test_the_readme_snippet_runs_on_a_tiny_model(tiny_model, tmp_path, monkeypat
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_the_readme_snippet_runs_on_minilm(tmp_path, monkeypatch):
     from tests.conftest import require_builtin
 
