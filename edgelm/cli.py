@@ -115,14 +115,6 @@ def data_options(f):
     return f
 
 
-def data_config(data, text_column, label_column, max_samples=None, seed=0):
-    from edgelm.data.readers import DataConfig
-
-    if data is None:
-        return None
-    return DataConfig(path=data, text_column=text_column, label_column=label_column, max_samples=max_samples, seed=seed)
-
-
 # --- stage commands generated from configs ------------------------------------------------------------------
 class GreedyOption(click.Option):
     """`--format onnx ort pte`: a list option that also takes the values that follow it."""
@@ -215,19 +207,18 @@ def add_stage_command(kind: str, command_name: str | None = None):
 
     def callback(model, out, force, as_json, task, allow_pickle, trust_remote_code, data, eval_data, text_column,
                  label_column, seed, **stage_kwargs):
-        from edgelm.pipeline.recipe import _validate_config
-        from edgelm.pipeline.runner import run_single
+        from edgelm import api
 
         given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in stage_kwargs.items()
                  if v is not None and not (isinstance(v, tuple) and not v)}
-        config = _validate_config(kind, given, f"edgelm {kind} options")
-        result = run_single(kind, config, model, out, task=task, data=data_config(data, text_column, label_column, seed=seed),
-                            eval_data=data_config(eval_data, text_column, label_column, seed=seed), seed=seed,
-                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, force=force)
+        config = api.stage_config(kind, None, given, where=f"edgelm {kind} options")
+        result = api.stage(kind, model, out=out, config=config, task=task, data=data, eval_data=eval_data,
+                           text_column=text_column, label_column=label_column, seed=seed, allow_pickle=allow_pickle,
+                           trust_remote_code=trust_remote_code, force=force)
         if as_json:
-            emit_json({"out": str(out), **result})
+            emit_json({"out": str(out), **{k: v for k, v in result.model_dump().items() if k != "out"}})
         else:
-            click.echo(f"{kind}: {result.get('status')} -> {out}")
+            click.echo(f"{kind}: {result.status} -> {out}")
 
     cmd = click.Command(command_name or kind, params=params, callback=callback,
                         help=f"{stage.summary}.")
@@ -256,9 +247,9 @@ _add_stage_commands()
 @model_options
 def info(model, as_json, task, allow_pickle, trust_remote_code):
     """Architecture, task, parameters and shapes of MODEL."""
-    from edgelm.models.loading import load_model, model_info
+    from edgelm import api
 
-    facts = model_info(load_model(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code))
+    facts = api.info(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     if as_json:
         emit_json(facts)
         return
@@ -273,25 +264,13 @@ def info(model, as_json, task, allow_pickle, trust_remote_code):
 @click.option("--json", "as_json", is_flag=True, help="print run.json")
 def run(recipe, out, overrides, as_json):
     """Run (or resume) a recipe: one folder per stage, run.json and a report."""
-    from edgelm.deliver.report import render_run
-    from edgelm.pipeline.recipe import load_recipe
-    from edgelm.pipeline.runner import run_recipe
+    from edgelm import api
 
-    parsed = load_recipe(resolve_recipe_path(recipe), overrides)
-    out = out or Path("runs") / (parsed.name or Path(recipe).stem)
-    result = run_recipe(parsed, out, on_written=render_run)
+    result, out = api.run_into(recipe, out, overrides)
     if as_json:
-        emit_json(result)
+        emit_json(result.model_dump())
     else:
         click.echo(f"run finished: {out} (report: {out / 'report.md'})")
-
-
-def resolve_recipe_path(recipe: Path) -> Path:
-    """A recipe path, or the name of a shipped one (`minilm-l6` -> edgelm/recipes/minilm-l6.yaml)."""
-    if recipe.exists() or recipe.suffix:
-        return recipe
-    shipped = Path(__file__).parent / "recipes" / f"{recipe}.yaml"
-    return shipped if shipped.exists() else recipe
 
 
 @main.command()
@@ -359,28 +338,12 @@ def report(run_dir):
 def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, prompt_len, new_tokens, seconds, baseline,
                   no_compare, json_path, html_path, md_path):
     """Time exported artifacts (OUT folders) on CPU, CUDA and mobile-class runtimes, each in a fresh process."""
-    from edgelm.runtimes.base import resolve_target
-    from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json
-    from edgelm.measure.bench_report import bench_html_body, bench_markdown, page
+    from edgelm import api
 
-    targets = [resolve_target(o) for o in outs]
-    names = [t.name for t in targets]
-    for i, t in enumerate(targets):  # same folder name twice (a/export, b/export): make the names unique
-        if names.count(t.name) > 1:
-            t.name = f"{t.path.parent.name}/{t.name}"
-    base = resolve_target(baseline) if baseline else (targets[0] if len(targets) > 1 else None)
-    settings = BenchSettings(runtimes=list(runtimes) or ["torch-cpu", "ort-cpu"], threads=list(threads) or None,
-                             shapes=list(shapes) or None, data=data, max_samples=max_samples, pad=pad, prompt_len=prompt_len,
-                             new_tokens=new_tokens, seconds=seconds, compare=not no_compare)
-    result = run_bench(targets, settings, baseline=base)
-    if json_path:
-        write_bench_json(result, json_path)
-    if html_path:
-        Path(html_path).write_text(page("edgelm bench", bench_html_body(result)))
-    markdown_text = bench_markdown(result)
-    if md_path:
-        Path(md_path).write_text(markdown_text)
-    click.echo(markdown_text)
+    result = api.bench(*outs, baseline=baseline, json=json_path, html=html_path, md=md_path, runtimes=list(runtimes) or None,
+                       threads=list(threads) or None, shapes=list(shapes) or None, data=data, max_samples=max_samples,
+                       pad=pad, prompt_len=prompt_len, new_tokens=new_tokens, seconds=seconds, compare=not no_compare)
+    click.echo(result.markdown())
 
 
 # --- eval_command (issue 8) ---------------------------------------------------------------------------------
@@ -402,17 +365,15 @@ def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, promp
 def eval_command(model, metrics, runtimes, reference, k_shot, label_words, icl_template, max_samples, as_json, task, allow_pickle,
                  trust_remote_code, data, eval_data, text_column, label_column, seed):
     """Evaluate MODEL_OR_OUT (a model, stage folder or run folder) on its artifact or torch model."""
-    from edgelm.pipeline.recipe import _validate_config
-    from edgelm.stages.eval import evaluate_standalone
+    from edgelm import api
 
     given = {"metrics": list(metrics) or None, "runtime": list(runtimes) or None, "k_shot": k_shot,
              "label_words": label_words.split(",") if label_words else None, "icl_template": icl_template,
              "max_samples": max_samples}
-    config = _validate_config("eval", {k: v for k, v in given.items() if v is not None}, "edgelm eval options")
-    result = evaluate_standalone(model, config, data=data_config(data, text_column, label_column, seed=seed),
-                                 eval_data=data_config(eval_data, text_column, label_column, seed=seed),
-                                 reference=reference, seed=seed, task=task, allow_pickle=allow_pickle,
-                                 trust_remote_code=trust_remote_code)
+    config = api.stage_config("eval", None, {k: v for k, v in given.items() if v is not None}, where="edgelm eval options")
+    result = api.eval(model, config=config, data=data, eval_data=eval_data, text_column=text_column,
+                      label_column=label_column, reference=reference, seed=seed, task=task, allow_pickle=allow_pickle,
+                      trust_remote_code=trust_remote_code).model_dump()
     if as_json:
         emit_json(result)
         return
@@ -440,18 +401,13 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, icl_t
 def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, data,
                      eval_data, text_column, label_column, seed):
     """Compress MODEL (default minilm-l6) for TARGET: default recipe, eval, bench, report and an app bundle."""
-    from edgelm.deliver.compress import compress
-    from edgelm.pipeline.compress import TARGET_RUNTIMES
+    from edgelm import api
 
-    gates = {k: v for k, v in (("max_accuracy_drop", max_accuracy_drop), ("max_size_mb", max_size_mb)) if v is not None}
-    if min_speedup is not None:
-        gates["min_speedup"] = {"value": min_speedup, "runtime": TARGET_RUNTIMES[target][0]}
-    out = out or Path("runs") / f"{Path(model or 'minilm-l6').name.split('.')[0]}-{target}"
     try:
-        result = compress(model, out, target=target, data=data_config(data, text_column, label_column, seed=seed),
-                          eval_data=data_config(eval_data, text_column, label_column, seed=seed),
-                          recipe=resolve_recipe_path(recipe) if recipe else None, task=task, seed=seed,
-                          gates=gates or None)
+        result = api.compress(model, out=out, target=target, recipe=recipe, data=data, eval_data=eval_data,
+                              text_column=text_column, label_column=label_column, seed=seed, task=task,
+                              max_accuracy_drop=max_accuracy_drop, min_speedup=min_speedup,
+                              max_size_mb=max_size_mb).model_dump(mode="json")
     except GateFailed as exc:  # say where the (gate-failing) bundle and report are, then exit 3
         if getattr(exc, "result", None):
             _print_compress(exc.result, err=True)

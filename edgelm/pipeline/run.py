@@ -23,7 +23,7 @@ from edgelm.models.loading import load_bundle
 from edgelm.core.errors import EdgelmError, StageFailed
 from edgelm.core.io import fingerprint
 from edgelm.core.records import GateRow, RunRecord, StageMetrics, StageRecord
-from edgelm.core.stage import StageConfig, StageContext, get_stage
+from edgelm.core.stage import StageConfig, StageContext, get_stage, require_hf_model
 from edgelm.core.ui import info
 
 
@@ -161,6 +161,7 @@ def run_steps(spec: RunSpec, out: Path) -> list[StageRecord]:
 def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageContext, final: Path, step_hash: str):
     """Run one stage into ctx.workdir and publish it as `final`. Returns (record, output bundle)."""
     stage = get_stage(kind)()
+    require_hf_model(bundle, kind)
     shutil.rmtree(ctx.workdir, ignore_errors=True)
     ctx.workdir.mkdir(parents=True)
     seed_everything(ctx.seed)
