@@ -24,6 +24,10 @@ SCHEMA_VERSION = 1
 
 # --- error handling ---------------------------------------------------------------------------------------
 class EdgelmGroup(click.Group):
+    def add_command(self, cmd, name=None):
+        console_options(cmd)  # every command takes --quiet / --verbose too
+        super().add_command(cmd, name)
+
     def invoke(self, ctx):
         debug = "--debug" in sys.argv or bool(os.environ.get("EDGELM_DEBUG"))
         try:
@@ -66,31 +70,32 @@ def _print_gate_table(rows):
             click.echo(f"{r['gate']:<40} {r['target']:<16} {str(r['measured']):<14} {'yes' if r['ok'] else 'NO'}", err=True)
 
 
-def _quiet_libraries():
-    """Third-party import chatter (torchao kernels, transformers advice) is noise for CLI users."""
-    import logging
-    import warnings
+def _set_console(ctx, param, value):
+    """--quiet / --verbose, on the group or on any command (`edgelm compress --quiet`)."""
+    from edgelm.core.ui import set_verbosity
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "torch.onnx", "onnxscript", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    try:
-        from transformers.utils import logging as hf_logging
+    if value:
+        set_verbosity(param.name)
+    return value
 
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+
+def console_options(f):
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_set_console,
+                     help="also show third-party log lines, warnings and prints")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_console,
+                     help="print only errors and the final result lines")(f)
+    return f
 
 
 @click.group(cls=EdgelmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.version_option(package_name="edgelm")
+@console_options
 def main(debug):
     """edgelm: compress, export, verify and benchmark language models for phones and edge boxes."""
-    _quiet_libraries()
+    from edgelm.core.ui import quiet_libraries
+
+    quiet_libraries()
 
 
 def emit_json(data: dict) -> None:
