@@ -95,23 +95,23 @@ def stage_setting(metrics: dict) -> str:
     quant = metrics.get("quantization")
     if isinstance(quant, dict) and quant.get("method"):
         return str(quant["method"])
-    for key in ("method", "formats", "runtime"):
+    for key, words in (("method", ""), ("formats", ""), ("runtime", ""), ("importance", "by "), ("teacher", "from ")):
         value = metrics.get(key)
         if value:
-            return "+".join(map(str, value)) if isinstance(value, list) else str(value)
+            return words + ("+".join(map(str, value)) if isinstance(value, list) else str(value))
     return ""
 
 
 def stage_figures(metrics: dict) -> list[str]:
     """The preferred figures it has; a stage with fewer than two adds other declared figures with a better
     direction (a new metric shows up without code here), MAX_FIGURES in all."""
-    keys = [k for k in STAGE_FIGURES if _is_figure(k, metrics.get(k))]
+    keys = [k for k in STAGE_FIGURES if is_figure(k, metrics.get(k))]
     if len(keys) < 2:
-        keys += [k for k, v in metrics.items() if k not in STAGE_FIGURES and _is_figure(k, v)]
+        keys += [k for k, v in metrics.items() if k not in STAGE_FIGURES and is_figure(k, v)]
     return [figure_text(k, metrics[k]) for k in keys[:MAX_FIGURES]]
 
 
-def _is_figure(key: str, value) -> bool:
+def is_figure(key: str, value) -> bool:
     entry = metric(key)
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     per_runtime = key in STAGE_FIGURES and isinstance(value, dict) and value and all(
