@@ -333,12 +333,19 @@ def _type_name(field) -> str:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
-def report(run_dir):
-    """Re-render report.md/report.html of RUN_DIR (or the .md/.html of a bench JSON) from its JSON."""
-    from edgelm.deliver.report import render_path
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_DIR...")
+@click.option("--compare", is_flag=True, help="put the runs side by side in one page (-o) instead of re-rendering")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("compare.html"), show_default=True,
+              help="the --compare page (its .md lands beside it)")
+def report(run_dirs, compare, out):
+    """Re-render report.md/report.html of RUN_DIR (or the .md/.html of a bench JSON) from its JSON;
+    --compare RUN_A RUN_B ... renders runs side by side."""
+    from edgelm.core.errors import EdgelmError
+    from edgelm.deliver.report import render_compare, render_path
 
-    for path in render_path(run_dir):
+    if not compare and len(run_dirs) > 1:
+        raise EdgelmError("one RUN_DIR at a time; add --compare to put several runs side by side")
+    for path in render_compare(run_dirs, out) if compare else render_path(run_dirs[0]):
         click.echo(str(path))
 
 

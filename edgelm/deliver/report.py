@@ -258,3 +258,104 @@ def render_path(path: str | Path) -> list[Path]:
             raise EdgelmError(f"{bench_file}: not an edgelm bench JSON (no kind: edgelm-bench)")
         return write_bench_reports(bench, bench_file.parent, bench_file.stem)
     raise EdgelmError(f"{path}: no run.json or bench.json here; pass a run folder or a bench JSON file")
+
+
+# --- compare ----------------------------------------------------------------------------------------------
+
+
+def load_run(run_dir: str | Path) -> tuple[dict, dict[str, dict]]:
+    """(run.json, {bench stage: bench.json}) of a run folder; anything else is one EdgelmError line."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RunRecord.FILE).is_file():
+        raise EdgelmError(f"{run_dir}: not an edgelm run folder (no {RunRecord.FILE}); pass folders written by "
+                          "`edgelm compress` or `edgelm run`")
+    try:
+        run = RunRecord.load(run_dir).model_dump()
+    except ValueError as exc:  # invalid JSON text
+        raise EdgelmError(f"{run_dir / RunRecord.FILE}: cannot read it ({exc}); re-run the recipe") from None
+    benches = {st["name"]: _read(run_dir / st["name"] / "bench.json", "bench")
+               for st in run["stages"] if (run_dir / st["name"] / "bench.json").is_file()}
+    return run, benches
+
+
+def recipe_settings(run_dir: Path, run: dict) -> dict[str, str]:
+    """The run's recipe flattened to `key.sub` -> value text: recipe.resolved.yaml, else the input and each
+    stage folder's config."""
+    import yaml
+
+    resolved = run_dir / "recipe.resolved.yaml"
+    if resolved.is_file():
+        raw = yaml.safe_load(resolved.read_text()) or {}
+        stages = raw.pop("stages", []) or []
+    else:
+        raw = {"model": run["input"].get("model"), "data": run["input"].get("data"), "eval_data": run["input"].get("eval_data")}
+        stages = [_stage_config(run_dir / st["name"], st["kind"]) for st in run["stages"]]
+    named = {f"{i + 1:02d}-{st.get('kind')}": {k: v for k, v in st.items() if k != "kind"} for i, st in enumerate(stages)}
+    return flatten({**raw, "stages": named})
+
+
+def _stage_config(folder: Path, kind: str) -> dict:
+    try:
+        return {"kind": kind, **(json.loads((folder / "metrics.json").read_text()).get("config") or {})}
+    except (OSError, ValueError):
+        return {"kind": kind}
+
+
+def flatten(value, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict) and value:
+        return {k: v for key, sub in value.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): json.dumps(value) if isinstance(value, (list, dict)) else str(value)}
+
+
+def differing(settings: list[dict[str, str]]) -> list[str]:
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    return [k for k in keys if len({s.get(k, "–") for s in settings}) > 1]
+
+
+def compare_tables(run_dirs: list[Path]):
+    """(headline table, settings table): one column per run."""
+    loaded = [load_run(d) for d in run_dirs]
+    names = _column_names(run_dirs)
+    cards = [card(run, benches) for run, benches in loaded]
+    head = [[item.question, *((c[i].answer, c[i].detail) for c in cards)]
+            for i, item in enumerate(cards[0]) if all(len(c) > i and c[i].question == item.question for c in cards)]
+    head += [["model", *((str(run["input"].get("model")), "") for run, _ in loaded)],
+             ["total time s", *((f"{run['total_seconds']:.1f}", "") for run, _ in loaded)]]
+    settings = [recipe_settings(d, run) for d, (run, _) in zip(run_dirs, loaded)]
+    diff = [[k, *(s.get(k, "–") for s in settings)] for k in differing(settings)]
+    return ["", *names], head, diff
+
+
+def _column_names(run_dirs: list[Path]) -> list[str]:
+    names = [Path(d).name for d in run_dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+
+
+def render_compare(run_dirs: list[str | Path], out: str | Path = "compare.html") -> list[Path]:
+    """`edgelm report --compare RUN...`: the runs side by side in OUT (HTML) and OUT with .md."""
+    if len(run_dirs) < 2:
+        raise EdgelmError("--compare needs two or more run folders")
+    header, head, diff = compare_tables([Path(d) for d in run_dirs])
+    out = Path(out)
+    md = out.with_suffix(".md")
+    md_head = [[r[0], *(f"{a} — {d}" if d else a for a, d in r[1:])] for r in head]
+    md.write_text("\n".join(["# edgelm runs compared", "", *md_table(header, md_head), "## Recipe settings that differ", "",
+                             *(md_table(["setting", *header[1:]], diff) or ["(none)", ""])]) + "\n")
+    body = [compare_html(header, head), "<h2>Recipe settings that differ</h2>",
+            html_table(["setting", *header[1:]], diff) or "<p>none</p>"]
+    out.write_text(page("edgelm runs compared", "\n".join(body), COMPARE_CSS))
+    return [out, md]
+
+
+def compare_html(header: list[str], rows: list[list]) -> str:
+    """The headline rows: each run's answer in bold over its detail."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(f"<tr><td>{html.escape(r[0])}</td>" + "".join(
+        f'<td class=l><b>{html.escape(a)}</b><div class=d>{html.escape(d)}</div></td>' for a, d in r[1:]) + "</tr>"
+        for r in rows)
+    return f"<table class=cmp><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+COMPARE_CSS = """td{vertical-align:top;max-width:420px}td:first-child{font-weight:600;white-space:nowrap}
+table.cmp td{font-size:14px;text-align:left}table.cmp b{font-size:17px}table.cmp .d{color:#555;font-size:12px}
+table.cmp th{text-align:left}"""
