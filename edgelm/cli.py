@@ -475,9 +475,10 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
 
 
 def _print_compress(result: dict, err: bool = False) -> None:
-    from edgelm.pipeline.compress import headline_lines
+    from edgelm.deliver.card import card_lines
+    from edgelm.deliver.report import load_run
 
-    for line in headline_lines(result["headline"]):
+    for line in card_lines(*load_run(result["out"])):
         click.echo(line, err=err)
     click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.consumer {result['bundle']} \"some text\")", err=err)
     click.echo("report: " + "  ".join(result["report"].values()), err=err)

@@ -150,7 +150,7 @@ def number(value, unit: str | None = None, signed: bool = False) -> str:
     value = abs(value) if value == 0 else value  # no "-0.0"
     if isinstance(value, int):
         return sign + (f"{value:,}" if abs(value) >= 10000 else str(value))
-    decimals = {"pt": 1, "MB": 1, "x": 2, "s": 1}.get(unit or "")
+    decimals = {"pt": 1, "MB": 1 if abs(value) >= 1 else 3, "x": 2, "s": 1}.get(unit or "")
     if decimals is None:
         magnitude = abs(value)
         decimals = 4 if magnitude < 1 else 3 if magnitude < 10 else 1 if magnitude < 1000 else 0

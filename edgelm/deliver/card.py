@@ -114,12 +114,13 @@ def speed_items(run: dict, benches: dict[str, dict]) -> list[Item]:
         detail = [f"than {baseline_words(run, base)} on {runtime}", *others, *peer_lines(benches.get(st["name"]))]
         if not _float_baseline(run, base):
             detail.append("float model not timed")
-        items.append(Item("Speed", f"{ratio:.2f}× faster", " · ".join(detail)))
+        answer = f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
+        items.append(Item("Speed", answer, " · ".join(detail)))
     return items or [Item("Speed", "not measured", "no bench stage in this run")]
 
 
 def _float_baseline(run: dict, baseline: str | None) -> bool:
-    return any(st["name"] == baseline and st["kind"] == "export" for st in run["stages"])
+    return baseline == "source" or any(st["name"] == baseline and st["kind"] == "export" for st in run["stages"])
 
 
 def candidate_rows(bench: dict | None) -> list[dict]:
@@ -245,3 +246,12 @@ def gates_item(run: dict) -> Item:
                         for g in gates)
     answer = f"{len(failed)} of {len(gates)} FAILED" if failed else f"all {len(gates)} passed"
     return Item("Gates", answer, detail, ok=not failed)
+
+
+def card_lines(run: dict, benches: dict[str, dict] | None = None, width: int = 100) -> list[str]:
+    """The card as console lines (`edgelm compress`'s result): question, answer, then as much detail as fits."""
+    lines = []
+    for item in card(run, benches):
+        line = f"{item.question.lower():<9} {item.answer}" + (f"  ({item.detail})" if item.detail else "")
+        lines.append(line if len(line) <= width else line[:width - 2] + "…)")
+    return lines
