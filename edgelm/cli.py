@@ -288,6 +288,7 @@ def run(recipe, out, overrides, as_json):
     if as_json:
         emit_json(result)
     else:
+        _print_card(out)
         click.echo(f"run finished: {out} (report: {out / 'report.md'})")
 
 
@@ -474,12 +475,17 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
         _print_compress(result)
 
 
-def _print_compress(result: dict, err: bool = False) -> None:
+def _print_card(out, err: bool = False) -> None:
+    """The run's headline card (deliver.card) as its final result lines."""
     from edgelm.deliver.card import card_lines
     from edgelm.deliver.report import load_run
 
-    for line in card_lines(*load_run(result["out"])):
+    for line in card_lines(*load_run(out)):
         click.echo(line, err=err)
+
+
+def _print_compress(result: dict, err: bool = False) -> None:
+    _print_card(result["out"], err)
     click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.consumer {result['bundle']} \"some text\")", err=err)
     click.echo("report: " + "  ".join(result["report"].values()), err=err)
 

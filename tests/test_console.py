@@ -36,7 +36,9 @@ def test_the_console_has_edgelm_lines_only_and_no_blank_runs(recipe):
     assert "\n\n\n" not in text and "\n\n" not in text.strip(), text
     assert re.search(r"^✓ 01-export +onnx\+ort  [0-9.]+ MB  [0-9.]+ s$", text, re.M), text
     quiet = edgelm("run", str(recipe), "-o", "normal", "--quiet", cwd=recipe.parent)  # resumes: nothing runs
-    assert quiet.strip().splitlines() == [f"run finished: normal (report: {os.path.join('normal', 'report.md')})"]
+    lines = quiet.strip().splitlines()  # the headline card, then where the run is
+    assert [line.split()[0] for line in lines] == ["ship", "size", "speed", "quality", "verified", "gates", "run"]
+    assert lines[-1] == f"run finished: normal (report: {os.path.join('normal', 'report.md')})"
 
 
 @pytest.mark.slow

@@ -202,26 +202,3 @@ def _silence_transformers() -> None:
     except ImportError:
         pass
 
-
-@contextlib.contextmanager
-def library_output():
-    """Around a third-party call that prints to stdout/stderr itself (onnxscript's export summary): its prints
-    are dropped unless --verbose. File-descriptor level, so C extensions' prints are caught too."""
-    if verbose():
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as sink:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)

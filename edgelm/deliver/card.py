@@ -16,6 +16,7 @@ from edgelm.pipeline.gates import SHIPPING_KINDS
 
 ARTIFACT_FILES = {"ort": "model.ort", "onnx": "model.onnx", "pte": "model.pte"}  # the order size_mb counts them
 NOT_QUALITY_UNITS = ("MB", "ms", "s", "tok/s", "x")  # size and speed have their own card items
+QUALITY_DETAILS = 4  # figures under the quality answer; the stage table and run.json have the rest
 
 
 @dataclass
@@ -142,6 +143,8 @@ def peer_lines(bench: dict | None) -> list[str]:
         return []
     first = rows[0]
     lines = [f"p50 {number(first['p50_ms'], 'ms')} ms"]
+    if first.get("decode_tok_s"):
+        lines.append(f"decode {number(first['decode_tok_s'], 'tok/s')} tok/s")
     lines += [f"{first['runtime']} {r['p50_ms'] / first['p50_ms']:.2f}× {r['runtime']}" for r in rows[1:]]
     return lines
 
@@ -193,6 +196,7 @@ def quality_item(run: dict) -> Item:
     against = {"input": "the input model", None: "the float model"}.get(m.get("reference"), m.get("reference"))
     details = [f"{label(k)} {fmt_value(k, v)} vs {fmt_value(k, r)}" for k, r, v in pairs]
     details += [f"{label(k)} {fmt_value(k, m[k])}" for k in singles[1 if not pairs else 0:]]
+    details = details[:QUALITY_DETAILS]
     where = f"{stage['name']} on {m['runtime']}" if m.get("runtime") else stage["name"]
     if pairs:
         return Item("Quality", change_text(*pairs[0]), f"vs {against}: " + " · ".join(details) + f" ({where})")
