@@ -95,7 +95,8 @@ def stage_setting(metrics: dict) -> str:
     quant = metrics.get("quantization")
     if isinstance(quant, dict) and quant.get("method"):
         return str(quant["method"])
-    for key, words in (("method", ""), ("formats", ""), ("runtime", ""), ("importance", "by "), ("teacher", "from ")):
+    for key, words in (("method", ""), ("formats", ""), ("runtime", ""), ("importance", "by "), ("teacher", "from "),
+                         ("baseline", "vs ")):
         value = metrics.get(key)
         if value:
             return words + ("+".join(map(str, value)) if isinstance(value, list) else str(value))

@@ -89,7 +89,7 @@ def pareto_plot(points: list[dict], title: str, x: str = "p50_ms", y: str = "acc
         ax.scatter([p[x]], [p[y]], s=area, color=COLORS[i % len(COLORS)], alpha=0.8, label=str(p.get(label, i)),
                    edgecolors="black", linewidths=0.5)
     xy = [(p[x], p[y]) for p in points]
-    front = pareto_front(xy, maximize_y=(metric(y).better == "higher") if metric(y) else False)
+    front = front_of(points, x, y)
     ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "--", color="black", lw=1, label="Pareto front")
     ax.set_xlabel(_axis_title(x))
     ax.set_ylabel(_axis_title(y) + (f" (marker area = {_axis_title(size)})" if biggest else ""))
@@ -97,6 +97,12 @@ def pareto_plot(points: list[dict], title: str, x: str = "p50_ms", y: str = "acc
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, markerscale=0.6)
     return to_svg(fig)
+
+
+def front_of(points: list[dict], x: str, y: str) -> list[int]:
+    """Indices of the Pareto front, lower `x` better; `y`'s better direction from the vocabulary."""
+    maximize = metric(y) is not None and metric(y).better == "higher"
+    return pareto_front([(p[x], p[y]) for p in points], maximize_y=maximize)
 
 
 def _axis_title(key: str) -> str:

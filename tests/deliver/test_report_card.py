@@ -102,3 +102,28 @@ def test_compare_cli_bad_folder_is_one_line_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "edgelm", "report", "--compare", str(a), str(tmp_path / "broken"),
                            "-o", str(tmp_path / "c.html")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "broken" in done.stderr
+
+
+def test_several_candidates_in_the_run_json_get_a_pareto_plot(tmp_path):
+    run = classifier_run()
+    run["candidates"] = [{"name": f"trial {i}", "accuracy": acc, "p50_ms": ms, "size_mb": mb}
+                         for i, (acc, ms, mb) in enumerate([(95.0, 4.0, 90.0), (94.0, 2.0, 23.0), (90.0, 3.0, 10.0)])]
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    page = render_run(tmp_path)[1].read_text()
+    assert "<h2>Candidates: accuracy vs latency</h2>" in page and "<!-- Pareto front -->" in page
+    run.pop("candidates")
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert "Candidates:" not in render_run(tmp_path)[1].read_text()  # one artifact: nothing to trade off
+
+
+def test_pareto_plot_reads_the_better_direction_from_the_vocabulary():
+    from edgelm.measure.plots import front_of, pareto_plot
+
+    points = [{"name": "a", "p50_ms": 1.0, "perplexity": 20.0}, {"name": "b", "p50_ms": 2.0, "perplexity": 15.0},
+              {"name": "c", "p50_ms": 3.0, "perplexity": 30.0}]
+    svg = pareto_plot(points, "t", y="perplexity", size=None)
+    assert svg.startswith("<svg") and "<!-- perplexity -->" in svg
+    assert front_of(points, "p50_ms", "perplexity") == [0, 1]  # lower perplexity is better: c is beaten
+    as_accuracy = [{"p50_ms": p["p50_ms"], "accuracy": p["perplexity"]} for p in points]
+    assert front_of(as_accuracy, "p50_ms", "accuracy") == [0, 2]  # higher accuracy is better: b is beaten
+    assert pareto_plot([{"name": "a", "p50_ms": 1.0}], "t") is None
