@@ -45,7 +45,7 @@ def progress() -> Progress:
     """A progress display; off when quiet and when stderr is no terminal (a stopped display would print a blank line)."""
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console,
-                    disable=_quiet() or not console.is_terminal, transient=True)
+                    disable=_quiet() or not console.is_terminal)
 
 
 def track(iterable, description: str, total: int | None = None):

@@ -151,8 +151,8 @@ def peer_lines(bench: dict | None) -> list[str]:
 
 # --- quality ----------------------------------------------------------------------------------------------
 def quality_stage(run: dict) -> dict | None:
-    """The last eval stage, else the last stage with a quality figure."""
-    return last_of(run, ("eval",)) or next((st for st in reversed(run["stages"]) if quality_keys(st["metrics"])), None)
+    """The last eval stage (other stages' figures, a prune's parameter share, are no quality of the artifact)."""
+    return last_of(run, ("eval",))
 
 
 def quality_keys(metrics: dict) -> list[str]:
