@@ -115,9 +115,13 @@ def speed_items(run: dict, benches: dict[str, dict]) -> list[Item]:
         detail = [f"than {baseline_words(run, base)} on {runtime}", *others, *peer_lines(benches.get(st["name"]))]
         if not _float_baseline(run, base):
             detail.append("float model not timed")
-        answer = f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
-        items.append(Item("Speed", answer, " · ".join(detail)))
+        items.append(Item("Speed", faster(ratio), " · ".join(detail)))
     return items or [Item("Speed", "not measured", "no bench stage in this run")]
+
+
+def faster(ratio: float) -> str:
+    """A speed ratio (baseline time / candidate time) in words."""
+    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
 
 
 def _float_baseline(run: dict, baseline: str | None) -> bool:
@@ -145,7 +149,7 @@ def peer_lines(bench: dict | None) -> list[str]:
     lines = [f"p50 {number(first['p50_ms'], 'ms')} ms"]
     if first.get("decode_tok_s"):
         lines.append(f"decode {number(first['decode_tok_s'], 'tok/s')} tok/s")
-    lines += [f"{first['runtime']} {r['p50_ms'] / first['p50_ms']:.2f}× {r['runtime']}" for r in rows[1:]]
+    lines += [f"{faster(r['p50_ms'] / first['p50_ms'])} than on {r['runtime']}" for r in rows[1:]]
     return lines
 
 

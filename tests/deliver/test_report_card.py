@@ -127,3 +127,15 @@ def test_pareto_plot_reads_the_better_direction_from_the_vocabulary():
     as_accuracy = [{"p50_ms": p["p50_ms"], "accuracy": p["perplexity"]} for p in points]
     assert front_of(as_accuracy, "p50_ms", "accuracy") == [0, 2]  # higher accuracy is better: b is beaten
     assert pareto_plot([{"name": "a", "p50_ms": 1.0}], "t") is None
+
+
+def test_a_peer_runtime_in_the_bench_is_compared_on_the_speed_answer():
+    rows = [{"artifact": "candidate", "runtime": rt, "threads": 1, "case": "c", "p50_ms": ms}
+            for rt, ms in (("ort-mobile", 2.0), ("llama-cpp", 3.0))]
+    bench = {"cases": [{"label": "c"}], "rows": rows}
+    speed = answers_with(classifier_run(), {"04-bench": bench})["Speed"]
+    assert "p50 2.000 ms" in speed[1] and "1.50× faster than on llama-cpp" in speed[1]
+
+
+def answers_with(run, benches):
+    return {item.question: (item.answer, item.detail) for item in card(run, benches)}
