@@ -77,6 +77,7 @@ STAGE_FIGURES = ("size_mb", "compression", "param_reduction", "accuracy", "accur
 PHRASES = {"compression": "{}× smaller", "speedup": "{}× faster", "perplexity_ratio": "ppl ×{}"}
 BARE = ("size_mb", "p50_ms")  # figures that read without a name
 MAX_FIGURES = 3
+LINE_WIDTH = 100
 
 
 def stage_started(name: str) -> None:
@@ -85,8 +86,13 @@ def stage_started(name: str) -> None:
 
 def stage_finished(name: str, metrics: dict, seconds: float, resumed: bool = False) -> None:
     """`✓ 02-quantize  int8  22.9 MB  3.9× smaller  12.3 s`: the setting and the figures that matter."""
-    parts = [p for p in (stage_setting(metrics), *stage_figures(metrics)) if p]
+    figures = stage_figures(metrics)
     tail = "(finished earlier, resumed)" if resumed else f"{seconds:.1f} s"
+    while True:  # as many figures as fit in LINE_WIDTH columns
+        parts = [p for p in (stage_setting(metrics), *figures) if p]
+        if len(f"✓ {name:<13} " + "  ".join([*parts, tail])) <= LINE_WIDTH or len(figures) <= 1:
+            break
+        figures = figures[:-1]
     info(f"[green]✓[/green] {name:<13} " + "  ".join([*parts, f"[dim]{tail}[/dim]"]))
 
 

@@ -146,7 +146,8 @@ def peer_lines(bench: dict | None) -> list[str]:
     if not rows:
         return []
     first = rows[0]
-    lines = [f"p50 {number(first['p50_ms'], 'ms')} ms"]
+    threads = f" at {first['threads']} thread{'s' if first['threads'] > 1 else ''}" if first.get("threads") else ""
+    lines = [f"p50 {number(first['p50_ms'], 'ms')} ms{threads}"]
     if first.get("decode_tok_s"):
         lines.append(f"decode {number(first['decode_tok_s'], 'tok/s')} tok/s")
     lines += [f"{faster(r['p50_ms'] / first['p50_ms'])} than on {r['runtime']}" for r in rows[1:]]

@@ -47,3 +47,12 @@ def test_third_party_records_pass_only_when_verbose(monkeypatch):
     monkeypatch.setenv("EDGELM_VERBOSE", "1")
     monkeypatch.delenv("EDGELM_QUIET", raising=False)
     assert keep.filter(record)
+
+
+def test_a_stage_line_keeps_to_100_columns(capsys, monkeypatch):
+    monkeypatch.delenv("EDGELM_QUIET", raising=False)
+    metrics = {"runtime": "ort-mobile", "fidelity_cosine_mean": 0.99361, "fidelity_cosine_min": 0.9772,
+               "fidelity_cosine_p05": 0.9907}
+    ui.stage_finished("03-eval", metrics, 63.3)
+    line = capsys.readouterr().err.rstrip("\n")
+    assert len(line) <= 100 and "fidelity cosine mean 0.9936" in line and line.endswith("63.3 s")
