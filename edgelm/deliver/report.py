@@ -161,7 +161,7 @@ CARD_CSS = """.card{display:grid;grid-template-columns:repeat(3,1fr);gap:10px;ma
 .tile .q{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:#666}
 .tile .a{font-size:24px;font-weight:600;margin:2px 0 4px;word-break:break-all}.tile .d{font-size:13px;color:#444}
 .tile.ok{border-color:#7c7;background:#f3fbf3}.tile.fail{border-color:#e77;background:#fdf2f2}
-.tile.ok .a{color:#080}.tile.fail .a{color:#b00}td:first-child{white-space:nowrap}"""
+.tile.ok .a{color:#080}.tile.fail .a{color:#b00}td:nth-child(-n+3){white-space:nowrap}"""
 
 
 def card_html(items) -> str:
@@ -183,7 +183,7 @@ def candidates_plot(run: dict, benches: dict[str, dict]) -> str | None:
     if len(points) < 2:
         return None
     y = next((k for k in CANDIDATE_QUALITY if all(p.get(k) is not None for p in points)), None)
-    return pareto_plot(points, "candidates (marker area = size)", y=y) if y else None
+    return pareto_plot(points, "candidates", y=y) if y else None
 
 
 CANDIDATE_QUALITY = ("accuracy", "icl_accuracy", "fidelity_cosine_mean", "perplexity")
