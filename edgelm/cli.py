@@ -24,6 +24,10 @@ SCHEMA_VERSION = 1
 
 # --- error handling ---------------------------------------------------------------------------------------
 class EdgelmGroup(click.Group):
+    def add_command(self, cmd, name=None):
+        console_options(cmd)  # every command takes --quiet / --verbose too
+        super().add_command(cmd, name)
+
     def invoke(self, ctx):
         debug = "--debug" in sys.argv or bool(os.environ.get("EDGELM_DEBUG"))
         try:
@@ -66,31 +70,32 @@ def _print_gate_table(rows):
             click.echo(f"{r['gate']:<40} {r['target']:<16} {str(r['measured']):<14} {'yes' if r['ok'] else 'NO'}", err=True)
 
 
-def _quiet_libraries():
-    """Third-party import chatter (torchao kernels, transformers advice) is noise for CLI users."""
-    import logging
-    import warnings
+def _set_console(ctx, param, value):
+    """--quiet / --verbose, on the group or on any command (`edgelm compress --quiet`)."""
+    from edgelm.core.ui import set_verbosity
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "torch.onnx", "onnxscript", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    try:
-        from transformers.utils import logging as hf_logging
+    if value:
+        set_verbosity(param.name)
+    return value
 
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+
+def console_options(f):
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_set_console,
+                     help="also show third-party log lines, warnings and prints")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_console,
+                     help="print only errors and the final result lines")(f)
+    return f
 
 
 @click.group(cls=EdgelmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.version_option(package_name="edgelm")
+@console_options
 def main(debug):
     """edgelm: compress, export, verify and benchmark language models for phones and edge boxes."""
-    _quiet_libraries()
+    from edgelm.core.ui import quiet_libraries
+
+    quiet_libraries()
 
 
 def emit_json(data: dict) -> None:
@@ -270,6 +275,7 @@ def run(recipe, out, overrides, as_json):
     if as_json:
         emit_json(result.model_dump())
     else:
+        _print_card(out)
         click.echo(f"run finished: {out} (report: {out / 'report.md'})")
 
 
@@ -307,12 +313,19 @@ def _type_name(field) -> str:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
-def report(run_dir):
-    """Re-render report.md/report.html of RUN_DIR (or the .md/.html of a bench JSON) from its JSON."""
-    from edgelm.deliver.report import render_path
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_DIR...")
+@click.option("--compare", is_flag=True, help="put the runs side by side in one page (-o) instead of re-rendering")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("compare.html"), show_default=True,
+              help="the --compare page (its .md lands beside it)")
+def report(run_dirs, compare, out):
+    """Re-render report.md/report.html of RUN_DIR (or the .md/.html of a bench JSON) from its JSON;
+    --compare RUN_A RUN_B ... renders runs side by side."""
+    from edgelm.core.errors import EdgelmError
+    from edgelm.deliver.report import render_compare, render_path
 
-    for path in render_path(run_dir):
+    if not compare and len(run_dirs) > 1:
+        raise EdgelmError("one RUN_DIR at a time; add --compare to put several runs side by side")
+    for path in render_compare(run_dirs, out) if compare else render_path(run_dirs[0]):
         click.echo(str(path))
 
 
@@ -418,11 +431,17 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
         _print_compress(result)
 
 
-def _print_compress(result: dict, err: bool = False) -> None:
-    from edgelm.pipeline.compress import headline_lines
+def _print_card(out, err: bool = False) -> None:
+    """The run's headline card (deliver.card) as its final result lines."""
+    from edgelm.deliver.card import card_lines
+    from edgelm.deliver.report import load_run
 
-    for line in headline_lines(result["headline"]):
+    for line in card_lines(*load_run(out)):
         click.echo(line, err=err)
+
+
+def _print_compress(result: dict, err: bool = False) -> None:
+    _print_card(result["out"], err)
     click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.consumer {result['bundle']} \"some text\")", err=err)
     click.echo("report: " + "  ".join(result["report"].values()), err=err)
 
