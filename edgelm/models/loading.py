@@ -193,7 +193,9 @@ def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise EdgelmError(f"{folder}: cannot load weights for task {task!r} ({_first_line(exc)})") from None
     model.eval()
-    return model, load_tokenizer(folder, trust_remote_code)
+    tokenizer = load_tokenizer(folder, trust_remote_code)
+    check_tokenizer_fits_model(tokenizer, model, folder)
+    return model, tokenizer
 
 
 def check_weights_fit_task(model, missing_keys, task: str, folder: Path) -> None:
@@ -226,7 +228,47 @@ def load_tokenizer(folder: Path, trust_remote_code: bool = False):
         raise EdgelmError(f"{folder}: no usable tokenizer ({_first_line(exc)}); add tokenizer.json or vocab files") from None
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
+    check_tokenizer(tok, folder)
     return tok
+
+
+FIX_TOKENIZER = "copy the tokenizer files of the original model into this folder"
+
+
+def tokenizer_file(folder: Path) -> Path:
+    """The tokenizer file an error names: the first of TOKENIZER_FILES present."""
+    return next((Path(folder) / n for n in TOKENIZER_FILES if (Path(folder) / n).is_file()), Path(folder))
+
+
+def check_tokenizer(tok, folder: Path) -> None:
+    """Refuse a tokenizer that loads but cannot work: an empty vocabulary, every token on one id, or one that fails
+    on plain text (a WordLevel model without its unknown token). Each would end deep in a stage as an IndexError."""
+    where = tokenizer_file(folder)
+    vocab = tok.get_vocab()
+    words = set(vocab) - set(tok.all_special_tokens)
+    if not words:
+        raise EdgelmError(f"{where}: the tokenizer's vocabulary has no words (only {len(vocab)} special tokens); "
+                          f"{FIX_TOKENIZER}")
+    ids = set(vocab.values())
+    if len(vocab) > 1 and len(ids) == 1:
+        raise EdgelmError(f"{where}: every one of the {len(vocab)} vocabulary entries maps to id {ids.pop()}; "
+                          f"{FIX_TOKENIZER}")
+    try:
+        tok(" ".join(sorted(words)[:8]) + " edgelm probe 123 ?")
+    except Exception as exc:  # the tokenizers library raises its own untyped Exception (e.g. WordLevel without [UNK])
+        unk = f" (its unk_token {tok.unk_token!r} must be in the vocabulary)" if "unk" in str(exc).lower() else ""
+        raise EdgelmError(f"{where}: the tokenizer fails on plain text ({_first_line(exc)[:120]}){unk}; "
+                          f"{FIX_TOKENIZER}") from None
+
+
+def check_tokenizer_fits_model(tok, model, folder: Path) -> None:
+    """Token ids past the embedding table would index out of range on the first input that uses them."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    top = max(tok.get_vocab().values())
+    if rows is not None and top >= rows:
+        raise EdgelmError(f"{tokenizer_file(folder)}: the tokenizer has ids up to {top} but the model's embedding has "
+                          f"{rows} rows; this tokenizer does not belong to the model ({FIX_TOKENIZER})")
 
 
 def check_weight_files(folder: Path, allow_pickle: bool) -> bool:
