@@ -239,6 +239,11 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
     except (EdgelmError, KeyboardInterrupt):
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         raise
+    except OSError as exc:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        if exc.errno not in DISK_ERRORS:
+            raise StageFailed(final.name, exc) from exc
+        raise cannot_write(final, exc) from None
     except Exception as exc:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         raise StageFailed(final.name, exc) from exc
@@ -256,12 +261,20 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
         publish(ctx.workdir, final)
     except OSError as exc:  # disk full, permissions: the user can fix it; nothing half-written stays visible
         shutil.rmtree(ctx.workdir, ignore_errors=True)
-        raise EdgelmError(f"{final}: cannot write the stage output ({exc.strerror or exc}); free disk space or "
-                          "pick another -o, then re-run (finished stages are kept)") from None
+        raise cannot_write(final, exc) from None
     out_bundle = _rebase(out_bundle, ctx.workdir, final)
     info(f"[green]✓ {final.name}[/green] ({seconds:.1f} s)")
     return StageRecord(name=final.name, kind=kind, hash=step_hash, status="ran", seconds=seconds,
                        metrics=result.metrics), out_bundle
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG)
+
+
+def cannot_write(final: Path, exc: OSError) -> EdgelmError:
+    """The one line for a disk that is full, read-only or not ours, whether the stage or the save hit it."""
+    return EdgelmError(f"{final}: cannot write the stage output ({exc.strerror or exc}); free disk space or pick "
+                       "another -o, then re-run (finished stages are kept, the previous output is untouched)")
 
 
 def _rebase(bundle: ModelBundle, old: Path, new: Path) -> ModelBundle:
