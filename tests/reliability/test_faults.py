@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,83 @@ def test_a_real_full_disk_keeps_the_previous_output(leave, files, tiny_model, re
     _fill(small_disk, leave)
     code, output = cli(rel_stages, tiny_model("bert"), "-o", out, "--scale", "0.02", "--files", str(files), "--force")
     _assert_kept(out, before, assert_user_error(code, output))
+
+
+# --- the shared GGUF cache: concurrent builds, a damaged entry --------------------------------------------------
+@pytest.fixture
+def fake_gguf(tiny_model, tmp_path, monkeypatch):
+    """A `.gguf` whose dequantization is the tiny LLaMA (slowed so that concurrent runs overlap), in a fresh cache."""
+    from edgelm.models import loading
+
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + b"\0" * 60)
+    calls = tmp_path / "conversions"
+    calls.mkdir()
+
+    def dequantize(p):
+        (calls / str(os.getpid())).write_text("1")
+        time.sleep(1.0)
+        return loading.load_hf_folder(tiny_model("llama"), "causal-lm")
+
+    monkeypatch.setenv("EDGELM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(loading, "_dequantize_gguf", dequantize)
+    return path, tmp_path / "cache" / "gguf", calls
+
+
+def _cached_entries(cache: Path) -> list[Path]:
+    return sorted(cache.iterdir()) if cache.exists() else []
+
+
+def _stage_command(argv, barrier, codes) -> None:
+    barrier.wait()
+    codes.put(cli(*argv)[0])
+
+
+def test_two_runs_building_the_shared_cache_at_once_both_succeed(fake_gguf, rel_stages, tmp_path):
+    from edgelm.models.loading import cache_entry_ok
+
+    path, cache, calls = fake_gguf
+    fork = multiprocessing.get_context("fork")
+    barrier, codes = fork.Barrier(2), fork.Queue()
+    procs = [fork.Process(target=_stage_command, args=([rel_stages, path, "-o", tmp_path / f"out{i}"], barrier, codes))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert sorted(codes.get(timeout=5) for _ in procs) == [0, 0]
+    assert len(list(calls.iterdir())) == 2, "the two runs did not both build the entry at once"
+    entries = _cached_entries(cache)
+    assert len(entries) == 1 and cache_entry_ok(entries[0]), [e.name for e in entries]  # no temp folder left
+    assert all((tmp_path / f"out{i}" / "metrics.json").is_file() for i in range(2))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble", "delete-manifest", "delete-config"])
+def test_a_damaged_cache_entry_is_detected_and_rebuilt(damage, fake_gguf, tmp_path):
+    from edgelm.models.loading import CACHE_MANIFEST, cache_entry_ok, load_model
+
+    path, cache, calls = fake_gguf
+    load_model(str(path))
+    (entry,) = _cached_entries(cache)
+    weights = entry / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "garble":  # same size, so only the checksum can tell
+        data = bytearray(weights.read_bytes())
+        data[-64:] = os.urandom(64)
+        weights.write_bytes(bytes(data))
+    else:
+        (entry / (CACHE_MANIFEST if damage == "delete-manifest" else "config.json")).unlink()
+    bundle = load_model(str(path))
+    assert len(list(calls.iterdir())) == 1 and cache_entry_ok(entry), "the damaged entry was not rebuilt"
+    assert bundle.model is not None and _cached_entries(cache) == [entry]
+
+
+def test_a_cache_hit_does_not_convert_again(fake_gguf):
+    from edgelm.models.loading import load_model
+
+    path, cache, calls = fake_gguf
+    load_model(str(path))
+    (calls / str(os.getpid())).unlink()
+    load_model(str(path))
+    assert not list(calls.iterdir())
