@@ -226,8 +226,9 @@ def load_tokenizer(folder: Path, trust_remote_code: bool = False):
                           "copy the tokenizer of the original model into this folder")
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError) as exc:
-        raise EdgelmError(f"{folder}: no usable tokenizer ({_first_line(exc)}); add tokenizer.json or vocab files") from None
+    except Exception as exc:  # a damaged file fails anywhere in transformers / tokenizers (AttributeError on `null`)
+        raise EdgelmError(f"{tokenizer_file(folder)}: no usable tokenizer ({type(exc).__name__}: "
+                          f"{_first_line(exc)[:160]}); {FIX_TOKENIZER}") from None
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     check_tokenizer(tok, folder)
