@@ -9,12 +9,13 @@ import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.helpers import assert_user_error, cli
+from tests.reliability.helpers import REPO, assert_user_error, cli
 
 
 def test_a_forced_single_stage_command_restores_a_half_swapped_output(tiny_model, rel_stages, tmp_path):
@@ -200,3 +201,32 @@ def test_a_cache_hit_does_not_convert_again(fake_gguf):
     (calls / str(os.getpid())).unlink()
     load_model(str(path))
     assert not list(calls.iterdir())
+
+
+@pytest.mark.slow
+def test_two_real_compress_runs_into_different_folders_at_once_both_succeed(tiny_model, tmp_path):
+    """Two `edgelm compress` processes at the same time (their own interpreters, one shared EDGELM_CACHE)."""
+    model, env = tiny_model("bert", "sequence-classification"), {**os.environ, "EDGELM_CACHE": str(tmp_path / "cache")}
+    data = tmp_path / "d.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"the movie was {w}\t{i % 2}\n" for i, w in enumerate(["great", "bad"] * 20)))
+    procs = [subprocess.Popen([sys.executable, "-m", "edgelm", "compress", str(model), "-o", str(tmp_path / f"c{i}"),
+                               "--data", str(data), "--target", "cpu"], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=1800)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert all((tmp_path / f"c{i}" / "run.json").is_file() for i in range(2))
+
+
+@pytest.mark.slow
+def test_two_processes_converting_the_real_gguf_at_once_share_one_cache_entry(tmp_path):
+    from edgelm.models.loading import cache_entry_ok
+    from tests.conftest import require_builtin
+
+    require_builtin("smollm2-135m")
+    env = {**os.environ, "EDGELM_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-m", "edgelm", "info", "smollm2-135m"], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=1800)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    entries = sorted((tmp_path / "cache" / "gguf").iterdir())
+    assert len(entries) == 1 and cache_entry_ok(entries[0]), [e.name for e in entries]

@@ -277,3 +277,24 @@ def _tests(n: int, marks=()):
  test_manifests_end_cleanly) = _tests(FAST)
 (test_slow_recipes_end_cleanly, test_slow_arguments_end_cleanly, test_slow_data_files_end_cleanly,
  test_slow_tokenizer_files_end_cleanly, test_slow_manifests_end_cleanly) = _tests(SLOW, [pytest.mark.slow])
+
+
+# --- every internal error the fuzz (or trying it by hand) found, kept as a fixed case -------------------------
+@pytest.mark.parametrize("check,case", [
+    ("tokenizer", ("json", None)),               # transformers: AttributeError 'NoneType' object has no attribute 'pop'
+    ("tokenizer", ("json", [1, 2])),
+    ("manifest", ("json", None)),                # runtimes.base: AttributeError 'NoneType' object has no attribute 'get'
+    ("manifest", ("json", {"task": "sequence-classification", "source": "x", "inputs": 5})),
+    ("manifest", ("mutate", [("replace", 3, None)])),
+])
+def test_inputs_the_fuzz_once_broke(check, case, world):
+    if check == "tokenizer":
+        check_tokenizer(case, world["root"], world["model"])
+    else:
+        check_manifest(case, world["root"], world["export"], world["data"])
+
+
+def test_perplexity_on_an_encoder_is_one_line(world):
+    from tests.reliability.helpers import assert_user_error
+
+    assert_user_error(*cli("eval", world["model"], "--data", world["data"], "--metric", "perplexity"), "needs a causal LM")
