@@ -25,7 +25,7 @@ from edgelm.core.stage import all_stages
 from edgelm.pipeline.recipe import Recipe
 from tests.reliability.helpers import cli
 
-FAST = 12
+FAST = 10
 SLOW = int(os.environ.get("EDGELM_FUZZ_EXAMPLES", "250"))
 COUNTER = itertools.count()
 RUN_KINDS = {"rel-noise"}  # a recipe that validates is run only when its stages are this cheap test stage
