@@ -294,6 +294,11 @@ def test_inputs_the_fuzz_once_broke(check, case, world):
         check_manifest(case, world["root"], world["export"], world["data"])
 
 
+@pytest.mark.parametrize("kind", ["huge", "nul"])  # csv: "field larger than field limit (131072)", exit 1
+def test_data_files_the_fuzz_once_broke(kind, world):
+    check_data((kind, None), world["root"], world["model"])
+
+
 def test_perplexity_on_an_encoder_is_one_line(world):
     from tests.reliability.helpers import assert_user_error
 
