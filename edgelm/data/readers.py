@@ -151,8 +151,12 @@ def _read_utf8(path: Path) -> str:
 def _read_delimited(path: Path) -> list[dict]:
     text = _read_utf8(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    csv.field_size_limit(2**31 - 1)  # the default 128 KiB refuses a long document in one cell; the file is in memory anyway
     reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-    lines = [r for r in reader if r]
+    try:
+        lines = [r for r in reader if r]
+    except csv.Error as exc:
+        raise EdgelmError(f"{path}:{reader.line_num}: not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})") from None
     if not lines:
         return []
     header = [h.strip() for h in lines[0]]

@@ -173,6 +173,9 @@ def perplexity(model: EvalModel, text: str, *, window: int = 512, stride: int = 
     """Sliding-window perplexity: each token is scored once, with up to `window` tokens of left context."""
     if not 0 < stride <= window:
         raise EdgelmError(f"perplexity: stride must be in 1..window ({window}), got {stride}")
+    if model.task != "causal-lm":  # an encoder's logits are per label (or an embedding), not per next token
+        raise EdgelmError(f"perplexity needs a causal LM; this model's task is {model.task}: use --metric accuracy "
+                          "or fidelity")
     ids = np.asarray(model.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)[:max_tokens]
     if len(ids) < 2:
         raise EdgelmError("perplexity: the text has fewer than 2 tokens")

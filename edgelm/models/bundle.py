@@ -188,9 +188,20 @@ def tensors_fingerprint(tensors: dict, *extra) -> str:
 
 def save_model(model, tokenizer, directory: Path) -> None:
     """Save weights as safetensors (never pickle) and the tokenizer beside them."""
-    model.save_pretrained(directory, safe_serialization=True)
+    try:
+        model.save_pretrained(directory, safe_serialization=True)
+    except Exception as exc:  # safetensors reports a full disk as its own SafetensorError "... (os error 28)"
+        raise as_os_error(exc) from exc
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+
+
+def as_os_error(exc: Exception) -> Exception:
+    """An `(os error N)` buried in a library's message as the OSError it is; any other exception unchanged."""
+    import re
+
+    found = None if isinstance(exc, OSError) else re.search(r"\(os error (\d+)\)", str(exc))
+    return OSError(int(found[1]), os.strerror(int(found[1]))) if found else exc
 
 
 def is_bundle_dir(path: Path) -> bool:

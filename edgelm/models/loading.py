@@ -18,6 +18,8 @@ from pathlib import Path
 
 from edgelm.models.bundle import TASKS, ModelBundle, is_bundle_dir, save_model
 from edgelm.core.errors import EdgelmError
+from edgelm.core.io import sha256_file
+from edgelm.core.ui import info
 from edgelm.core.metrics import param_mb
 
 BUILTIN_MODELS = {
@@ -193,7 +195,9 @@ def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise EdgelmError(f"{folder}: cannot load weights for task {task!r} ({_first_line(exc)})") from None
     model.eval()
-    return model, load_tokenizer(folder, trust_remote_code)
+    tokenizer = load_tokenizer(folder, trust_remote_code)
+    check_tokenizer_fits_model(tokenizer, model, folder)
+    return model, tokenizer
 
 
 def check_weights_fit_task(model, missing_keys, task: str, folder: Path) -> None:
@@ -222,11 +226,52 @@ def load_tokenizer(folder: Path, trust_remote_code: bool = False):
                           "copy the tokenizer of the original model into this folder")
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError) as exc:
-        raise EdgelmError(f"{folder}: no usable tokenizer ({_first_line(exc)}); add tokenizer.json or vocab files") from None
+    except Exception as exc:  # a damaged file fails anywhere in transformers / tokenizers (AttributeError on `null`)
+        raise EdgelmError(f"{tokenizer_file(folder)}: no usable tokenizer ({type(exc).__name__}: "
+                          f"{_first_line(exc)[:160]}); {FIX_TOKENIZER}") from None
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
+    check_tokenizer(tok, folder)
     return tok
+
+
+FIX_TOKENIZER = "copy the tokenizer files of the original model into this folder"
+
+
+def tokenizer_file(folder: Path) -> Path:
+    """The tokenizer file an error names: the first of TOKENIZER_FILES present."""
+    return next((Path(folder) / n for n in TOKENIZER_FILES if (Path(folder) / n).is_file()), Path(folder))
+
+
+def check_tokenizer(tok, folder: Path) -> None:
+    """Refuse a tokenizer that loads but cannot work: an empty vocabulary, every token on one id, or one that fails
+    on plain text (a WordLevel model without its unknown token). Each would end deep in a stage as an IndexError."""
+    where = tokenizer_file(folder)
+    vocab = tok.get_vocab()
+    words = set(vocab) - set(tok.all_special_tokens)
+    if not words:
+        raise EdgelmError(f"{where}: the tokenizer's vocabulary has no words (only {len(vocab)} special tokens); "
+                          f"{FIX_TOKENIZER}")
+    ids = set(vocab.values())
+    if len(vocab) > 1 and len(ids) == 1:
+        raise EdgelmError(f"{where}: every one of the {len(vocab)} vocabulary entries maps to id {ids.pop()}; "
+                          f"{FIX_TOKENIZER}")
+    try:
+        tok(" ".join(sorted(words)[:8]) + " edgelm probe 123 ?")
+    except Exception as exc:  # the tokenizers library raises its own untyped Exception (e.g. WordLevel without [UNK])
+        unk = f" (its unk_token {tok.unk_token!r} must be in the vocabulary)" if "unk" in str(exc).lower() else ""
+        raise EdgelmError(f"{where}: the tokenizer fails on plain text ({_first_line(exc)[:120]}){unk}; "
+                          f"{FIX_TOKENIZER}") from None
+
+
+def check_tokenizer_fits_model(tok, model, folder: Path) -> None:
+    """Token ids past the embedding table would index out of range on the first input that uses them."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    top = max(tok.get_vocab().values())
+    if rows is not None and top >= rows:
+        raise EdgelmError(f"{tokenizer_file(folder)}: the tokenizer has ids up to {top} but the model's embedding has "
+                          f"{rows} rows; this tokenizer does not belong to the model ({FIX_TOKENIZER})")
 
 
 def check_weight_files(folder: Path, allow_pickle: bool) -> bool:
@@ -282,25 +327,85 @@ def _tensor_bytes(entry: dict) -> int | None:
 
 # --- GGUF --------------------------------------------------------------------------------------------------
 def gguf_to_hf_folder(path: Path) -> Path:
-    """Dequantize a GGUF file through transformers once and cache it as a safetensors HF folder."""
+    """Dequantize a GGUF file through transformers once and cache it as a safetensors HF folder. The entry is
+    built under a temp name and published by one rename (concurrent runs each build or read a whole one); it
+    carries the sha256 of its files, so a damaged entry is detected and rebuilt."""
     with open(path, "rb") as fh:
         if fh.read(4) != b"GGUF":
             raise EdgelmError(f"{path}: not a GGUF file (bad magic header)")
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir() / "gguf" / f"{path.stem}-{key}"
-    if (target / "config.json").is_file():
+    if cache_entry_ok(target):
         return target
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    if target.exists():
+        info(f"{target}: the cached conversion of {path.name} is damaged or incomplete; rebuilding it")
+        discard(target)
+    build_cache_entry(path, target)
+    return target
+
+
+CACHE_MANIFEST = "edgelm-cache.json"
+
+
+def cache_entry_ok(target: Path) -> bool:
+    try:
+        recorded = json.loads((target / CACHE_MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return recorded == _file_hashes(target)
+
+
+def _file_hashes(folder: Path) -> dict:
+    try:
+        return {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != CACHE_MANIFEST}
+    except OSError:  # removed by a concurrent rebuild while we read it
+        return {}
+
+
+def discard(folder: Path) -> None:
+    """Move a folder aside (one rename; a reader that has it open keeps its files) and delete it."""
+    aside = folder.with_name(f"{folder.name}.bad-{os.getpid()}")
+    try:
+        os.rename(folder, aside)
+    except OSError:  # another process moved it first
+        return
+    shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
+
+
+def build_cache_entry(path: Path, target: Path) -> None:
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    _remove_dead_builds(target)
     shutil.rmtree(tmp, ignore_errors=True)
     model, tokenizer = _dequantize_gguf(path)
-    save_model(model, tokenizer, tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.replace(tmp, target)
-    except OSError:  # another process published it first
+        save_model(model, tokenizer, tmp)
+        (tmp / CACHE_MANIFEST).write_text(json.dumps({"source": str(path), "files": _file_hashes(tmp)}))
+        os.rename(tmp, target)
+    except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        if cache_entry_ok(target):  # another process published it first
+            return
+        raise EdgelmError(f"{target.parent}: cannot write the converted model ({exc.strerror or exc}); free disk "
+                          "space or point EDGELM_CACHE at another folder") from None
+
+
+def _remove_dead_builds(target: Path) -> None:
+    """Temp folders of conversions whose process died (killed mid-build) would hold a model's size forever."""
+    for tmp in target.parent.glob(f"{target.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _dequantize_gguf(path: Path):

@@ -25,6 +25,7 @@ from edgelm.runtimes.base import RUNTIMES
 
 SECTION_KINDS = ("export", "eval", "bench")  # recipe sections that are stages run after `stages:`
 MAX_RECIPE_BYTES = 1 << 20
+WHAT_TO_ADD = "add a model: and a stages: list, e.g. `stages: [{kind: export}]` (edgelm stages lists the kinds)"
 
 
 STAGE_FOLDER = r"^\d\d-[a-z][a-z0-9-]*$"
@@ -167,7 +168,7 @@ def read_recipe_yaml(path: str | Path) -> dict:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise EdgelmError(f"{path}:{where}: malformed YAML ({problem})") from None
     if raw is None:
-        raise EdgelmError(f"{path}: recipe is empty")
+        raise EdgelmError(f"{path}: recipe is empty; {WHAT_TO_ADD}")
     if not isinstance(raw, dict):
         raise EdgelmError(f"{path}: a recipe must be a YAML mapping (model:, stages:, ...), got {type(raw).__name__}")
     return raw
@@ -182,6 +183,9 @@ def parse_recipe(raw: dict, where: str = "recipe") -> Recipe:
         steps = recipe.steps()  # validates every stage config now, not halfway through a run
     except EdgelmError as exc:
         raise EdgelmError(f"{where}: {exc}") from None
+    if not steps:  # `task:` or `gates:` alone would "run" nothing and report success
+        raise EdgelmError(f"{where}: the recipe has nothing to run (no stages and no export/eval/bench section); "
+                          f"{WHAT_TO_ADD}")
     check_gate_stages(recipe.gates, stage_names(steps), where)
     return recipe
 

@@ -8,6 +8,7 @@ loads the bundle of the last one. A lock file keeps two runs out of the same out
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import platform
@@ -24,25 +25,20 @@ from edgelm.core.errors import EdgelmError, StageFailed
 from edgelm.core.io import fingerprint
 from edgelm.core.records import GateRow, RunRecord, StageMetrics, StageRecord
 from edgelm.core.stage import StageConfig, StageContext, get_stage, require_hf_model
-from edgelm.core.ui import stage_finished, stage_started
+from edgelm.core.ui import info, stage_finished, stage_started
 
 
 # --- locking and atomic publish ---------------------------------------------------------------------------
 @contextmanager
-def locked(out: Path):
-    """Exclusive lock on OUT; released by the OS even when the process is killed."""
+def locked(out: Path, lock_file: Path | None = None):
+    """Exclusive lock on OUT (the file `OUT/.lock`, or `lock_file`, which the holder then deletes on release);
+    released by the OS even when the process is killed."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / ".lock", "a+")
     except OSError as exc:
         raise EdgelmError(f"{out}: cannot create the output folder ({exc.strerror or exc}); pick another -o") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
-        handle.close()
-        raise EdgelmError(f"{out}: another edgelm run (pid {holder}) is using this output folder; wait for it or pick another -o") from None
+    path = lock_file or out / ".lock"
+    handle = _acquire(path, out)
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -50,20 +46,92 @@ def locked(out: Path):
     try:
         yield
     finally:
+        if lock_file is not None:  # unlinked while still held: a waiter that got this inode sees it is gone
+            lock_file.unlink(missing_ok=True)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 
 
+def _acquire(path: Path, out: Path):
+    """flock `path`; race-free against a holder that deletes it: the lock counts only on the inode still at `path`."""
+    for _ in range(100):
+        handle = _open_lock(path, out)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise EdgelmError(f"{out}: another edgelm run (pid {holder}) is using this output folder; wait for it or "
+                              "pick another -o") from None
+        if _same_file(handle, path):
+            return handle
+        handle.close()  # the previous holder deleted it after we opened it: try the new one
+    raise EdgelmError(f"{out}: could not take the lock {path}; another edgelm run keeps replacing it")
+
+
+def _open_lock(path: Path, out: Path):
+    try:
+        return open(path, "a+")
+    except OSError as exc:
+        raise EdgelmError(f"{out}: cannot create the output folder ({exc.strerror or exc}); pick another -o") from None
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h: swap two paths atomically
+
+
 def publish(tmp: Path, final: Path) -> None:
-    """Replace `final` by `tmp` so that readers never see a half-written folder."""
-    if final.exists():
+    """Replace `final` by `tmp` so that readers never see a half-written folder: one atomic exchange of the two
+    folders (Linux renameat2), else two renames that `recover_swaps` finishes after a kill between them."""
+    if not final.exists():
+        os.rename(tmp, final)
+    elif _exchange(tmp, final):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old output
+    else:
         stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
         os.rename(final, stale)
         os.rename(tmp, final)
         shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
     _fsync_dir(final.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False where the OS or file system cannot (then nothing happened)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_cwd = -100
+    if libc.renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def recover_swaps(folder: Path, name: str = "*") -> list[Path]:
+    """Finish a two-rename publish that a kill interrupted: a hidden `.NAME.stale-PID` whose NAME is missing is
+    the previous output and is put back; one whose NAME exists is deleted. Caller holds the lock. Returns the
+    folders put back."""
+    restored = []
+    for stale in folder.glob(f".{name}.stale-*"):
+        final = stale.with_name(stale.name[1:].rsplit(".stale-", 1)[0])
+        if final.exists():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.rename(stale, final)
+            restored.append(final)
+            info(f"{final}: an earlier run was killed while replacing it; restored the previous output")
+    return restored
 
 
 def _fsync_dir(path: Path) -> None:
@@ -172,6 +240,11 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
     except (EdgelmError, KeyboardInterrupt):
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         raise
+    except OSError as exc:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+        if exc.errno not in DISK_ERRORS:
+            raise StageFailed(final.name, exc) from exc
+        raise cannot_write(final, exc) from None
     except Exception as exc:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         raise StageFailed(final.name, exc) from exc
@@ -189,12 +262,20 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
         publish(ctx.workdir, final)
     except OSError as exc:  # disk full, permissions: the user can fix it; nothing half-written stays visible
         shutil.rmtree(ctx.workdir, ignore_errors=True)
-        raise EdgelmError(f"{final}: cannot write the stage output ({exc.strerror or exc}); free disk space or "
-                          "pick another -o, then re-run (finished stages are kept)") from None
+        raise cannot_write(final, exc) from None
     out_bundle = _rebase(out_bundle, ctx.workdir, final)
     stage_finished(final.name, result.metrics, seconds)
     return StageRecord(name=final.name, kind=kind, hash=step_hash, status="ran", seconds=seconds,
                        metrics=result.metrics), out_bundle
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG)
+
+
+def cannot_write(final: Path, exc: OSError) -> EdgelmError:
+    """The one line for a disk that is full, read-only or not ours, whether the stage or the save hit it."""
+    return EdgelmError(f"{final}: cannot write the stage output ({exc.strerror or exc}); free disk space or pick "
+                       "another -o, then re-run (finished stages are kept, the previous output is untouched)")
 
 
 def _rebase(bundle: ModelBundle, old: Path, new: Path) -> ModelBundle:
@@ -216,8 +297,7 @@ def _rebase(bundle: ModelBundle, old: Path, new: Path) -> ModelBundle:
 def _clean_temp_folders(out: Path) -> None:
     for tmp in out.glob(".*.tmp"):
         shutil.rmtree(tmp, ignore_errors=True)
-    for stale in out.glob(".*.stale-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    recover_swaps(out)
 
 
 def _finished_prefix(out: Path, names: list[str], hashes: list[str]) -> int:

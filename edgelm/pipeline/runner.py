@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -13,8 +12,8 @@ from edgelm.pipeline.gates import check_gates, evaluate_gates
 from edgelm.models.bundle import ModelBundle, content_fingerprint
 from edgelm.models.loading import load_model
 from edgelm.core.io import fingerprint
-from edgelm.pipeline.run import (RunSpec, locked, path_fingerprint, run_one, run_steps, seed_everything,
-                             write_run_json)
+from edgelm.pipeline.run import (RunSpec, locked, path_fingerprint, recover_swaps, run_one, run_steps,
+                                 seed_everything, write_run_json)
 from edgelm.pipeline.recipe import Recipe, dump_recipe
 from edgelm.core.stage import StageConfig, StageContext
 
@@ -81,19 +80,15 @@ def run_single(kind: str, config: StageConfig, model: str | ModelBundle, out: Pa
         raise EdgelmError(f"{out}: exists and is not an edgelm output; choose another -o or pass --force")
     if existing and existing.hash == step_hash and not force:
         return {**existing.model_dump(), "status": "up to date"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lockdir = out.parent / f".{out.name}.lockdir"
-    with locked(lockdir):
-        try:
-            seed_everything(seed)  # a head the task adds at load (e.g. a classifier) starts from the seed too
-            bundle = model if isinstance(model, ModelBundle) else load_model(
-                model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-            ctx = StageContext(workdir=out.parent / f".{out.name}.tmp", data=data, eval_data=eval_data, seed=seed,
-                               allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, run_dir=None,
-                               initial_bundle=lambda: bundle)
-            record, _ = run_one(kind, config, bundle, ctx, out, step_hash)
-        finally:  # only the holder removes the lock folder
-            shutil.rmtree(lockdir, ignore_errors=True)
+    with locked(out.parent, lock_file=out.parent / f".{out.name}.lock"):
+        recover_swaps(out.parent, out.name)
+        seed_everything(seed)  # a head the task adds at load (e.g. a classifier) starts from the seed too
+        bundle = model if isinstance(model, ModelBundle) else load_model(
+            model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        ctx = StageContext(workdir=out.parent / f".{out.name}.tmp", data=data, eval_data=eval_data, seed=seed,
+                           allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, run_dir=None,
+                           initial_bundle=lambda: bundle)
+        record, _ = run_one(kind, config, bundle, ctx, out, step_hash)
     return {**StageMetrics.load(out).model_dump(), "status": record.status}
 
 

@@ -59,7 +59,7 @@ def resolve_target(path: str | Path, name: str | None = None) -> Target:
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise EdgelmError(f"{path}: no such folder; pass an export folder (edgelm export ... -o OUT) or a model folder")
-    manifest = read_json(path / "manifest.json")
+    manifest = read_manifest(path)
     meta = read_json(path / "edgelm.json")
     verify_artifacts(path, meta.get("artifacts") or {})  # a truncated/modified artifact: one line, exit 2
     files = {fmt: path / f.file for fmt, f in FORMATS.items() if (path / f.file).is_file()}
@@ -78,11 +78,21 @@ def resolve_target(path: str | Path, name: str | None = None) -> Target:
                   input_names=names, manifest=manifest)
 
 
+def read_manifest(folder: Path) -> dict:
+    """The folder's manifest.json as a dict ({} when there is none); a damaged one is one line naming the field."""
+    from edgelm.core.records import Manifest
+
+    if not (Path(folder) / Manifest.FILE).is_file():
+        return {}
+    Manifest.load(folder)  # refuses a manifest that is not JSON, not an object, or has a field of the wrong type
+    return read_json(Path(folder) / Manifest.FILE)
+
+
 def target_from_bundle(bundle, name: str, folder: Path | None = None) -> Target:
     """A Target for an in-memory bundle whose weights and artifacts are already on disk."""
     files = {fmt: Path(p) for fmt, p in bundle.artifacts.items() if fmt in FORMATS and Path(p).is_file()}
     base = folder or (next(iter(files.values())).parent if files else bundle.model_dir)
-    manifest = read_json(Path(base) / "manifest.json") if base else {}
+    manifest = read_manifest(Path(base)) if base else {}
     names = [i["name"] for i in manifest.get("inputs", []) if isinstance(i, dict) and "name" in i] or None
     return Target(name=name, path=Path(base), task=bundle.task, files=files, model_dir=bundle.model_dir,
                   input_names=names, manifest=manifest)

@@ -37,11 +37,17 @@ class Verdict:
         return {**self.figures, "ok": self.ok, **({} if self.ok else {"error": before + self.reasons()})}
 
 
+ZERO_ROW_ATOL = 1e-6  # a row this close to another has no direction to compare: its cosine is undefined
+
+
 def cosine_rows(a, b) -> np.ndarray:
-    """Cosine between matching rows (the last axis), in the inputs' precision. Two all-zero rows agree (1.0);
-    an all-zero row against a non-zero one does not (0.0)."""
+    """Cosine between matching rows (the last axis), in the inputs' precision. Identical rows agree (1.0), whatever
+    their norm; where a norm is zero (or under/overflows) the rows agree when their max abs diff is <= ZERO_ROW_ATOL."""
     a, b = np.asarray(a), np.asarray(b)
-    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cosine = np.where(norms == 0, 0.0, (a * b).sum(-1) / norms)
-    return np.where(~a.any(-1) & ~b.any(-1), 1.0, cosine)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+        cosine = (a * b).sum(-1) / norms
+        undefined = (norms == 0) | ~np.isfinite(norms)
+        close = np.abs(a - b).max(axis=-1, initial=0.0) <= ZERO_ROW_ATOL
+    cosine = np.where(undefined, np.where(close, 1.0, 0.0), cosine)
+    return np.where((a == b).all(-1), 1.0, cosine).astype(np.result_type(a, b, np.float32))

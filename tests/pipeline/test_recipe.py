@@ -30,7 +30,13 @@ gates: {max_size_mb: 25, min_speedup: 2.0}
 @pytest.mark.parametrize("text,message", [
     ("model: [unclosed", "malformed YAML"),
     ("- a\n- b\n", "must be a YAML mapping"),
-    ("", "recipe is empty"),
+    ("", "recipe is empty; add a model: and a stages: list"),
+    ("# only a comment\n", "recipe is empty; add a model: and a stages: list"),
+    ("task:\n", "nothing to run (no stages and no export/eval/bench section); add a model: and a stages: list"),
+    ("task: causal-lm\n", "nothing to run"),
+    ("gates:\n", "nothing to run"),
+    ("gates: {max_size_mb: 5}\n", "nothing to run"),
+    ("model: minilm-l6\nstages: []\n", "nothing to run"),
     ("modle: minilm-l6\n", "modle: unknown key"),
     ("stages:\n  - kind: nope\n", "unknown stage kind 'nope'"),
     ("stages:\n  - kind: prune\n    ffn: lots\n", "stages[0].ffn"),
@@ -48,6 +54,7 @@ def test_bad_recipes_name_the_field(tmp_path, text, message):
     with pytest.raises(EdgelmError) as info:
         load_recipe(write(tmp_path, text))
     assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(str(tmp_path / "r.yaml"))  # names the file
 
 
 def test_gates_take_a_bare_number_or_the_stage_to_read(tmp_path):

@@ -23,7 +23,7 @@ def cli(*args) -> tuple[int, str]:
 
     result = CliRunner().invoke(main, [str(a) for a in args])
     output = result.output
-    if result.exc_info and not isinstance(result.exception, SystemExit):
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
         import traceback
 
         output += "".join(traceback.format_exception(*result.exc_info))  # an escaped exception IS a traceback

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgelm.core.errors import EdgelmError
-from edgelm.verify import fidelity
+from edgelm.verify import fidelity, parity
 from edgelm.verify.tolerances import QUANTIZED_VS_FLOAT, QUANTIZED_VS_TORCH, Tolerances, misses
 from edgelm.verify.verdict import Verdict, cosine_rows
 
@@ -15,6 +15,20 @@ def test_cosine_rows_counts_two_zero_rows_as_agreeing():
     a = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
     b = np.array([[0.0, 0.0], [6.0, 8.0], [1.0, 1.0], [0.0, 1.0]])
     assert cosine_rows(a, b).tolist() == pytest.approx([1.0, 1.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-30, 1e20, -3.0])
+def test_identical_constant_outputs_agree_whatever_their_norm(value):
+    rows = np.full((3, 8), value, dtype=np.float32)  # 1e-30: the norms' product underflows; 1e20: it overflows
+    assert cosine_rows(rows, rows.copy()).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_zero_row_is_compared_by_max_abs_diff():
+    zero = np.zeros((3, 4))
+    near = np.array([[1e-9, 0, 0, 0], [0, 0, 0, 1e-3], [np.nan, 0, 0, 0]])
+    assert cosine_rows(zero, near).tolist() == [1.0, 0.0, 0.0]
+    figures = parity.compare_outputs(zero, zero, "feature-extraction")
+    assert figures["cosine"] == 1.0 and parity.failures(figures, Tolerances()) == []
 
 
 def test_cosine_rows_keeps_the_inputs_precision():
