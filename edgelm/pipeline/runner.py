@@ -18,7 +18,7 @@ from edgelm.pipeline.recipe import Recipe, dump_recipe
 from edgelm.core.stage import StageConfig, StageContext
 
 
-def _input_key(model: str, task, data: DataConfig | None, eval_data: DataConfig | None, seed: int) -> dict:
+def input_key(model: str, task, data: DataConfig | None, eval_data: DataConfig | None, seed: int) -> dict:
     from edgelm.models.loading import resolve_path
 
     try:
@@ -42,7 +42,7 @@ def run_recipe(recipe: Recipe, out: Path, on_written: Callable[[Path], object] |
     check_data_source(recipe.eval_data, "eval_data")
     with locked(out):
         (out / "recipe.resolved.yaml").write_text(dump_recipe(recipe))
-        key = _input_key(recipe.model, recipe.task, recipe.data, recipe.eval_data, recipe.seed)
+        key = input_key(recipe.model, recipe.task, recipe.data, recipe.eval_data, recipe.seed)
         spec = RunSpec(
             steps=recipe.steps(), input_key=key, seed=recipe.seed, data=recipe.data, eval_data=recipe.eval_data,
             allow_pickle=recipe.allow_pickle, trust_remote_code=recipe.trust_remote_code,
@@ -65,7 +65,7 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
     check_stage_out(out, model)
     check_data_source(data, "--data")
     check_data_source(eval_data, "--eval-data")
-    step_hash = fingerprint([_input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
+    step_hash = fingerprint([input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
     existing = StageMetrics.read(out)
     if out.exists() and any(out.iterdir()) and existing is None and not force:
         raise EdgelmError(f"{out}: exists and is not an edgelm output; choose another -o or pass --force")
