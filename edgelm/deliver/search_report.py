@@ -81,7 +81,7 @@ def summary_lines(result: dict) -> list[str]:
     chosen = next((r for r in result["trials"] if r["chosen"]), None)
     if chosen is None:
         return lines + ["No trial passed the gates: nothing was published."]
-    figures = ", ".join(with_unit(n, v, fmt) + f" {n}" for n, v in zip(result["objectives"], chosen["values"]))
+    figures = ", ".join(f"{n} {with_unit(n, v, fmt)}" for n, v in zip(result["objectives"], chosen["values"]))
     return lines + [f"Chosen: trial {chosen['number']} ({figures}), published as `{result['best']}` "
                     f"(re-run: `edgelm run {result['best']}/recipe.resolved.yaml`); parameters: {_params(chosen)}."]
 

@@ -10,7 +10,9 @@ trial is failed by the heartbeat and retried once. The front is the non-dominate
 
 from __future__ import annotations
 
+import fcntl
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -112,15 +114,39 @@ def open_study(plan: SearchPlan):
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is said in one line below
     plan.out.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = rdb_storage(plan.storage_url(), plan.heartbeat)
-    except Exception as exc:  # SQLAlchemy's errors for a bad URL / unreachable server
-        raise EdgelmError(f"--storage {plan.storage_url()!r}: cannot open ({str(exc).splitlines()[0]})") from None
+    storage = open_storage(plan.storage_url(), plan.heartbeat)
     try:
         return optuna.create_study(study_name=plan.study_name(), storage=storage, directions=plan.config.directions(),
                                    sampler=make_sampler(plan.config, plan.base.get("seed", 0)), load_if_exists=True)
     except ValueError as exc:  # an existing study of that name optimises other objectives
         raise EdgelmError(f"study {plan.study_name()!r} in {plan.storage_url()}: {exc}; use another --study") from None
+
+
+def open_storage(url: str, heartbeat: int, attempts: int = 5):
+    """The storage. Workers starting together on a new database race to create its tables: on one machine a file
+    lock orders them; elsewhere the loser of the race retries."""
+    for attempt in range(attempts):
+        try:
+            with creation_lock(url):
+                return rdb_storage(url, heartbeat)
+        except Exception as exc:  # SQLAlchemy's errors for a bad URL / unreachable server / a lost creation race
+            if any(m in str(exc) for m in RACE_MESSAGES) and attempt < attempts - 1:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise EdgelmError(f"--storage {url!r}: cannot open ({str(exc).splitlines()[0]})") from None
+
+
+RACE_MESSAGES = ("already exists", "UNIQUE constraint", "duplicate key", "database is locked")
+
+
+@contextmanager
+def creation_lock(url: str):
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    with open(url.removeprefix("sqlite:///") + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def rdb_storage(url: str, heartbeat: int):
@@ -180,9 +206,25 @@ def optimize(plan: SearchPlan):
         if cap and counted_trials(study) >= cap:
             study.stop()
 
-    study.optimize(make_objective(plan), timeout=plan.config.budget_seconds(), callbacks=[stop_at_cap],
+    callbacks = [lambda study, trial: enqueue_sweep(study, trial, plan.config), stop_at_cap]
+    study.optimize(make_objective(plan), timeout=plan.config.budget_seconds(), callbacks=callbacks,
                    catch=(EdgelmError, StageFailed), gc_after_trial=True)
     return study
+
+
+def enqueue_sweep(study, trial, config: SearchConfig) -> None:
+    """After a freshly sampled trial, queue its siblings: the same draw with every other choice of the swept
+    parameters (they reuse its earlier stages, so each costs only the last ones)."""
+    import json
+    from itertools import product
+
+    if not config.sweep or "sibling_of" in trial.user_attrs or any(k not in trial.params for k in config.sweep):
+        return
+    choices = [[json.dumps(c) for c in config.space[key]] for key in config.sweep]
+    for combo in product(*choices):
+        params = {**trial.params, **dict(zip(config.sweep, combo))}
+        if params != trial.params:
+            study.enqueue_trial(params, user_attrs={"sibling_of": trial.number}, skip_if_exists=True)
 
 
 def counted_trials(study) -> int:

@@ -62,6 +62,9 @@ class SearchConfig(BaseModel):
     population: int = Field(8, ge=2, description="NSGA-II population size")
     set: list[str] = Field(default_factory=list, description="--set overrides applied to every trial (e.g. a "
                                                              "shorter bench)")
+    sweep: list[str] = Field(default_factory=list, description="categorical parameters tried with every choice for "
+                             "each new draw of the others (cheap ones of the last stages: their trials reuse the "
+                             "earlier stages)")
     gates: dict[str, Any] = Field(default_factory=dict, description="gates every trial must pass where the recipe "
                                                                      "sets none (e.g. max_accuracy_drop: 1.0)")
     prefer: str | None = Field(None, description="the objective the chosen candidate is best on among the feasible "
@@ -75,6 +78,13 @@ class SearchConfig(BaseModel):
             if isinstance(choices, list) and not choices:
                 raise ValueError(f"{key}: needs at least one choice")
         return space
+
+    @model_validator(mode="after")
+    def _sweep_is_categorical(self):
+        for key in self.sweep:
+            if not isinstance(self.space.get(key), list):
+                raise ValueError(f"sweep: {key} is not a categorical parameter of the space")
+        return self
 
     @field_validator("objectives")
     @classmethod

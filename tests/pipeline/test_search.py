@@ -154,12 +154,13 @@ def load_rows(out):
 def test_two_workers_split_the_trials(model, tmp_path, calls_file):
     out = tmp_path / "s"
     out.mkdir()
-    workers = [start_worker(tmp_path, model, out, trials=8, slow=0.3) for _ in range(2)]
+    workers = [start_worker(tmp_path, model, out, trials=6, slow=0.2) for _ in range(2)]
     errors = [w.communicate(timeout=300)[1] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], errors
+    (tmp_path / "worker-errors.txt").write_text("\n=====\n".join(errors))
+    assert [w.returncode for w in workers] == [0, 0], [e[-3000:] for e in errors]
     trials = load_rows(out)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert 8 <= len(complete) <= 9  # a worker may start one trial before it sees the other's last one finish
+    assert 6 <= len(complete) <= 7  # a worker may start one trial before it sees the other's last one finish
     assert len({t.number for t in trials}) == len(trials)  # no trial number handed out twice
     assert calls(calls_file, "unit-figures") <= len({json.dumps(t.params, sort_keys=True) for t in complete}) + 1
 
@@ -181,3 +182,13 @@ def test_a_killed_worker_leaves_a_study_that_resumes(model, tmp_path, calls_file
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     states = [t.state.name for t in load_rows(out)]
     assert states.count("COMPLETE") >= 4 and "RUNNING" not in states
+
+
+def test_swept_parameters_are_tried_with_every_choice_for_each_draw(model, tmp_path, calls_file):
+    plan = plan_for(model, tmp_path / "s", trials=6, sweep=["stages.1.speed"])
+    rows, _ = trial_rows(optimize(plan), plan.config.directions(), plan.config.preferred())
+    draws = {}
+    for r in rows:
+        rest = json.dumps({k: v for k, v in r["params"].items() if k != "stages.1.speed"}, sort_keys=True)
+        draws.setdefault(rest, set()).add(r["params"]["stages.1.speed"])
+    assert len(draws) == 2 and all(speeds == {1.0, 2.0, 3.0} for speeds in draws.values())
