@@ -276,9 +276,12 @@ def run(recipe, out, overrides, as_json):
     from edgelm.deliver.report import render_run
     from edgelm.pipeline.recipe import load_recipe
     from edgelm.pipeline.runner import run_recipe
+    from edgelm.core.ui import info
 
     parsed = load_recipe(resolve_recipe_path(recipe), overrides)
     out = out or Path("runs") / (parsed.name or Path(recipe).stem)
+    if parsed.search is not None:
+        info(f"{recipe}: running the recipe as written; its search: block is for `edgelm search --recipe {recipe}`")
     result = run_recipe(parsed, out, on_written=render_run)
     if as_json:
         emit_json(result)
