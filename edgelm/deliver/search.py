@@ -36,12 +36,15 @@ def search(model: str | None, out: Path, *, target: str = "mobile", budget: str 
            trials: int | None = None, storage: str | None = None, study: str | None = None, heartbeat: int = 60,
            **recipe_kwargs) -> dict:
     """Run the study into OUT (or join it, with another worker's storage and study name); publish the choice."""
+    import yaml
+
     from edgelm.pipeline.compress import build_recipe
+    from edgelm.pipeline.recipe import dump_recipe
     from edgelm.pipeline.search import SearchPlan, optimize
 
     recipe = build_recipe(model, target=target, **recipe_kwargs)
     config = search_config(recipe, budget, trials)
-    base = recipe.model_dump(mode="json", exclude_none=True)
+    base = yaml.safe_load(dump_recipe(recipe))  # every default written out, so the recipe as written is a trial
     base.pop("search", None)
     plan = SearchPlan(base=base, config=config, out=Path(out), runtime=target_runtime(recipe, target),
                       storage=storage, study=study, heartbeat=heartbeat)
@@ -59,6 +62,7 @@ def summarize(study, plan) -> dict:
     best = publish_best(plan.out, next((r for r in rows if r["chosen"]), None))
     result = {"out": str(plan.out), "study": plan.study_name(), "storage": plan.storage_url(),
               "objectives": plan.config.objectives, "directions": plan.config.directions(), "runtime": plan.runtime,
+              "prefer": plan.config.preferred(),
               "trials": rows, "chosen": chosen, "distinct_candidates": distinct(rows), **best}
     result["report"] = {k: str(p) for k, p in write_search_report(result, plan.out).items()}
     return result

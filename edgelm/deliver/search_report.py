@@ -62,7 +62,8 @@ def trial_table(result: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in result["trials"]:
         values = [with_unit(n, v, fmt) for n, v in zip(names, r["values"])] if r["values"] else ["–"] * len(names)
-        mark = "chosen" if r["chosen"] else "front" if r["on_front"] else ""
+        mark = " ".join(m for m, on in (("chosen", r["chosen"]), ("front", r["on_front"] and not r["chosen"]),
+                                         ("as written", r.get("base_recipe"))) if on)
         gates = "pass" if r["feasible"] else ("error: " + r["error"][:120] if r.get("error") else "miss")
         rows.append([str(r["number"]), r["state"].lower(), mark, *values, gates, fmt(r["seconds"]), _params(r)])
     return header, rows
@@ -81,9 +82,27 @@ def summary_lines(result: dict) -> list[str]:
     chosen = next((r for r in result["trials"] if r["chosen"]), None)
     if chosen is None:
         return lines + ["No trial passed the gates: nothing was published."]
-    figures = ", ".join(f"{n} {with_unit(n, v, fmt)}" for n, v in zip(result["objectives"], chosen["values"]))
-    return lines + [f"Chosen: trial {chosen['number']} ({figures}), published as `{result['best']}` "
-                    f"(re-run: `edgelm run {result['best']}/recipe.resolved.yaml`); parameters: {_params(chosen)}."]
+    lines.append(f"Chosen: trial {chosen['number']} ({_figures(result, chosen)}), published as `{result['best']}` "
+                 f"(re-run: `edgelm run {result['best']}/recipe.resolved.yaml`); parameters: {_params(chosen)}.")
+    return lines + base_line(result, chosen)
+
+
+def _figures(result: dict, row: dict) -> str:
+    return ", ".join(f"{n} {with_unit(n, v, fmt)}" for n, v in zip(result["objectives"], row["values"]))
+
+
+def base_line(result: dict, chosen: dict) -> list[str]:
+    """How the choice compares with the recipe as written (the study's first trial), objective by objective."""
+    base = next((r for r in result["trials"] if r.get("base_recipe") and r["values"]), None)
+    if base is None:
+        return []
+    if base["number"] == chosen["number"]:
+        return [f"The recipe as written (trial {base['number']}) is the choice: nothing on the front beats it on "
+                f"{result['objectives'][result['prefer']]}."]
+    ratios = ", ".join(f"{n} {with_unit(n, c, fmt)} vs {with_unit(n, b, fmt)}"
+                       for n, c, b in zip(result["objectives"], chosen["values"], base["values"]))
+    gates = "passes" if base["feasible"] else "misses"
+    return [f"Against the recipe as written (trial {base['number']}, which {gates} the gates): {ratios}."]
 
 
 def write_search_report(result: dict, out: Path) -> dict[str, Path]:

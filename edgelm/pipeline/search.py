@@ -198,6 +198,7 @@ def make_objective(plan: SearchPlan):
 def optimize(plan: SearchPlan):
     """Run trials until this worker's budget or the study's trial cap is spent; returns the study."""
     study = open_study(plan)
+    enqueue_base(study, plan)
     cap = plan.config.trials
     if cap and counted_trials(study) >= cap:
         return study
@@ -210,6 +211,49 @@ def optimize(plan: SearchPlan):
     study.optimize(make_objective(plan), timeout=plan.config.budget_seconds(), callbacks=callbacks,
                    catch=(EdgelmError, StageFailed), gc_after_trial=True)
     return study
+
+
+def enqueue_base(study, plan: SearchPlan) -> None:
+    """A new study's first trial is the recipe as written, when its values are choices of the space, so the front
+    is compared with it in the same study."""
+    import json
+
+    params = base_params(plan.base, plan.config.space)
+    if study.trials or params is None:
+        return
+    encoded = {k: json.dumps(v) if isinstance(plan.config.space[k], list) else v for k, v in params.items()}
+    study.enqueue_trial(encoded, user_attrs={"base_recipe": True})
+
+
+def base_params(raw: dict, space: dict) -> dict | None:
+    """The base recipe's value of each parameter, or None when one of them is not a choice of the space (a
+    mapping choice matches when the recipe has its keys at those values)."""
+    params = {}
+    for key, choices in space.items():
+        value = read_path(raw, key)
+        if isinstance(choices, list):
+            match = [c for c in choices if c == value or (isinstance(c, dict) and isinstance(value, dict)
+                                                          and all(value.get(k) == v for k, v in c.items()))]
+            if not match:
+                return None
+            params[key] = match[0]
+        elif isinstance(value, (int, float)) and choices.low <= value <= choices.high:
+            params[key] = value
+        else:
+            return None
+    return params
+
+
+def read_path(raw, key: str):
+    node = raw
+    for part in key.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.get(part)
+        else:
+            return None
+    return node
 
 
 def enqueue_sweep(study, trial, config: SearchConfig) -> None:
@@ -262,4 +306,5 @@ def _row(trial) -> dict:
     return {"number": trial.number, "state": trial.state.name, "params": trial.user_attrs.get("sampled", dict(trial.params)),
             "values": list(trial.values) if trial.values else None, "feasible": all(v <= 0 for v in violations_),
             "violations": violations_, "seconds": trial.user_attrs.get("seconds"),
-            "folder": trial.user_attrs.get("folder"), "error": trial.user_attrs.get("error")}
+            "folder": trial.user_attrs.get("folder"), "error": trial.user_attrs.get("error"),
+            "base_recipe": bool(trial.user_attrs.get("base_recipe"))}

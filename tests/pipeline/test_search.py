@@ -192,3 +192,13 @@ def test_swept_parameters_are_tried_with_every_choice_for_each_draw(model, tmp_p
         rest = json.dumps({k: v for k, v in r["params"].items() if k != "stages.1.speed"}, sort_keys=True)
         draws.setdefault(rest, set()).add(r["params"]["stages.1.speed"])
     assert len(draws) == 2 and all(speeds == {1.0, 2.0, 3.0} for speeds in draws.values())
+
+
+def test_the_recipe_as_written_is_the_first_trial(model, tmp_path, calls_file):
+    plan = plan_for(model, tmp_path / "s", trials=2)
+    plan.base["stages"][1].update(quality=80.0, speed=2.0, drop=0.0)
+    rows, _ = trial_rows(optimize(plan), plan.config.directions(), plan.config.preferred())
+    first = min(rows, key=lambda r: r["number"])
+    assert first["base_recipe"] and first["params"] == {"stages.1.quality": 80.0, "stages.1.speed": 2.0,
+                                                        "stages.1.drop": 0.0}
+    assert [r["base_recipe"] for r in rows].count(True) == 1
