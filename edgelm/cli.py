@@ -24,6 +24,10 @@ SCHEMA_VERSION = 1
 
 # --- error handling ---------------------------------------------------------------------------------------
 class EdgelmGroup(click.Group):
+    def add_command(self, cmd, name=None):
+        console_options(cmd)  # every command takes --quiet / --verbose too
+        super().add_command(cmd, name)
+
     def invoke(self, ctx):
         debug = "--debug" in sys.argv or bool(os.environ.get("EDGELM_DEBUG"))
         try:
@@ -66,31 +70,32 @@ def _print_gate_table(rows):
             click.echo(f"{r['gate']:<40} {r['target']:<16} {str(r['measured']):<14} {'yes' if r['ok'] else 'NO'}", err=True)
 
 
-def _quiet_libraries():
-    """Third-party import chatter (torchao kernels, transformers advice) is noise for CLI users."""
-    import logging
-    import warnings
+def _set_console(ctx, param, value):
+    """--quiet / --verbose, on the group or on any command (`edgelm compress --quiet`)."""
+    from edgelm.core.ui import set_verbosity
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "torch.onnx", "onnxscript", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    try:
-        from transformers.utils import logging as hf_logging
+    if value:
+        set_verbosity(param.name)
+    return value
 
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+
+def console_options(f):
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_set_console,
+                     help="also show third-party log lines, warnings and prints")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_console,
+                     help="print only errors and the final result lines")(f)
+    return f
 
 
 @click.group(cls=EdgelmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.version_option(package_name="edgelm")
+@console_options
 def main(debug):
     """edgelm: compress, export, verify and benchmark language models for phones and edge boxes."""
-    _quiet_libraries()
+    from edgelm.core.ui import quiet_libraries
+
+    quiet_libraries()
 
 
 def emit_json(data: dict) -> None:
@@ -113,14 +118,6 @@ def data_options(f):
     f = click.option("--label-column", help="label column (auto-detected by default)")(f)
     f = click.option("--seed", type=int, default=0, show_default=True, help="random seed")(f)
     return f
-
-
-def data_config(data, text_column, label_column, max_samples=None, seed=0):
-    from edgelm.data.readers import DataConfig
-
-    if data is None:
-        return None
-    return DataConfig(path=data, text_column=text_column, label_column=label_column, max_samples=max_samples, seed=seed)
 
 
 # --- stage commands generated from configs ------------------------------------------------------------------
@@ -215,19 +212,18 @@ def add_stage_command(kind: str, command_name: str | None = None):
 
     def callback(model, out, force, as_json, task, allow_pickle, trust_remote_code, data, eval_data, text_column,
                  label_column, seed, **stage_kwargs):
-        from edgelm.pipeline.recipe import _validate_config
-        from edgelm.pipeline.runner import run_single
+        from edgelm import api
 
         given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in stage_kwargs.items()
                  if v is not None and not (isinstance(v, tuple) and not v)}
-        config = _validate_config(kind, given, f"edgelm {kind} options")
-        result = run_single(kind, config, model, out, task=task, data=data_config(data, text_column, label_column, seed=seed),
-                            eval_data=data_config(eval_data, text_column, label_column, seed=seed), seed=seed,
-                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, force=force)
+        config = api.stage_config(kind, None, given, where=f"edgelm {kind} options")
+        result = api.stage(kind, model, out=out, config=config, task=task, data=data, eval_data=eval_data,
+                           text_column=text_column, label_column=label_column, seed=seed, allow_pickle=allow_pickle,
+                           trust_remote_code=trust_remote_code, force=force)
         if as_json:
-            emit_json({"out": str(out), **result})
+            emit_json({"out": str(out), **{k: v for k, v in result.model_dump().items() if k != "out"}})
         else:
-            click.echo(f"{kind}: {result.get('status')} -> {out}")
+            click.echo(f"{kind}: {result.status} -> {out}")
 
     cmd = click.Command(command_name or kind, params=params, callback=callback,
                         help=f"{stage.summary}.")
@@ -256,9 +252,9 @@ _add_stage_commands()
 @model_options
 def info(model, as_json, task, allow_pickle, trust_remote_code):
     """Architecture, task, parameters and shapes of MODEL."""
-    from edgelm.models.loading import load_model, model_info
+    from edgelm import api
 
-    facts = model_info(load_model(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code))
+    facts = api.info(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     if as_json:
         emit_json(facts)
         return
@@ -273,28 +269,14 @@ def info(model, as_json, task, allow_pickle, trust_remote_code):
 @click.option("--json", "as_json", is_flag=True, help="print run.json")
 def run(recipe, out, overrides, as_json):
     """Run (or resume) a recipe: one folder per stage, run.json and a report."""
-    from edgelm.deliver.report import render_run
-    from edgelm.pipeline.recipe import load_recipe
-    from edgelm.pipeline.runner import run_recipe
-    from edgelm.core.ui import info
+    from edgelm import api
 
-    parsed = load_recipe(resolve_recipe_path(recipe), overrides)
-    out = out or Path("runs") / (parsed.name or Path(recipe).stem)
-    if parsed.search is not None:
-        info(f"{recipe}: running the recipe as written; its search: block is for `edgelm search --recipe {recipe}`")
-    result = run_recipe(parsed, out, on_written=render_run)
+    result, out = api.run_into(recipe, out, overrides)
     if as_json:
-        emit_json(result)
+        emit_json(result.model_dump())
     else:
+        _print_card(out)
         click.echo(f"run finished: {out} (report: {out / 'report.md'})")
-
-
-def resolve_recipe_path(recipe: Path) -> Path:
-    """A recipe path, or the name of a shipped one (`minilm-l6` -> edgelm/recipes/minilm-l6.yaml)."""
-    if recipe.exists() or recipe.suffix:
-        return recipe
-    shipped = Path(__file__).parent / "recipes" / f"{recipe}.yaml"
-    return shipped if shipped.exists() else recipe
 
 
 @main.command()
@@ -331,12 +313,19 @@ def _type_name(field) -> str:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
-def report(run_dir):
-    """Re-render report.md/report.html of RUN_DIR (or the .md/.html of a bench JSON) from its JSON."""
-    from edgelm.deliver.report import render_path
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_DIR...")
+@click.option("--compare", is_flag=True, help="put the runs side by side in one page (-o) instead of re-rendering")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("compare.html"), show_default=True,
+              help="the --compare page (its .md lands beside it)")
+def report(run_dirs, compare, out):
+    """Re-render report.md/report.html of RUN_DIR (or the .md/.html of a bench JSON) from its JSON;
+    --compare RUN_A RUN_B ... renders runs side by side."""
+    from edgelm.core.errors import EdgelmError
+    from edgelm.deliver.report import render_compare, render_path
 
-    for path in render_path(run_dir):
+    if not compare and len(run_dirs) > 1:
+        raise EdgelmError("one RUN_DIR at a time; add --compare to put several runs side by side")
+    for path in render_compare(run_dirs, out) if compare else render_path(run_dirs[0]):
         click.echo(str(path))
 
 
@@ -362,28 +351,12 @@ def report(run_dir):
 def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, prompt_len, new_tokens, seconds, baseline,
                   no_compare, json_path, html_path, md_path):
     """Time exported artifacts (OUT folders) on CPU, CUDA and mobile-class runtimes, each in a fresh process."""
-    from edgelm.runtimes.base import resolve_target
-    from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json
-    from edgelm.measure.bench_report import bench_html_body, bench_markdown, page
+    from edgelm import api
 
-    targets = [resolve_target(o) for o in outs]
-    names = [t.name for t in targets]
-    for i, t in enumerate(targets):  # same folder name twice (a/export, b/export): make the names unique
-        if names.count(t.name) > 1:
-            t.name = f"{t.path.parent.name}/{t.name}"
-    base = resolve_target(baseline) if baseline else (targets[0] if len(targets) > 1 else None)
-    settings = BenchSettings(runtimes=list(runtimes) or ["torch-cpu", "ort-cpu"], threads=list(threads) or None,
-                             shapes=list(shapes) or None, data=data, max_samples=max_samples, pad=pad, prompt_len=prompt_len,
-                             new_tokens=new_tokens, seconds=seconds, compare=not no_compare)
-    result = run_bench(targets, settings, baseline=base)
-    if json_path:
-        write_bench_json(result, json_path)
-    if html_path:
-        Path(html_path).write_text(page("edgelm bench", bench_html_body(result)))
-    markdown_text = bench_markdown(result)
-    if md_path:
-        Path(md_path).write_text(markdown_text)
-    click.echo(markdown_text)
+    result = api.bench(*outs, baseline=baseline, json=json_path, html=html_path, md=md_path, runtimes=list(runtimes) or None,
+                       threads=list(threads) or None, shapes=list(shapes) or None, data=data, max_samples=max_samples,
+                       pad=pad, prompt_len=prompt_len, new_tokens=new_tokens, seconds=seconds, compare=not no_compare)
+    click.echo(result.markdown())
 
 
 # --- eval_command (issue 8) ---------------------------------------------------------------------------------
@@ -405,17 +378,15 @@ def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, promp
 def eval_command(model, metrics, runtimes, reference, k_shot, label_words, icl_template, max_samples, as_json, task, allow_pickle,
                  trust_remote_code, data, eval_data, text_column, label_column, seed):
     """Evaluate MODEL_OR_OUT (a model, stage folder or run folder) on its artifact or torch model."""
-    from edgelm.pipeline.recipe import _validate_config
-    from edgelm.stages.eval import evaluate_standalone
+    from edgelm import api
 
     given = {"metrics": list(metrics) or None, "runtime": list(runtimes) or None, "k_shot": k_shot,
              "label_words": label_words.split(",") if label_words else None, "icl_template": icl_template,
              "max_samples": max_samples}
-    config = _validate_config("eval", {k: v for k, v in given.items() if v is not None}, "edgelm eval options")
-    result = evaluate_standalone(model, config, data=data_config(data, text_column, label_column, seed=seed),
-                                 eval_data=data_config(eval_data, text_column, label_column, seed=seed),
-                                 reference=reference, seed=seed, task=task, allow_pickle=allow_pickle,
-                                 trust_remote_code=trust_remote_code)
+    config = api.stage_config("eval", None, {k: v for k, v in given.items() if v is not None}, where="edgelm eval options")
+    result = api.eval(model, config=config, data=data, eval_data=eval_data, text_column=text_column,
+                      label_column=label_column, reference=reference, seed=seed, task=task, allow_pickle=allow_pickle,
+                      trust_remote_code=trust_remote_code).model_dump()
     if as_json:
         emit_json(result)
         return
@@ -446,23 +417,18 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, icl_t
 def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, use_search,
                      budget, data, eval_data, text_column, label_column, seed):
     """Compress MODEL (default minilm-l6) for TARGET: default recipe, eval, bench, report and an app bundle."""
-    from edgelm.deliver.compress import compress
-    from edgelm.pipeline.compress import TARGET_RUNTIMES
+    from edgelm import api
 
-    gates = {k: v for k, v in (("max_accuracy_drop", max_accuracy_drop), ("max_size_mb", max_size_mb)) if v is not None}
-    if min_speedup is not None:
-        gates["min_speedup"] = {"value": min_speedup, "runtime": TARGET_RUNTIMES[target][0]}
-    out = out or Path("runs") / f"{Path(model or 'minilm-l6').name.split('.')[0]}-{target}"
     if use_search:
-        return _compress_by_search(model, out, target, recipe, budget, gates, task, data, eval_data, text_column,
-                                   label_column, seed, as_json)
+        return _compress_by_search(model, out, target, recipe, budget, task, data, eval_data, text_column,
+                                   label_column, seed, as_json, max_accuracy_drop, min_speedup, max_size_mb)
     if budget is not None:
         raise EdgelmError("--budget: only with --search")
     try:
-        result = compress(model, out, target=target, data=data_config(data, text_column, label_column, seed=seed),
-                          eval_data=data_config(eval_data, text_column, label_column, seed=seed),
-                          recipe=resolve_recipe_path(recipe) if recipe else None, task=task, seed=seed,
-                          gates=gates or None)
+        result = api.compress(model, out=out, target=target, recipe=recipe, data=data, eval_data=eval_data,
+                              text_column=text_column, label_column=label_column, seed=seed, task=task,
+                              max_accuracy_drop=max_accuracy_drop, min_speedup=min_speedup,
+                              max_size_mb=max_size_mb).model_dump(mode="json")
     except GateFailed as exc:  # say where the (gate-failing) bundle and report are, then exit 3
         if getattr(exc, "result", None):
             _print_compress(exc.result, err=True)
@@ -473,21 +439,28 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
         _print_compress(result)
 
 
-def _compress_by_search(model, out, target, recipe, budget, gates, task, data, eval_data, text_column, label_column,
-                        seed, as_json):
-    from edgelm.deliver.search import search
+def _compress_by_search(model, out, target, recipe, budget, task, data, eval_data, text_column, label_column,
+                        seed, as_json, max_accuracy_drop, min_speedup, max_size_mb):
+    from edgelm import api
 
-    result = search(model, out, target=target, budget=budget, data=data_config(data, text_column, label_column, seed=seed),
-                    eval_data=data_config(eval_data, text_column, label_column, seed=seed),
-                    recipe=resolve_recipe_path(recipe) if recipe else None, task=task, seed=seed, gates=gates or None)
+    result = api.search(model, out=out, target=target, recipe=recipe, budget=budget, data=data, eval_data=eval_data,
+                        text_column=text_column, label_column=label_column, seed=seed, task=task,
+                        max_accuracy_drop=max_accuracy_drop, min_speedup=min_speedup,
+                        max_size_mb=max_size_mb).model_dump(mode="json")
     emit_json(result) if as_json else _print_search(result)
 
 
-def _print_compress(result: dict, err: bool = False) -> None:
-    from edgelm.pipeline.compress import headline_lines
+def _print_card(out, err: bool = False) -> None:
+    """The run's headline card (deliver.card) as its final result lines."""
+    from edgelm.deliver.card import card_lines
+    from edgelm.deliver.report import load_run
 
-    for line in headline_lines(result["headline"]):
+    for line in card_lines(*load_run(out)):
         click.echo(line, err=err)
+
+
+def _print_compress(result: dict, err: bool = False) -> None:
+    _print_card(result["out"], err)
     click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.consumer {result['bundle']} \"some text\")", err=err)
     click.echo("report: " + "  ".join(result["report"].values()), err=err)
 
@@ -521,13 +494,11 @@ def search_command(model, out, target, recipe, as_json, task, budget, trials, st
                    eval_data, text_column, label_column, seed):
     """Search compression recipes for MODEL with Optuna: each trial a real run measured on TARGET; the best
     candidate on the Pareto front that passes the gates is published as OUT/best with its bundle."""
-    from edgelm.deliver.search import search
+    from edgelm import api
 
-    out = out or Path("runs") / f"{Path(model or 'minilm-l6').name.split('.')[0]}-{target}-search"
-    result = search(model, out, target=target, budget=budget, trials=trials, storage=storage, study=study,
-                    heartbeat=heartbeat, data=data_config(data, text_column, label_column, seed=seed),
-                    eval_data=data_config(eval_data, text_column, label_column, seed=seed),
-                    recipe=resolve_recipe_path(recipe) if recipe else None, task=task, seed=seed)
+    result = api.search(model, out=out, target=target, recipe=recipe, budget=budget, trials=trials, storage=storage,
+                        study=study, heartbeat=heartbeat, data=data, eval_data=eval_data, text_column=text_column,
+                        label_column=label_column, seed=seed, task=task).model_dump(mode="json")
     if as_json:
         emit_json(result)
     else:

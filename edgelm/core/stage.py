@@ -56,6 +56,7 @@ class Stage:
     kind: ClassVar[str]
     Config: ClassVar[type[StageConfig]]
     summary: ClassVar[str] = ""
+    accepts_module: ClassVar[bool] = False  # can run on a plain torch.nn.Module bundle (no HF config/tokenizer)
 
     def run(self, bundle: ModelBundle, config: StageConfig, ctx: StageContext) -> StageResult:
         raise NotImplementedError
@@ -93,6 +94,14 @@ def get_stage(kind: str) -> type[Stage]:
 def all_stages() -> dict[str, type[Stage]]:
     _discover()
     return dict(sorted(REGISTRY.items()))
+
+
+def require_hf_model(bundle: ModelBundle, kind: str) -> None:
+    """A stage that reads HF anatomy (config, tokenizer, PEFT targets) refuses a plain nn.Module in one line."""
+    if bundle.is_module and not get_stage(kind).accepts_module:
+        able = ", ".join(k for k, s in all_stages().items() if s.accepts_module)
+        raise EdgelmError(f"{kind} needs a Hugging Face model (a transformers PreTrainedModel with its tokenizer, or "
+                          f"its folder); a plain torch.nn.Module goes through {able} and bench")
 
 
 def require_model(bundle: ModelBundle, kind: str) -> None:

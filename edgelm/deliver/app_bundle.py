@@ -1,8 +1,8 @@
 """The app bundle `OUT/bundle/`: what an app developer copies into a phone app.
 
 model (.ort, else .onnx + its external data; .pte too when exported), tokenizer.json, labels.txt (classifiers),
-manifest.json (the export manifest with the files re-hashed as shipped, the run's headline figures), README.md
-and integration snippets (Kotlin / Swift / ExecuTorch) rendered from that manifest. File names are plain names
+manifest.json (the export manifest with the files re-hashed as shipped, the run's headline figures), selftest.json
+(golden inputs with the outputs the shipped files give here: edgelm.deliver.selftest), README.md and integration snippets (Kotlin / Swift / ExecuTorch) rendered from that manifest. File names are plain names
 (no folders, no `..`) so nothing in the bundle can point outside it.
 """
 
@@ -77,10 +77,35 @@ def bundle_manifest(folder: Path, meta: dict, run: RunRecord, bundle_dir: Path, 
         "model": primary, "format": primary.rsplit(".", 1)[-1], "tokenizer": TOKENIZER_FILE,
         "labels": "labels.txt" if (bundle_dir / "labels.txt").is_file() else None,
         "executorch_model": next((n for n in model_names if n.endswith(".pte")), None),
+        "self_test": self_test_entry(bundle_dir),
         "made_by": {"stage": folder.name, "recipe": run.recipe, "history": [h["kind"] for h in meta.get("history", [])]},
     }
     manifest.metrics = {**manifest.metrics, **headline(run)}
     return manifest
+
+
+def self_test_entry(bundle_dir: Path) -> dict | None:
+    from edgelm.deliver.selftest import SELF_TEST_FILE
+    from edgelm.verify.tolerances import BUNDLE_SELF_TEST
+
+    if not (bundle_dir / SELF_TEST_FILE).is_file():
+        return None
+    return {"file": SELF_TEST_FILE, "tolerances": BUNDLE_SELF_TEST}
+
+
+def write_self_test(bundle_dir: Path) -> None:
+    """selftest.json: the golden inputs run through the shipped files with the reference consumer."""
+    from edgelm.core.ui import info
+    from edgelm.deliver.consumer import BundleModel
+    from edgelm.deliver.selftest import SELF_TEST_FILE, golden
+    from edgelm.verify.tolerances import BUNDLE_SELF_TEST
+
+    manifest = Manifest.load(bundle_dir)
+    if manifest.bundle["format"] not in ("ort", "onnx"):
+        info(f"bundle: no self-test (onnxruntime cannot run {manifest.bundle['model']})")
+        return
+    spec = golden(BundleModel(bundle_dir), BUNDLE_SELF_TEST)
+    (bundle_dir / SELF_TEST_FILE).write_text(json.dumps(spec) + "\n")
 
 
 def write_bundle(run_dir: str | Path, bundle_dir: str | Path | None = None) -> Path:
@@ -103,6 +128,8 @@ def write_bundle(run_dir: str | Path, bundle_dir: str | Path | None = None) -> P
     labels = Manifest.load(folder).postprocessing.get("labels")
     if labels:
         (tmp / "labels.txt").write_text("\n".join(str(x) for x in labels) + "\n")
+    bundle_manifest(folder, meta, run, tmp, [m.name for m in models]).save(tmp)  # the self-test loads it verified
+    write_self_test(tmp)
     manifest = bundle_manifest(folder, meta, run, tmp, [m.name for m in models])
     for name, text in render_all(manifest.model_dump(mode="json")).items():
         (tmp / safe_name(name)).write_text(text)

@@ -3,7 +3,9 @@ only (no torch, no transformers — a test checks). It verifies every file's sha
 refuses a mismatch, then prints one JSON line per text: the label (classifier), the embedding (embedder) or the
 greedy continuation (causal LM).
 
-    python -m edgelm.consumer BUNDLE "some text" ["more text" ...] [--max-new-tokens N]
+With --self-test it first runs the bundle's golden inputs (selftest.json) and exits 3 naming each mismatched input and figure.
+
+    python -m edgelm.consumer BUNDLE ["some text" ...] [--max-new-tokens N] [--self-test]
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class BundleModel:
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self._lm = None
 
-    def _ids(self, text: str) -> np.ndarray:
-        return np.asarray([self.tokenizer.encode(text, add_special_tokens=self.add_special).ids], dtype=np.int64)
+    def token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=self.add_special).ids)
 
     def encode_feeds(self, text: str) -> dict:
         enc = self.tokenizer.encode(text, add_special_tokens=self.add_special)
@@ -100,17 +102,19 @@ class BundleModel:
                 "embedding": [round(float(x), 6) for x in emb]}
 
     def generate(self, text: str, max_new_tokens: int = 32) -> dict:
-        tokens = self.greedy(self._ids(text)[0].tolist(), max_new_tokens)
+        tokens = self.greedy(self.token_ids(text), max_new_tokens)
         return {"text": text, "token_ids": tokens, "completion": self.tokenizer.decode(tokens)}
 
-    def greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        """Prefill on an empty KV cache, then one token per step (edgelm.models.generate: numpy + onnxruntime only)."""
+    def greedy(self, prompt: list[int], max_new_tokens: int, return_logits: bool = False):
+        """Prefill on an empty KV cache, then one token per step (edgelm.models.generate: numpy + onnxruntime only);
+        with return_logits also each step's logits."""
         from edgelm.models.generate import OnnxCausalLM
 
         if self._lm is None:
             self._lm = OnnxCausalLM(bundle_file(self.folder, self.manifest["bundle"]["model"]))
         eos = (self.manifest.get("postprocessing") or {}).get("eos_token_id")
-        return list(self._lm.generate(np.asarray([prompt], np.int64), max_new_tokens, eos_token_id=eos))
+        out = self._lm.generate(np.asarray([prompt], np.int64), max_new_tokens, eos_token_id=eos, return_logits=return_logits)
+        return (list(out[0]), out[1]) if return_logits else list(out)
 
     def __call__(self, text: str, max_new_tokens: int = 32) -> dict:
         if self.task == "sequence-classification":
@@ -120,22 +124,56 @@ class BundleModel:
         return self.generate(text, max_new_tokens)
 
 
+def self_test(model: BundleModel) -> tuple[list[str], str]:
+    """Run the bundle's golden inputs (selftest.json, hash-checked with the rest): (mismatch lines, summary)."""
+    from edgelm.deliver.selftest import SELF_TEST_FILE, run_self_test
+
+    name = (model.manifest["bundle"].get("self_test") or {}).get("file", SELF_TEST_FILE)
+    if name not in model.manifest.get("files", {}):
+        raise BundleError(f"{model.folder}: the bundle has no self-test ({SELF_TEST_FILE} is not listed in manifest.json); "
+                          "rebuild it with this edgelm version")
+    try:
+        spec = json.loads(bundle_file(model.folder, name).read_text())
+        return run_self_test(model, spec)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{model.folder}/{name}: not an edgelm self-test file ({type(exc).__name__}: {exc})") from None
+
+
+def option_value(args: list[str], flag: str, default: int) -> int:
+    """Remove `flag N` from args and return N (default when absent); ValueError when N is not a number."""
+    if flag not in args:
+        return default
+    i = args.index(flag)
+    try:
+        value = int(args[i + 1])
+    except (IndexError, ValueError):
+        raise ValueError(f"{flag} needs a number") from None
+    del args[i:i + 2]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 (ran / self-test passed), 2 (unusable bundle or arguments), 3 (self-test mismatch)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    max_new = 32
-    if "--max-new-tokens" in args:
-        i = args.index("--max-new-tokens")
-        try:
-            max_new = int(args[i + 1])
-        except (IndexError, ValueError):
-            print("error: --max-new-tokens needs a number", file=sys.stderr)
-            return 2
-        del args[i:i + 2]
-    if len(args) < 2 or args[0] in ("-h", "--help"):
+    check = "--self-test" in args
+    args = [a for a in args if a != "--self-test"]
+    try:
+        max_new = option_value(args, "--max-new-tokens", 32)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(args) < (1 if check else 2) or args[0] in ("-h", "--help"):
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
     try:
         model = BundleModel(args[0])
+        if check:
+            failures, summary = self_test(model)
+            for line in failures:
+                print(f"self-test mismatch: {line}", file=sys.stderr)
+            print(summary, flush=True)
+            if failures:
+                return 3
         for text in args[1:]:
             print(json.dumps(model(text, max_new)), flush=True)
     except BundleError as exc:

@@ -48,17 +48,22 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None, fus
     out_dir = Path(out_dir)
     path = out_dir / ONNX_FILE
     started = time.time()
+    kv = None
     if bundle.task == "causal-lm":
         module, args, dynamic, names, dim_names, kv = _decoder_graph(bundle)
+    elif bundle.module is not None:
+        module, args, dynamic, names, dim_names = _module_graph(bundle)
+        fuse = False  # the ORT fusions match transformer blocks; a plain module gets onnxscript's clean-up only
     else:
         module, args, dynamic, names, dim_names = _encoder_graph(bundle)
-        kv = None
     in_names, out_names = names
     with _quiet_exporter():
         try:
             program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dynamic, input_names=in_names,
                                         output_names=out_names, optimize=False, verbose=False, report=False)
         except Exception as exc:  # torch.export failures come in many types; all become one line
+            if bundle.module is not None:
+                return _torchscript_module(bundle, path, started, describe_failure(exc))
             raise EdgelmError(f"{bundle.source}: torch.export cannot trace this model: {describe_failure(exc)}") from None
         optimization = None
         if fuse:
@@ -72,6 +77,9 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None, fus
     for stale in (path, path.with_name(path.name + ".data")):
         stale.unlink(missing_ok=True)
     program.save(str(path), external_data=external_data)
+    fixed = fixed_dims(path, bundle.module) if bundle.module is not None else None
+    if fixed:
+        return _torchscript_module(bundle, path, started, f"it fixed the dynamic dims {', '.join(fixed)}")
     if fuse and kv is not None:  # decoder attention -> GroupQueryAttention (checked against the graph it replaces)
         from edgelm.export.optimize import fuse_decoder_attention
 
@@ -121,6 +129,60 @@ def match_signature(module, names, dynamic):
     """dynamic_shapes keyed by the forward's parameter names (they may differ from the ONNX input names)."""
     params = list(inspect.signature(module.forward).parameters)[: len(names)]
     return {p: dynamic[n] for p, n in zip(params, names)}
+
+
+# --- plain modules ------------------------------------------------------------------------------------------
+def _module_graph(bundle):
+    """A plain nn.Module as its user described it (edgelm.models.plain.ModuleSpec): its example inputs, names and
+    dynamic axes, one torch.export.Dim per dim name so inputs sharing a name share the symbol."""
+    import torch
+
+    spec = bundle.module
+    _check_dynamic_sizes(spec)
+    dims = {d: torch.export.Dim(d) for axes in spec.dynamic_axes.values() for d in axes.values()}
+    dynamic = tuple({a: dims[d] for a, d in spec.dynamic_axes.get(n, {}).items()} or None for n in spec.input_names)
+    dim_names = {n: [axes.get(i) for i in range(max(axes) + 1)] for n, axes in spec.dynamic_axes.items() if axes}
+    return bundle.model.eval(), spec.example_inputs, dynamic, (spec.input_names, spec.output_names), dim_names
+
+
+def _check_dynamic_sizes(spec) -> None:
+    for name, tensor in zip(spec.input_names, spec.example_inputs):
+        for axis, dim in spec.dynamic_axes.get(name, {}).items():
+            if axis >= tensor.dim():
+                raise EdgelmError(f"dynamic_axes: {name} has {tensor.dim()} dims, no axis {axis}")
+            if tensor.shape[axis] < 2:
+                raise EdgelmError(f"dynamic_axes: {name} axis {axis} ({dim}) is {tensor.shape[axis]} in example_inputs; "
+                                  "torch.export fixes size-0/1 dims, so give an example of size >= 2 there")
+
+
+def fixed_dims(path: Path, spec) -> list[str]:
+    """Dynamic axes the exported graph came out with a fixed size on (torch.export specialises the sequence
+    loop of nn.GRU / nn.LSTM, for one)."""
+    inputs, outputs = describe_io(path)
+    shapes = {t.name: t.shape for t in inputs + outputs}
+    return [f"{name}[{axis}]" for name, axes in spec.dynamic_axes.items() for axis in axes
+            if name in shapes and axis < len(shapes[name]) and isinstance(shapes[name][axis], int)]
+
+
+def _torchscript_module(bundle, path: Path, started: float, reason: str) -> OnnxExport:
+    """The TorchScript exporter, which keeps torch.onnx's dynamic_axes where torch.export could not; said in one line."""
+    import torch
+
+    from edgelm.core.ui import info
+
+    spec = bundle.module
+    info(f"{bundle.source}: torch.export could not keep the module dynamic ({reason[:160]}); "
+         "exported with the TorchScript exporter instead")
+    path.unlink(missing_ok=True)
+    with _quiet_exporter():
+        try:
+            torch.onnx.export(bundle.model.eval(), spec.example_inputs, str(path), dynamo=False, input_names=spec.input_names,
+                              output_names=spec.output_names, dynamic_axes=spec.dynamic_axes or None)
+        except Exception as exc:  # the TorchScript tracer's failures are as varied as torch.export's
+            raise EdgelmError(f"{bundle.source}: neither torch.export nor the TorchScript exporter can export this module: "
+                              f"{describe_failure(exc)}") from None
+    inputs, outputs = describe_io(path)
+    return OnnxExport(path, inputs, outputs, None, round(time.time() - started, 2), [path], None)
 
 
 # --- decoders ------------------------------------------------------------------------------------------------
@@ -219,6 +281,7 @@ def _name_dims(model, dim_names: dict[str, list[str | None]]) -> None:
         if wanted is None or value.shape is None:
             continue
         dims = [w if (w is not None and not isinstance(d, int)) else d for d, w in zip(value.shape, wanted)]
+        dims += list(value.shape)[len(wanted):]
         value.shape = ir.Shape(dims)
 
 

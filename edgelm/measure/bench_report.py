@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgelm.core.metrics import metric
 
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.2em auto;max-width:1300px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:nth-child(-n+2),th:nth-child(-n+2),td.l{text-align:left}.skip{color:#a60}.err{color:#b00}.ok{color:#080}
 .muted{color:#666;font-size:12px}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}svg{max-width:100%;height:auto}"""
@@ -159,9 +159,9 @@ def bench_html_body(bench: dict, level: int = 1) -> str:
 
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, extra_css: str = "") -> str:
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+            f"<style>{CSS}{extra_css}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
 
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from edgelm.core.metrics import metric
+
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -61,26 +63,48 @@ def pareto_front(points: list[tuple[float, float]], maximize_y: bool) -> list[in
 
 def tradeoff(rows: list[dict], title: str) -> str | None:
     """Latency vs accuracy (marker area = size) when accuracy is known, else latency vs size; Pareto front drawn."""
-    rows = [r for r in rows if r.get("p50_ms") and r.get("size_mb")]
-    if len(rows) < 1:
+    rows = [{**r, "name": row_label(r)} for r in rows if r.get("p50_ms") and r.get("size_mb")]
+    if not rows:
         return None
     with_acc = all(r.get("accuracy") is not None for r in rows)
-    ys = [r["accuracy"] if with_acc else r["size_mb"] for r in rows]
-    points = [(r["p50_ms"], y) for r, y in zip(rows, ys)]
+    return pareto_plot(rows, title, y="accuracy" if with_acc else "size_mb", size="size_mb" if with_acc else None)
+
+
+def pareto_plot(points: list[dict], title: str, x: str = "p50_ms", y: str = "accuracy", size: str | None = "size_mb",
+                label: str = "name") -> str | None:
+    """Candidates as `x` (default latency) against `y` (default accuracy), marker area = `size`, with the Pareto
+    front: axis titles, units and which direction is better come from the metric vocabulary (edgelm.core.metrics).
+    `points` are dicts holding those keys (a bench row, a search trial, a run's stage); None when none has x and y."""
+    points = [p for p in points if p.get(x) is not None and p.get(y) is not None]
+    if not points:
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    biggest = max(r["size_mb"] for r in rows)
-    for i, (r, (x, y)) in enumerate(zip(rows, points)):
-        area = 40 + 400 * r["size_mb"] / biggest if with_acc else 50
-        ax.scatter([x], [y], s=area, color=COLORS[i % len(COLORS)], alpha=0.8, label=row_label(r), edgecolors="black", linewidths=0.5)
-    front = pareto_front(points, maximize_y=with_acc)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="black", lw=1, label="Pareto front")
-    ax.set_xlabel("p50 latency (ms)")
-    ax.set_ylabel("accuracy (pt)" + (" (marker area = size)" if with_acc else "") if with_acc else "size on disk (MB)")
+    biggest = max((p.get(size) or 0 for p in points), default=0) if size else 0
+    for i, p in enumerate(points):
+        area = 40 + 400 * (p.get(size) or 0) / biggest if biggest else 50
+        ax.scatter([p[x]], [p[y]], s=area, color=COLORS[i % len(COLORS)], alpha=0.8, label=str(p.get(label, i)),
+                   edgecolors="black", linewidths=0.5)
+    xy = [(p[x], p[y]) for p in points]
+    front = front_of(points, x, y)
+    ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "--", color="black", lw=1, label="Pareto front")
+    ax.set_xlabel(_axis_title(x))
+    ax.set_ylabel(_axis_title(y) + (f" (marker area = {_axis_title(size)})" if biggest else ""))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, markerscale=0.6)
     return to_svg(fig)
+
+
+def front_of(points: list[dict], x: str, y: str) -> list[int]:
+    """Indices of the Pareto front, lower `x` better; `y`'s better direction from the vocabulary."""
+    maximize = metric(y) is not None and metric(y).better == "higher"
+    return pareto_front([(p[x], p[y]) for p in points], maximize_y=maximize)
+
+
+def _axis_title(key: str) -> str:
+    entry = metric(key)
+    return entry.title() if entry else key
 
 
 def confusion_matrix(labels: list[str], counts: list[list[int]], title: str) -> str:

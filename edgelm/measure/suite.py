@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgelm.measure import timing
+from edgelm.models.plain import MODULE_TASK
 from edgelm.measure.inputs import Case, data_case, decode_case, fixed_case, parse_shape, save_cases
 from edgelm.measure.machine import library_versions, machine_info
 from edgelm.measure.worker import packed
@@ -51,6 +52,8 @@ class BenchSettings(BaseModel):
 def build_cases(target: Target, s: BenchSettings) -> list[Case]:
     from edgelm.models.loading import load_tokenizer
 
+    if target.task == MODULE_TASK:
+        return [module_case(target, s)]
     if s.data and target.task == "causal-lm":
         raise EdgelmError(f"--data {s.data}: decoders are timed by prompt and generation lengths (--prompt-len, "
                           "--new-tokens); dataset sentences are for encoders")
@@ -66,6 +69,18 @@ def build_cases(target: Target, s: BenchSettings) -> list[Case]:
     if not cases:
         raise EdgelmError("nothing to time: give --shapes, --data, or (decoders) --new-tokens > 0")
     return cases
+
+
+def module_case(target: Target, s: BenchSettings) -> Case:
+    """A plain module is timed on the example inputs saved beside its export (its user's real shapes)."""
+    from edgelm.models.plain import load_example_inputs
+
+    if s.data or s.shapes:
+        raise EdgelmError(f"{target.path}: a plain module is timed on its example_inputs; --data/--shapes are for text models")
+    feeds = load_example_inputs(target.path)
+    first = next(iter(feeds.values()))
+    return Case("fixed", "example_inputs", [feeds], {"batch": int(first.shape[0]) if first.ndim else 1,
+                                                     "seq_len": int(first.shape[1]) if first.ndim > 1 else None})
 
 
 def thread_counts(runtime: str, s: BenchSettings) -> list[int | None]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.io import read_json, sha256_file
+from edgelm.models.plain import MODULE_TASK, ModuleSpec, module_spec
 
 BUNDLE_FILE = "edgelm.json"
 BUNDLE_SCHEMA = 1
@@ -34,10 +35,24 @@ class ModelBundle:
     artifacts: dict[str, Path] = field(default_factory=dict)  # format -> file, e.g. {"onnx": .../model.onnx}
     model_dir: Path | None = None  # where the current weights are saved; None = not saved since changed
     extra: dict[str, Any] = field(default_factory=dict)  # per-technique state that must survive save/load
+    module: ModuleSpec | None = None  # set for a plain nn.Module bundle (task MODULE_TASK); its weights are never saved
 
     def __post_init__(self):
-        if self.task not in TASKS:
+        if self.task not in TASKS + (MODULE_TASK,):
             raise EdgelmError(f"task {self.task!r} is not supported; use one of {', '.join(TASKS)}")
+
+    @classmethod
+    def for_module(cls, module, example_inputs, *, input_names=None, output_names=None, dynamic_axes=None,
+                   source: str | None = None) -> "ModelBundle":
+        """A bundle for a plain torch.nn.Module, called once on `example_inputs` to check it runs and to count
+        its outputs. Names default to the forward's parameters and output_0, output_1, ..."""
+        spec = module_spec(module, example_inputs, input_names, output_names, dynamic_axes)
+        return cls(model=module.eval(), tokenizer=None, task=MODULE_TASK, source=source or type(module).__name__,
+                   module=spec, extra={"module": spec.describe()})
+
+    @property
+    def is_module(self) -> bool:
+        return self.task == MODULE_TASK
 
     # --- derivation (stages never mutate their input) ---------------------------------------------------
     def with_model(self, model, **changes) -> "ModelBundle":
@@ -48,7 +63,7 @@ class ModelBundle:
         fields = dict(
             model=self.model, tokenizer=self.tokenizer, task=self.task, source=self.source,
             history=copy.deepcopy(self.history), artifacts=dict(self.artifacts),
-            model_dir=self.model_dir, extra=copy.deepcopy(self.extra),
+            model_dir=self.model_dir, extra=copy.deepcopy(self.extra), module=self.module,
         )
         fields.update(changes)
         return ModelBundle(**fields)
@@ -69,7 +84,7 @@ class ModelBundle:
     def save(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if self.model is not None and self.model_dir is None:
+        if self.model is not None and self.model_dir is None and not self.is_module:
             save_model(self.model, self.tokenizer, directory)
             self.model_dir = directory
         meta = {
@@ -122,7 +137,7 @@ def _check_meta(meta, meta_path: Path) -> None:
     for key, types in expected.items():
         if key in meta and not isinstance(meta[key], types):
             raise EdgelmError(f"{meta_path}: damaged edgelm bundle ({key!r} has the wrong type); re-run the stage that made it")
-    if meta["task"] not in TASKS:
+    if meta["task"] not in TASKS + (MODULE_TASK,):
         raise EdgelmError(f"{meta_path}: task {meta['task']!r} is not supported; use one of {', '.join(TASKS)}")
     if not all(isinstance(v, str) for v in meta.get("artifacts", {}).values()):
         raise EdgelmError(f"{meta_path}: damaged edgelm bundle (artifact paths must be strings)")
@@ -148,6 +163,27 @@ def verify_artifacts(directory: Path, artifacts: dict) -> None:
         if sha256_file(path) != entry["sha256"]:
             raise EdgelmError(f"{path}: sha256 differs from manifest.json; the file is corrupted or was modified — "
                               "re-run the stage that made it")
+
+
+def content_fingerprint(bundle: ModelBundle) -> str:
+    """sha256 of an in-memory model's weights (names, dtypes, shapes, bytes) and, for a plain module, its example
+    inputs and names: the key it is resumed and cached under."""
+    tensors = dict(bundle.model.state_dict())
+    if bundle.module is not None:
+        tensors |= {f"example_inputs:{n}": t for n, t in zip(bundle.module.input_names, bundle.module.example_inputs)}
+    return tensors_fingerprint(tensors, bundle.task, bundle.module.describe() if bundle.module else None)
+
+
+def tensors_fingerprint(tensors: dict, *extra) -> str:
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256(repr(extra).encode())
+    for name, tensor in tensors.items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_model(model, tokenizer, directory: Path) -> None:

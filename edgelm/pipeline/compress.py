@@ -16,7 +16,6 @@ from pathlib import Path
 import yaml
 
 from edgelm.core.errors import EdgelmError
-from edgelm.core.metrics import with_unit
 from edgelm.core.records import RunRecord
 from edgelm.pipeline.gates import shipped_stage
 
@@ -171,7 +170,3 @@ def headline(run: RunRecord) -> dict:
         found["smaller_than_fp32"] = round(fp32 / found["size_mb"], 3)
     return found
 
-
-def headline_lines(found: dict) -> list[str]:
-    """The headline as text, each figure with its unit."""
-    return [f"{key:>24}: {with_unit(key, value)}" for key, value in found.items()]

@@ -23,8 +23,8 @@ from edgelm.models.loading import load_bundle
 from edgelm.core.errors import EdgelmError, StageFailed
 from edgelm.core.io import fingerprint
 from edgelm.core.records import GateRow, RunRecord, StageMetrics, StageRecord
-from edgelm.core.stage import StageConfig, StageContext, get_stage
-from edgelm.core.ui import info
+from edgelm.core.stage import StageConfig, StageContext, get_stage, require_hf_model
+from edgelm.core.ui import stage_finished, stage_started
 
 
 # --- locking and atomic publish ---------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def run_steps(spec: RunSpec, out: Path) -> list[StageRecord]:
         previous[names[i]] = stage.metrics
         records.append(StageRecord(name=names[i], kind=spec.steps[i][0], hash=hashes[i], status="resumed",
                                    seconds=stage.seconds, metrics=stage.metrics))
-        info(f"[dim]✓ {names[i]} (finished earlier, resumed)[/dim]")
+        stage_finished(names[i], stage.metrics, stage.seconds, resumed=True)
     _remove_stale(out, names, done)
     initial_cache: dict = {}
 
@@ -167,10 +167,11 @@ def run_steps(spec: RunSpec, out: Path) -> list[StageRecord]:
 def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageContext, final: Path, step_hash: str):
     """Run one stage into ctx.workdir and publish it as `final`. Returns (record, output bundle)."""
     stage = get_stage(kind)()
+    require_hf_model(bundle, kind)
     shutil.rmtree(ctx.workdir, ignore_errors=True)
     ctx.workdir.mkdir(parents=True)
     seed_everything(ctx.seed)
-    info(f"[bold]▶ {final.name}[/bold]")
+    stage_started(final.name)
     started = time.time()
     try:
         result = stage.run(bundle, config, ctx)
@@ -197,7 +198,7 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
         raise EdgelmError(f"{final}: cannot write the stage output ({exc.strerror or exc}); free disk space or "
                           "pick another -o, then re-run (finished stages are kept)") from None
     out_bundle = _rebase(out_bundle, ctx.workdir, final)
-    info(f"[green]✓ {final.name}[/green] ({seconds:.1f} s)")
+    stage_finished(final.name, result.metrics, seconds)
     return StageRecord(name=final.name, kind=kind, hash=step_hash, status="ran", seconds=seconds,
                        metrics=result.metrics), out_bundle
 

@@ -10,6 +10,7 @@ from edgelm.data.readers import DataConfig, check_data_source
 from edgelm.core.errors import EdgelmError
 from edgelm.core.records import StageMetrics
 from edgelm.pipeline.gates import check_gates, evaluate_gates
+from edgelm.models.bundle import ModelBundle, content_fingerprint
 from edgelm.models.loading import load_model
 from edgelm.core.io import fingerprint
 from edgelm.pipeline.run import (RunSpec, locked, path_fingerprint, run_one, run_steps, seed_everything,
@@ -18,19 +19,27 @@ from edgelm.pipeline.recipe import Recipe, dump_recipe
 from edgelm.core.stage import StageConfig, StageContext
 
 
-def input_key(model: str, task, data: DataConfig | None, eval_data: DataConfig | None, seed: int) -> dict:
-    from edgelm.models.loading import resolve_path
-
-    try:
-        model_path = resolve_path(model)
-    except EdgelmError:
-        model_path = None
+def input_key(model: str | ModelBundle, task, data: DataConfig | None, eval_data: DataConfig | None, seed: int) -> dict:
     return {
-        "model": model, "model_files": path_fingerprint(str(model_path)) if model_path else model, "task": task,
+        "model": model.source if isinstance(model, ModelBundle) else model, "model_files": model_files_key(model), "task": task,
         "data": data.model_dump() if data else None, "data_files": path_fingerprint(data.path) if data else None,
         "eval_data": eval_data.model_dump() if eval_data else None,
         "eval_files": path_fingerprint(eval_data.path) if eval_data else None, "seed": seed,
     }
+
+
+def model_files_key(model: str | ModelBundle) -> str:
+    """What identifies the input's content: its files' fingerprint, or an in-memory model's weights (and, for a
+    plain module, its example inputs and names)."""
+    from edgelm.models.loading import resolve_path
+
+    if isinstance(model, ModelBundle):
+        return "memory:" + content_fingerprint(model)
+    try:
+        model_path = resolve_path(model)
+    except EdgelmError:
+        model_path = None
+    return path_fingerprint(str(model_path)) if model_path else model
 
 
 def run_recipe(recipe: Recipe, out: Path, on_written: Callable[[Path], object] | None = None) -> dict:
@@ -58,11 +67,12 @@ def run_recipe(recipe: Recipe, out: Path, on_written: Callable[[Path], object] |
     return run.model_dump()
 
 
-def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=None, data=None, eval_data=None,
-               seed: int = 0, allow_pickle=False, trust_remote_code=False, force=False) -> dict:
-    """One CLI stage command: OUT itself is the stage folder, published atomically; an up-to-date OUT is kept."""
+def run_single(kind: str, config: StageConfig, model: str | ModelBundle, out: Path, *, task=None, data=None,
+               eval_data=None, seed: int = 0, allow_pickle=False, trust_remote_code=False, force=False) -> dict:
+    """One stage command (CLI or Python API): OUT itself is the stage folder, published atomically; an up-to-date
+    OUT is kept. MODEL is what load_model takes, or an in-memory bundle (a plain nn.Module's)."""
     out = Path(out).resolve()
-    check_stage_out(out, model)
+    check_stage_out(out, model if isinstance(model, str) else "")
     check_data_source(data, "--data")
     check_data_source(eval_data, "--eval-data")
     step_hash = fingerprint([input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
@@ -76,7 +86,8 @@ def run_single(kind: str, config: StageConfig, model: str, out: Path, *, task=No
     with locked(lockdir):
         try:
             seed_everything(seed)  # a head the task adds at load (e.g. a classifier) starts from the seed too
-            bundle = load_model(model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+            bundle = model if isinstance(model, ModelBundle) else load_model(
+                model, task=task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
             ctx = StageContext(workdir=out.parent / f".{out.name}.tmp", data=data, eval_data=eval_data, seed=seed,
                                allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, run_dir=None,
                                initial_bundle=lambda: bundle)

@@ -29,6 +29,7 @@ class ExportStage(Stage):
     kind = "export"
     Config = ExportConfig
     summary = "Export to ONNX (+ .ort, .pte) with graph optimisation and parity checks"
+    accepts_module = True  # a plain nn.Module exports to ONNX / .ort with its example inputs
 
     def run(self, bundle, config: ExportConfig, ctx) -> StageResult:
         from edgelm.export.manifest import Manifest, artifact_sizes, file_entries
@@ -36,6 +37,7 @@ class ExportStage(Stage):
         from edgelm.core.ui import step
 
         require_model(bundle, self.kind)
+        refuse_module_formats(bundle, config)
         out = Path(ctx.workdir)
         tol = Tolerances(greedy_steps=config.greedy_steps)
         texts = parity_texts(ctx, bundle.task)
@@ -68,7 +70,7 @@ class ExportStage(Stage):
         if "onnx" not in config.formats and "onnx" in artifacts:  # only an intermediate for .ort
             for f in (artifacts.pop("onnx"), out / "model.onnx.data"):
                 Path(f).unlink(missing_ok=True)
-        tokenizer_files = save_tokenizer(bundle, out)
+        tokenizer_files = save_tokenizer(bundle, out) + save_module_inputs(bundle, out)
         manifest.files = file_entries(out, [Path(p).name for p in artifacts.values()] + tokenizer_files
                                       + [p.name for p in out.glob("*.onnx.data")] + extra_files(out))
         manifest.metrics = {**artifact_sizes(artifacts), **metrics}
@@ -103,9 +105,27 @@ def parity_texts(ctx, task: str) -> list[str] | None:
     return texts[: 3 if task == "causal-lm" else 8] or None
 
 
+def refuse_module_formats(bundle, config: ExportConfig) -> None:
+    from edgelm.core.errors import EdgelmError
+
+    if bundle.module is not None and "pte" in config.formats:
+        raise EdgelmError("export --format pte: the ExecuTorch lowering needs a Hugging Face model; "
+                          "a plain torch.nn.Module exports to onnx and ort")
+
+
+def save_module_inputs(bundle, out: Path) -> list[str]:
+    """A plain module's example inputs beside its artifact: what quantize and bench feed it later."""
+    from edgelm.models.plain import save_example_inputs
+
+    return [save_example_inputs(bundle.module, out).name] if bundle.module is not None else []
+
+
 def preprocessing(bundle, config: ExportConfig) -> dict:
+    from edgelm.models.plain import EXAMPLE_INPUTS_FILE
     from edgelm.models.tasks import model_input_names
 
+    if bundle.module is not None:
+        return {"example_inputs": EXAMPLE_INPUTS_FILE, **bundle.module.describe()}
     pre = {"tokenizer": "tokenizer.json", "add_special_tokens": True}
     if bundle.task == "causal-lm":
         pre["input_names"] = ["input_ids", "attention_mask", "position_ids"]
@@ -121,6 +141,8 @@ def preprocessing(bundle, config: ExportConfig) -> dict:
 
 
 def postprocessing(bundle) -> dict:
+    if bundle.module is not None:
+        return {}
     if bundle.task == "sequence-classification":
         return {"labels": bundle.labels, "softmax": True}
     if bundle.task == "feature-extraction":

@@ -56,7 +56,8 @@ def check_artifact(bundle, artifact_path, format: str, inputs: list[str] | None 
     from edgelm.models.tasks import output_name
 
     verdict = verify_artifact(bundle, artifact_path, format, inputs, tolerances)
-    _raise_on(verdict, Path(artifact_path), output_name(bundle.task))
+    outputs = ", ".join(bundle.module.output_names) if bundle.module is not None else output_name(bundle.task)
+    _raise_on(verdict, Path(artifact_path), outputs)
     return verdict.figures
 
 
@@ -67,7 +68,7 @@ def verify_artifact(bundle, artifact_path, format: str, inputs: list[str] | None
     texts = inputs or default_texts(bundle.task)
     if bundle.model is None:
         raise EdgelmError("parity: the bundle holds no torch model to compare the artifact with")
-    judge = _decoder_parity if bundle.task == "causal-lm" else _encoder_parity
+    judge = _module_parity if bundle.module is not None else _decoder_parity if bundle.task == "causal-lm" else _encoder_parity
     verdict = judge(bundle, Path(artifact_path), format, texts, tol)
     verdict.figures["tolerances"] = {k: v for k, v in asdict(tol).items() if v is not None}
     return verdict
@@ -94,6 +95,24 @@ def _encoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Toleran
     # chunks of 8 rows: a .pte is traced with a bounded batch dimension (edgelm.export.executorch.MAX_BATCH)
     candidate = np.concatenate([run({n: v[i:i + 8] for n, v in feeds.items()})[0] for i in range(0, len(texts), 8)])
     figures = compare_outputs(reference, candidate, bundle.task)
+    return Verdict.of(figures, failures(figures, tol))
+
+
+def _module_parity(bundle, path: Path, fmt: str, _texts, tol: Tolerances) -> Verdict:
+    """A plain module against its artifact on the example inputs and, with dynamic axes, on a longer variant of
+    them; every output compared (texts play no part: the module's user gave its inputs)."""
+    from edgelm.models.plain import call, flat_outputs, varied_inputs
+
+    spec, run = bundle.module, artifact_runner(path, fmt)
+    figs = []
+    for args in (spec.example_inputs, varied_inputs(spec)):
+        if args is None:
+            continue
+        reference = [t.numpy() for t in flat_outputs(call(bundle.model, args))]
+        candidate = run({n: t.detach().numpy() for n, t in zip(spec.input_names, args)})
+        figs += [compare_outputs(r, c, "feature-extraction") for r, c in zip(reference, candidate)]
+    figures = merged_figures(figs) | {"inputs": "example_inputs" + (" + varied dynamic dims" if len(figs) > len(spec.output_names) else ""),
+                                      "outputs": len(spec.output_names)}
     return Verdict.of(figures, failures(figures, tol))
 
 

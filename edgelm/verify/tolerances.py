@@ -31,6 +31,11 @@ QUANTIZED_VS_FLOAT = {
     "perplexity_ratio": {"int8-dynamic": 1.05, "int8-static": 1.1, "int4": 1.08, "fp16": 1.01},
 }
 
+# --- the shipped bundle on the device against the build machine's run of the same files (edgelm.deliver.selftest) --
+# the same artifact under other kernels (ARM NEON, XNNPACK, another ORT build): labels and greedy tokens identical,
+# numbers close; tokenizer drift or a broken kernel moves them far past these
+BUNDLE_SELF_TEST = dict(max_abs_diff=0.05, min_cosine=0.999)
+
 
 @dataclass(frozen=True)
 class Tolerances:

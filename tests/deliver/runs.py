@@ -14,7 +14,9 @@ RECIPES = {
                    "eval": {"metrics": ["accuracy"], "runtime": ["auto", "ort-cpu", "torch"]}},
     "generator": {"name": "tiny-generator", "stages": [{"kind": "export", "formats": ["onnx"], "greedy_steps": 4}],
                   "eval": {"metrics": ["perplexity", "generation"], "ppl_max_tokens": 32, "gen_tokens": 4}},
+    "embedder": {"name": "tiny-embedder", "stages": [{"kind": "export", "formats": ["onnx"]}]},
 }
+TINY_MODELS = {"classifier": ("bert", "sequence-classification"), "generator": ("llama", None), "embedder": ("bert", None)}
 LABELLED = "label\tsentence\n" + "\n".join(f"{i % 2}\t{'a great fun movie' if i % 2 else 'a boring bad film'}" for i in range(12)) + "\n"
 
 
@@ -28,7 +30,7 @@ def tiny_run(kind: str, tiny_model, tmp_path_factory) -> dict:
         recipe.write_text(yaml.safe_dump(RECIPES[kind]))
         data = base / "data.tsv"
         data.write_text(LABELLED)
-        model = tiny_model("bert", "sequence-classification") if kind == "classifier" else tiny_model("llama")
+        model = tiny_model(*TINY_MODELS[kind])
         result = compress(str(model), base / "run", recipe=recipe, eval_data=str(data) if kind == "classifier" else None)
         _RUNS[kind] = {**result, "model_dir": Path(model)}
     return _RUNS[kind]

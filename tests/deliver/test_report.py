@@ -89,7 +89,9 @@ def test_run_report_with_gates_sensitivity_and_bench(tmp_path):
     (tmp_path / "02-bench" / "bench.json").write_text(json.dumps(make_bench()))
     md_path, html_path = render_run(tmp_path)
     md, page = md_path.read_text(), html_path.read_text()
-    assert "| 02-bench | ran | 9.0 | speedup ort-cpu 2.00× |" in md and "size_mb=60.0 MB" in md
+    assert "| stage | kind | did | time s | size MB | speedup × |" in md  # figures as columns, units in headers
+    assert "| 01-prune | prune |  | 1.5 | 60.0 | – |" in md and "| 02-bench | bench |  | 9.0 | – | ort-cpu 2.00 |" in md
+    assert md.index("**Gates** | 1 of 2 FAILED") < md.index("## Stages")  # the headline card comes first
     assert "| min_speedup (ort-cpu vs source) | speedup of 02-bench | >= 1.5× | 2.000× | ✅ |" in md
     assert "| max_size_mb | size_mb of no stage | <= 25 MB | not measured: no export or quantize stage in this run | ❌ |" in md
     assert "| layer1 | 2.500 |" in md and "## Sensitivity: 01-prune head_sensitivity" in md

@@ -44,12 +44,15 @@ class QuantizeStage(Stage):
     kind = "quantize"
     Config = QuantizeConfig
     summary = "Quantize ONNX (int8 dynamic/static, int4, fp16) and .pte (torchao 8da8w/8da4w), with parity and sensitivity"
+    accepts_module = True  # a plain nn.Module's ONNX export, fed its example inputs
 
     def run(self, bundle, config: QuantizeConfig, ctx: StageContext) -> StageResult:
+        from edgelm.techniques.quantize.module import quantize_module_bundle
         from edgelm.techniques.quantize.workflow import quantize_bundle
 
+        quantize = quantize_module_bundle if bundle.is_module else quantize_bundle
         with float_onnx(bundle, ctx) as (source, float_bundle):
-            out_bundle, metrics, files = quantize_bundle(float_bundle, source, config, ctx)
+            out_bundle, metrics, files = quantize(float_bundle, source, config, ctx)
         return StageResult(out_bundle, metrics, files)
 
 
