@@ -1,7 +1,7 @@
 """edgelm: one command from a Hugging Face model to a deployable, measured, verified edge artifact.
 
 The Python API mirrors the commands: `edgelm.compress`, `export`, `quantize`, `finetune`, `prune`, `distill`,
-`lowrank`, `eval`, `bench`, `run`, `info` (see `help(edgelm.export)`); errors are `edgelm.EdgelmError`. They are
+`lowrank`, `eval`, `bench`, `search`, `run`, `info` (see `help(edgelm.export)`); errors are `edgelm.EdgelmError`. They are
 loaded on first use, so `import edgelm` stays light (no torch).
 """
 
@@ -11,7 +11,7 @@ import types
 __version__ = "0.1.0"
 
 _API = ("info", "export", "quantize", "finetune", "prune", "distill", "lowrank", "stage", "eval", "bench", "compress",
-        "run", "StageOutput", "EvalResult", "BenchResult", "CompressResult")
+        "search", "run", "StageOutput", "EvalResult", "BenchResult", "CompressResult", "SearchResult")
 _ERRORS = ("EdgelmError", "GateFailed")
 __all__ = list(_API + _ERRORS)
 

@@ -33,7 +33,7 @@ Model = Any  # a PathLike, a transformers PreTrainedModel, or a torch.nn.Module
 Data = Any  # a DATA path (CSV/TSV/JSONL/TXT, `name:split`) or an edgelm.data.readers.DataConfig
 
 __all__ = ["info", "export", "quantize", "finetune", "prune", "distill", "lowrank", "stage", "eval", "bench",
-           "compress", "run", "StageOutput", "EvalResult", "BenchResult", "CompressResult"]
+           "compress", "search", "run", "StageOutput", "EvalResult", "BenchResult", "CompressResult", "SearchResult"]
 
 
 # --- results ------------------------------------------------------------------------------------------------
@@ -107,6 +107,30 @@ class CompressResult(BaseModel):
     def run(self) -> RunRecord:
         """OUT/run.json: every stage's record and the gate verdicts."""
         return RunRecord.load(self.out)
+
+
+class SearchResult(BaseModel):
+    """What `search` found: every trial (parameters, objective values, feasibility, front), the chosen one and
+    where it was published (OUT/best, a normal run folder with its bundle) and the search report."""
+
+    model_config = ConfigDict(extra="allow")
+    out: str
+    study: str
+    storage: str
+    objectives: list[str]
+    directions: list[str]
+    runtime: str
+    trials: list[dict[str, Any]]
+    chosen: int | None
+    distinct_candidates: int
+    best: str | None
+    bundle: str | None
+    report: dict[str, str]
+
+    @property
+    def run(self) -> RunRecord | None:
+        """OUT/best/run.json: the chosen candidate's run, or None when no trial passed the gates."""
+        return RunRecord.load(self.best) if self.best else None
 
 
 # --- inputs -------------------------------------------------------------------------------------------------
@@ -418,19 +442,53 @@ def compress(model: Model = None, *, out: PathLike | None = None, tokenizer=None
     `max_size_mb`; a miss raises GateFailed after the bundle and report are written (its `.result` is the
     CompressResult's content). Returns where the run, bundle and report are and the headline figures."""
     from edgelm.deliver.compress import compress as compress_run
-    from edgelm.pipeline.compress import TARGET_RUNTIMES
 
     source = _text_model(model, tokenizer, "compress") if model is not None else None
-    gates = {k: v for k, v in (("max_accuracy_drop", max_accuracy_drop), ("max_size_mb", max_size_mb)) if v is not None}
-    if min_speedup is not None:
-        gates["min_speedup"] = {"value": min_speedup, "runtime": TARGET_RUNTIMES.get(target, ["?"])[0]}
-    name = type(model).__name__.lower() if source is not None and not isinstance(model, (str, os.PathLike)) else source
-    out = Path(out) if out else Path("runs") / f"{Path(name or 'minilm-l6').name.split('.')[0]}-{target}"
+    gates = _gates(target, max_accuracy_drop, min_speedup, max_size_mb)
+    out = Path(out) if out else _default_out(model, source, target)
     result = compress_run(source, out, target=target, data=data_config(data, text_column, label_column, seed=seed),
                           eval_data=data_config(eval_data, text_column, label_column, seed=seed),
                           recipe=resolve_recipe_path(Path(recipe)) if recipe else None, task=task, seed=seed,
                           gates=gates or None)
     return CompressResult.model_validate(result)
+
+
+def _gates(target: str, max_accuracy_drop=None, min_speedup=None, max_size_mb=None) -> dict:
+    from edgelm.pipeline.compress import TARGET_RUNTIMES
+
+    gates = {k: v for k, v in (("max_accuracy_drop", max_accuracy_drop), ("max_size_mb", max_size_mb)) if v is not None}
+    if min_speedup is not None:
+        gates["min_speedup"] = {"value": min_speedup, "runtime": TARGET_RUNTIMES.get(target, ["?"])[0]}
+    return gates
+
+
+def _default_out(model, source, target: str, suffix: str = "") -> Path:
+    name = type(model).__name__.lower() if source is not None and not isinstance(model, (str, os.PathLike)) else source
+    return Path("runs") / f"{Path(name or 'minilm-l6').name.split('.')[0]}-{target}{suffix}"
+
+
+def search(model: Model = None, *, out: PathLike | None = None, tokenizer=None, target: str = "mobile",
+           recipe: PathLike | None = None, data: Data | None = None, eval_data: Data | None = None,
+           text_column: str | None = None, label_column: str | None = None, seed: int = 0, task: str | None = None,
+           budget: str | None = None, trials: int | None = None, storage: str | None = None, study: str | None = None,
+           heartbeat: int = 60, max_accuracy_drop: float | None = None, min_speedup: float | None = None,
+           max_size_mb: float | None = None) -> SearchResult:
+    """Search compression recipes for MODEL as `edgelm search` does: an Optuna study over the recipe's `search:`
+    block (or the built-in space of the default recipe for `target`), each trial a real run measured on the target
+    runtime; the best feasible candidate on the Pareto front is published as OUT/best with its bundle.
+
+    `budget` ("30m", "90s") is this call's wall time, `trials` caps the study across workers; workers given the
+    same `storage` URL (default sqlite in OUT) and `study` name split the trials. Gates as in `compress`."""
+    from edgelm.deliver.search import search as search_run
+
+    source = _text_model(model, tokenizer, "search") if model is not None else None
+    out = Path(out) if out else _default_out(model, source, target, "-search")
+    result = search_run(source, out, target=target, budget=budget, trials=trials, storage=storage, study=study,
+                        heartbeat=heartbeat, data=data_config(data, text_column, label_column, seed=seed),
+                        eval_data=data_config(eval_data, text_column, label_column, seed=seed),
+                        recipe=resolve_recipe_path(Path(recipe)) if recipe else None, task=task, seed=seed,
+                        gates=_gates(target, max_accuracy_drop, min_speedup, max_size_mb) or None)
+    return SearchResult.model_validate(result)
 
 
 def run(recipe: PathLike, *, out: PathLike | None = None, overrides: Sequence[str] | dict | None = None) -> RunRecord:
@@ -442,6 +500,7 @@ def run(recipe: PathLike, *, out: PathLike | None = None, overrides: Sequence[st
 
 def run_into(recipe: PathLike, out: PathLike | None, overrides) -> tuple[RunRecord, Path]:
     """`run`, and the run folder it chose."""
+    from edgelm.core.ui import info
     from edgelm.deliver.report import render_run
     from edgelm.pipeline.recipe import load_recipe
     from edgelm.pipeline.runner import run_recipe
@@ -449,6 +508,8 @@ def run_into(recipe: PathLike, out: PathLike | None, overrides) -> tuple[RunReco
     sets = [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides or [])
     parsed = load_recipe(resolve_recipe_path(Path(recipe)), sets)
     out = Path(out) if out else Path("runs") / (parsed.name or Path(recipe).stem)
+    if parsed.search is not None:
+        info(f"{recipe}: running the recipe as written; its search: block is for `edgelm search --recipe {recipe}`")
     return RunRecord.model_validate(run_recipe(parsed, out, on_written=render_run)), out
 
 

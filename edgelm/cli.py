@@ -410,12 +410,20 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, icl_t
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--task", type=click.Choice(["sequence-classification", "feature-extraction", "causal-lm"]),
               help="override the task detected from the config")
+@click.option("--search", "use_search", is_flag=True, help="search the recipe's built-in space (Optuna, measured "
+              "trials) and ship the best candidate that passes the gates; see edgelm search")
+@click.option("--budget", help="with --search: wall time to spend, e.g. 10m [default: the space's]")
 @data_options
-def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, data,
-                     eval_data, text_column, label_column, seed):
+def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, use_search,
+                     budget, data, eval_data, text_column, label_column, seed):
     """Compress MODEL (default minilm-l6) for TARGET: default recipe, eval, bench, report and an app bundle."""
     from edgelm import api
 
+    if use_search:
+        return _compress_by_search(model, out, target, recipe, budget, task, data, eval_data, text_column,
+                                   label_column, seed, as_json, max_accuracy_drop, min_speedup, max_size_mb)
+    if budget is not None:
+        raise EdgelmError("--budget: only with --search")
     try:
         result = api.compress(model, out=out, target=target, recipe=recipe, data=data, eval_data=eval_data,
                               text_column=text_column, label_column=label_column, seed=seed, task=task,
@@ -431,6 +439,17 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
         _print_compress(result)
 
 
+def _compress_by_search(model, out, target, recipe, budget, task, data, eval_data, text_column, label_column,
+                        seed, as_json, max_accuracy_drop, min_speedup, max_size_mb):
+    from edgelm import api
+
+    result = api.search(model, out=out, target=target, recipe=recipe, budget=budget, data=data, eval_data=eval_data,
+                        text_column=text_column, label_column=label_column, seed=seed, task=task,
+                        max_accuracy_drop=max_accuracy_drop, min_speedup=min_speedup,
+                        max_size_mb=max_size_mb).model_dump(mode="json")
+    emit_json(result) if as_json else _print_search(result)
+
+
 def _print_card(out, err: bool = False) -> None:
     """The run's headline card (deliver.card) as its final result lines."""
     from edgelm.deliver.card import card_lines
@@ -444,6 +463,56 @@ def _print_compress(result: dict, err: bool = False) -> None:
     _print_card(result["out"], err)
     click.echo(f"bundle: {result['bundle']}  (try: python -m edgelm.consumer {result['bundle']} \"some text\")", err=err)
     click.echo("report: " + "  ".join(result["report"].values()), err=err)
+
+
+# --- search_command (issue 22) -------------------------------------------------------------------------------
+def search_options(f):
+    f = click.option("--budget", help="wall time this worker may spend, e.g. 30m, 90s, 1h [default: the space's]")(f)
+    f = click.option("--trials", type=int, help="stop the study after this many trials (all workers together)")(f)
+    f = click.option("--storage", help="Optuna storage URL shared by workers, e.g. sqlite:///study.db or "
+                                       "postgresql://host/db [default: sqlite in OUT]")(f)
+    f = click.option("--study", help="study name (workers with the same storage and name split the trials) "
+                                     "[default: the recipe's name]")(f)
+    f = click.option("--heartbeat", type=click.IntRange(1), default=60, show_default=True,
+                     help="seconds between a trial's heartbeats; a worker silent for twice that is failed and its "
+                          "trial retried")(f)
+    return f
+
+
+@main.command("search")
+@click.argument("model", metavar="[MODEL]", required=False)
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="search folder (default: runs/<model>-<target>-search)")
+@click.option("--target", type=click.Choice(["mobile", "cpu", "cuda"]), default="mobile", show_default=True,
+              help="where the model will run; picks the base recipe and the runtime measured")
+@click.option("--recipe", type=click.Path(path_type=Path), help="base recipe (its search: block is the space)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--task", type=click.Choice(["sequence-classification", "feature-extraction", "causal-lm"]),
+              help="override the task detected from the config")
+@search_options
+@data_options
+def search_command(model, out, target, recipe, as_json, task, budget, trials, storage, study, heartbeat, data,
+                   eval_data, text_column, label_column, seed):
+    """Search compression recipes for MODEL with Optuna: each trial a real run measured on TARGET; the best
+    candidate on the Pareto front that passes the gates is published as OUT/best with its bundle."""
+    from edgelm import api
+
+    result = api.search(model, out=out, target=target, recipe=recipe, budget=budget, trials=trials, storage=storage,
+                        study=study, heartbeat=heartbeat, data=data, eval_data=eval_data, text_column=text_column,
+                        label_column=label_column, seed=seed, task=task).model_dump(mode="json")
+    if as_json:
+        emit_json(result)
+    else:
+        _print_search(result)
+
+
+def _print_search(result: dict) -> None:
+    from edgelm.deliver.search_report import summary_lines
+
+    for line in summary_lines(result):
+        click.echo(line)
+    if result.get("bundle"):
+        click.echo(f"bundle: {result['bundle']}")
+    click.echo("report: " + "  ".join(result["report"].values()))
 
 
 if __name__ == "__main__":

@@ -54,13 +54,10 @@ def latency_distribution(rows: list[dict], title: str) -> str | None:
 
 
 def pareto_front(points: list[tuple[float, float]], maximize_y: bool) -> list[int]:
-    """Indices of points no other point beats on both axes (lower x; higher y if maximize_y else lower y)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any((x2 <= x and (y2 >= y if maximize_y else y2 <= y)) and (x2, y2) != (x, y)
-                        for j, (x2, y2) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
+    """Indices of points no other point beats on both axes (lower x; higher y if maximize_y else lower y), by x."""
+    from edgelm.measure.pareto import pareto_front as non_dominated
+
+    front = non_dominated(dict(enumerate(points)), ["minimize", "maximize" if maximize_y else "minimize"])
     return sorted(front, key=lambda i: points[i][0])
 
 

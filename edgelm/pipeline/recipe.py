@@ -21,6 +21,7 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.registry import Name
 from edgelm.core.stage import StageConfig, get_stage
 from edgelm.pipeline.run import stage_names
+from edgelm.pipeline.search_space import SearchConfig
 from edgelm.runtimes.base import RUNTIMES
 
 SECTION_KINDS = ("export", "eval", "bench")  # recipe sections that are stages run after `stages:`
@@ -93,6 +94,8 @@ class Recipe(BaseModel):
     eval: dict | None = Field(None, description="evaluation section (stage kind 'eval')")
     bench: dict | None = Field(None, description="benchmark section (stage kind 'bench')")
     gates: Gates | None = Field(None, description="pass/fail targets; a miss exits with code 3")
+    search: SearchConfig | None = Field(None, description="what `edgelm search` varies and measures (edgelm run "
+                                                          "runs the recipe as written)")
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod

@@ -185,14 +185,20 @@ def stage_names(steps: list[tuple[str, StageConfig]]) -> list[str]:
     return [f"{i + 1:02d}-{kind}" for i, (kind, _) in enumerate(steps)]
 
 
+def chain_hashes(input_key: dict, steps: list[tuple[str, StageConfig]]) -> list[str]:
+    """Each stage's resume hash: its kind and config chained onto everything before it (input model, data, seed)."""
+    hashes, prev = [], fingerprint(input_key)
+    for kind, config in steps:
+        prev = fingerprint([prev, kind, config.model_dump(mode="json")])
+        hashes.append(prev)
+    return hashes
+
+
 def run_steps(spec: RunSpec, out: Path) -> list[StageRecord]:
     """Run or resume every step into OUT/NN-kind/. Caller holds the lock."""
     out.mkdir(parents=True, exist_ok=True)
     names = stage_names(spec.steps)
-    hashes, prev = [], fingerprint(spec.input_key)
-    for (kind, config), name in zip(spec.steps, names):
-        prev = fingerprint([prev, kind, config.model_dump(mode="json")])
-        hashes.append(prev)
+    hashes = chain_hashes(spec.input_key, spec.steps)
     _clean_temp_folders(out)
     done = _finished_prefix(out, names, hashes)
     records, previous = [], {}

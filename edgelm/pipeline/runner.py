@@ -18,7 +18,7 @@ from edgelm.pipeline.recipe import Recipe, dump_recipe
 from edgelm.core.stage import StageConfig, StageContext
 
 
-def _input_key(model: str | ModelBundle, task, data: DataConfig | None, eval_data: DataConfig | None, seed: int) -> dict:
+def input_key(model: str | ModelBundle, task, data: DataConfig | None, eval_data: DataConfig | None, seed: int) -> dict:
     return {
         "model": model.source if isinstance(model, ModelBundle) else model, "model_files": model_files_key(model), "task": task,
         "data": data.model_dump() if data else None, "data_files": path_fingerprint(data.path) if data else None,
@@ -50,7 +50,7 @@ def run_recipe(recipe: Recipe, out: Path, on_written: Callable[[Path], object] |
     check_data_source(recipe.eval_data, "eval_data")
     with locked(out):
         (out / "recipe.resolved.yaml").write_text(dump_recipe(recipe))
-        key = _input_key(recipe.model, recipe.task, recipe.data, recipe.eval_data, recipe.seed)
+        key = input_key(recipe.model, recipe.task, recipe.data, recipe.eval_data, recipe.seed)
         spec = RunSpec(
             steps=recipe.steps(), input_key=key, seed=recipe.seed, data=recipe.data, eval_data=recipe.eval_data,
             allow_pickle=recipe.allow_pickle, trust_remote_code=recipe.trust_remote_code,
@@ -74,7 +74,7 @@ def run_single(kind: str, config: StageConfig, model: str | ModelBundle, out: Pa
     check_stage_out(out, model if isinstance(model, str) else "")
     check_data_source(data, "--data")
     check_data_source(eval_data, "--eval-data")
-    step_hash = fingerprint([_input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
+    step_hash = fingerprint([input_key(model, task, data, eval_data, seed), kind, config.model_dump(mode="json")])
     existing = StageMetrics.read(out)
     if out.exists() and any(out.iterdir()) and existing is None and not force:
         raise EdgelmError(f"{out}: exists and is not an edgelm output; choose another -o or pass --force")
