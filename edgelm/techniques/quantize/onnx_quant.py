@@ -70,7 +70,7 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
     # Gemm stays float here: onnxruntime's per-channel dynamic Gemm breaks shape inference (transB heads are tiny).
     # Fused Attention is split first (split_attention_projection): QAttention mishandles padded batches (measured
     # on MiniLM: cosine 0.75 vs float for the short row of a padded pair, 0.99 at batch 1).
-    ops = ["MatMul"] + (["Gather"] if options.quantize_embedding else [])
+    ops = ["MatMul", "LSTM"] + (["Gather"] if options.quantize_embedding else [])  # LSTM: DynamicQuantizeLSTM
     with _preprocessed(src, split_attention_projection) as model_path:
         quantize_dynamic(model_path, dst, per_channel=options.per_channel, weight_type=QuantType.QInt8,
                          op_types_to_quantize=ops, nodes_to_exclude=_split_names(options.exclude),
