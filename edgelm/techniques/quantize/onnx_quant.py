@@ -312,7 +312,7 @@ def quantized_op_counts(path: Path) -> dict[str, int]:
     """How many quantized / float weight ops the graph holds (what the manifest and report show)."""
     counts: dict[str, int] = {}
     interesting = {"MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul",
-                   "DequantizeLinear", "QuantizeLinear", "MatMul", "Gemm", "Gather", "Cast"}
+                   "DequantizeLinear", "QuantizeLinear", "MatMul", "Gemm", "Gather", "Cast", "LSTM", "DynamicQuantizeLSTM"}
     for node in onnx.load(str(path), load_external_data=False).graph.node:
         if node.op_type in interesting:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
