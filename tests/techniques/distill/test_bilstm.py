@@ -53,7 +53,7 @@ def test_tiny_teacher_distils_into_a_bilstm_that_exports_with_parity_and_int8(ti
     data.write_text(LABELLED)
     recipe = parse_recipe({"model": str(tiny_model("bert", "sequence-classification")), "data": str(data), "stages": [
         {"kind": "distill", "student": "bilstm", "epochs": 2, "batch_size": 8, "embedding_size": 16,
-         "lstm_hidden_size": 16, "precision": "fp32"},
+         "lstm_hidden_size": 64, "precision": "fp32"},
         {"kind": "export", "formats": ["onnx", "ort"]}, {"kind": "quantize", "method": "int8-dynamic"}]})
     run_recipe(recipe, tmp_path / "run")
     read = lambda stage: json.loads((tmp_path / "run" / stage / "metrics.json").read_text())["metrics"]  # noqa: E731
