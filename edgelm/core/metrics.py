@@ -136,7 +136,7 @@ _ENTRIES = [
     Metric("export_seconds", "s", None, "wall time of the ONNX export"),
     Metric("optimize_seconds", "s", None, "wall time of the ONNX graph fusions"),
     # training
-    Metric("method", "text", None, "the stage's method setting (finetune: lora/prompt/ia3/full; lowrank: activation/svd)"),
+    Metric("method", "text", None, "the stage's method setting (finetune: lora/prompt/ia3/adapter/full; lowrank: activation/svd)"),
     Metric("task", "text", None, "the output model's task"),
     Metric("samples", "count", None, "examples trained on"),
     Metric("eval_samples", "count", None, "held-out examples evaluated during training"),
@@ -146,6 +146,9 @@ _ENTRIES = [
     Metric("export_max_abs_diff", "ratio", L, "largest absolute logit difference between the merged model and the trained one"),
     Metric("teacher", "text", None, "the distillation teacher: a MODEL, a stage folder or input"),
     Metric("layer_map", "text", None, "teacher layer for each student layer"),
+    Metric("student", "text", None, "the distillation student kind (bilstm: a new embedding + BiLSTM classifier)"),
+    Metric("augmented_samples", "count", None, "teacher-labelled augmented texts a student trained on besides the data"),
+    Metric("vocab_kept", "count", None, "embedding rows a student kept (tokens of the training data + specials + UNK)"),
     Metric("loss_terms", "table", None, "{term: value} of the distillation loss at the last step"),
     # structure
     Metric("importance", "text", None, "pruning importance score"),

@@ -154,6 +154,7 @@ def _bundle_from_folder(folder: Path, source: str, task, num_labels, allow_pickl
 def load_config(folder: Path, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
+    register_edgelm_models()
     try:
         return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ValueError as exc:
@@ -174,6 +175,7 @@ def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_
     folder = Path(folder)
     extra = extra or {}
     use_safetensors = check_weight_files(folder, allow_pickle)
+    register_edgelm_models()
     cls = model_class_for(task)
     kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=use_safetensors)
     if extra.get("num_labels"):
@@ -198,6 +200,11 @@ def load_hf_folder(folder: Path, task: str, *, extra: dict | None = None, allow_
     tokenizer = load_tokenizer(folder, trust_remote_code)
     check_tokenizer_fits_model(tokenizer, model, folder)
     return model, tokenizer
+
+
+def register_edgelm_models() -> None:
+    """edgelm's own model classes (the BiLSTM student) register with the transformers Auto classes on import."""
+    import edgelm.models.bilstm  # noqa: F401
 
 
 def check_weights_fit_task(model, missing_keys, task: str, folder: Path) -> None:

@@ -3,7 +3,8 @@
 A structure is a list of ops applied, in order, to a freshly built model before its safetensors weights
 load: {"op": "linear", "path", "in", "out", "bias"}, {"op": "conv1d", "path", "in", "out"} (GPT-2's transposed
 Linear), {"op": "lowrank", "path", "in", "rank", "out", "bias"},
-{"op": "setattr", "path", "attr", "value"}, {"op": "drop", "path"} (a ModuleList index to remove).
+{"op": "setattr", "path", "attr", "value"}, {"op": "drop", "path"} (a ModuleList index to remove),
+{"op": "adapter", "path", "size", "bottleneck", "activation"} (a bottleneck adapter on a projection's output).
 """
 
 from __future__ import annotations
@@ -24,6 +25,33 @@ class LowRankLinear(nn.Sequential):
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
 
 
+class BottleneckAdapter(nn.Module):
+    """Houlsby/Pfeiffer adapter: h + up(act(down(h))); up starts at zero, so a new adapter is the identity."""
+
+    def __init__(self, size: int, bottleneck: int, activation: str = "relu"):
+        from transformers.activations import ACT2FN
+
+        super().__init__()
+        self.down, self.up, self.act = nn.Linear(size, bottleneck), nn.Linear(bottleneck, size), ACT2FN[activation]
+        self.activation = activation
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, hidden):
+        return hidden + self.up(self.act(self.down(hidden)))
+
+
+class Adapted(nn.Module):
+    """A projection followed by a bottleneck adapter on its output (before the block's dropout and residual)."""
+
+    def __init__(self, base: nn.Module, adapter: BottleneckAdapter):
+        super().__init__()
+        self.base, self.adapter = base, adapter
+
+    def forward(self, hidden):
+        return self.adapter(self.base(hidden))
+
+
 def apply_structure(model: nn.Module, ops: list[dict]) -> nn.Module:
     for op in ops:
         kind = op["op"]
@@ -35,6 +63,9 @@ def apply_structure(model: nn.Module, ops: list[dict]) -> nn.Module:
             replace_module(model, op["path"], Conv1D(op["out"], op["in"]))
         elif kind == "lowrank":
             replace_module(model, op["path"], LowRankLinear(op["in"], op["rank"], op["out"], bias=op.get("bias", True)))
+        elif kind == "adapter":
+            adapter = BottleneckAdapter(op["size"], op["bottleneck"], op.get("activation", "relu"))
+            replace_module(model, op["path"], Adapted(model.get_submodule(op["path"]), adapter))
         elif kind == "setattr":
             setattr(model.get_submodule(op["path"]) if op["path"] else model, op["attr"], op["value"])
         elif kind == "drop":

@@ -1,4 +1,4 @@
-"""Knowledge distillation: a (pruned / factorized / layer-dropped) student learns from a teacher.
+"""Knowledge distillation: a (pruned / factorized / layer-dropped) student, or a new BiLSTM, learns from a teacher.
 
 loss = kd · T²·KL(softmax(teacher/T) ‖ softmax(student/T))     logits, over real (non-padding) positions
      + hard · task loss on the labels                          class labels, or next tokens for LMs
@@ -7,7 +7,8 @@ loss = kd · T²·KL(softmax(teacher/T) ‖ softmax(student/T))     logits, over
 
 Teacher: config `teacher` (a MODEL), else the first fine-tuned stage of this run, else the run's input model.
 The layer map defaults to the layers a `prune --drop-layers` kept (recorded in bundle.extra), else an even
-spread. Training runs on edgelm.train.trainer (schedule, precision, early stopping, best weights, resume).
+spread. The student is a registry choice (students/): `input` (the terms above) or `bilstm` (logit KL + hard labels on
+the data plus augmented copies; students/bilstm.py). Training runs on edgelm.train.trainer (schedule, precision, early stopping, best weights, resume).
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from pathlib import Path
 from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
+from edgelm.core.registry import Name
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 from edgelm.models.loading import load_bundle, load_model
+from edgelm.techniques.distill.students import STUDENTS
 from edgelm.train.fields import TrainingFields, reworded
 from edgelm.train.precision import Precision
 
 
 class DistillConfig(StageConfig, TrainingFields):
+    student: Name(STUDENTS) = Field("input", description="the student: input (the run's model, e.g. pruned) or "
+                                    "bilstm (a new embedding + BiLSTM classifier on the teacher's tokenizer)")
     teacher: str | None = Field(None, description="teacher MODEL (default: the run's first fine-tuned stage, else its input model)")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
     temperature: float = Field(2.0, gt=0, description="softmax temperature for the logit KL")
@@ -32,7 +37,19 @@ class DistillConfig(StageConfig, TrainingFields):
     hidden_weight: float = Field(1.0, ge=0, description="weight of the hidden-state MSE through the layer map")
     attention_weight: float = Field(0.0, ge=0, description="weight of the attention-map MSE (layers with equal head counts only; forces eager attention)")
     layer_map: list[int] = Field(default_factory=list, description="teacher layer for each student layer (default: kept layers after a layer drop, else evenly spread)")
-    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate")
+    learning_rate: float | None = Field(None, gt=0, description="peak learning rate (default: input 5e-5, bilstm 2e-3)")
+    embedding_size: int = Field(128, gt=0, description="bilstm: embedding width (initialised from the teacher's "
+                                "embeddings by PCA)")
+    lstm_hidden_size: int = Field(256, gt=0, description="bilstm: LSTM state size per direction")
+    prune_vocab: bool = Field(True, description="bilstm: keep embedding rows only for tokens in the training data "
+                              "(+ specials); other tokens read the UNK row")
+    augment_copies: int = Field(4, ge=0, description="bilstm: augmented copies per training text, labelled by the "
+                                "teacher only (masking, word swaps, n-gram sampling; Tang et al. 2019)")
+    mask_prob: float = Field(0.1, ge=0, le=1, description="bilstm augmentation: chance a word becomes the mask token")
+    swap_prob: float = Field(0.1, ge=0, le=1, description="bilstm augmentation: chance a word becomes another word "
+                             "of the data")
+    ngram_prob: float = Field(0.25, ge=0, le=1, description="bilstm augmentation: chance a text is cut to a random "
+                              "1..5-gram")
     batch_size: int = reworded("batch_size", "examples per step")
     weight_decay: float = reworded("weight_decay", "AdamW weight decay")
     precision: Precision = reworded("precision", "training precision (auto: bf16 where native, else fp32)")
@@ -42,41 +59,12 @@ class DistillConfig(StageConfig, TrainingFields):
 class DistillStage(Stage):
     kind = "distill"
     Config = DistillConfig
-    summary = "Knowledge distillation from a teacher (logits KL + hidden-state MSE through a layer map)"
+    summary = "Knowledge distillation from a teacher (logits KL + hidden-state MSE through a layer map), or into a BiLSTM"
 
     def run(self, bundle, config: DistillConfig, ctx) -> StageResult:
-        import copy
-
-        from edgelm.techniques.distill.losses import DistillLoss, features, layer_map
-        from edgelm.train.trainer import PadCollator, accuracy_metric, train
-
         require_model(bundle, self.kind)
         teacher, teacher_name = find_teacher(bundle, config, ctx)
-        check_compatible(bundle, teacher)
-        train_ds, eval_ds = features(bundle, config, ctx)
-        student = copy.deepcopy(bundle.model).float().train()
-        mapping = layer_map(student, teacher.model, config.layer_map, bundle.extra.get("kept_layers"))
-        loss = DistillLoss(teacher.model, mapping, config, bundle.task)
-        classifier = bundle.task == "sequence-classification"
-        cfg = config.train_config(metric="accuracy" if classifier and eval_ds else "loss", seed=ctx.seed,
-                                  description="distill")
-        pad = bundle.tokenizer.pad_token_id if bundle.tokenizer.pad_token_id is not None else 0
-        result = train(student, train_ds, eval_ds, cfg, workdir=checkpoint_dir(bundle, config, ctx),
-                       collate_fn=PadCollator(pad), compute_loss=loss,
-                       metric_fn=accuracy_metric if classifier else None)
-        student.eval()
-        metrics = {"teacher": teacher_name, "layer_map": mapping, "samples": len(train_ds),
-                   "eval_samples": len(eval_ds or []), "steps": result.steps, "train_seconds": result.seconds,
-                   "precision": result.precision, "resumed_from_step": result.resumed_from_step,
-                   "loss_terms": loss.last_terms,
-                   **{f"eval_{k}": v for k, v in result.metrics.items() if k != "epoch"},
-                   "params": sum(p.numel() for p in student.parameters()),
-                   "teacher_params": sum(p.numel() for p in teacher.model.parameters())}
-        if classifier and eval_ds:
-            metrics["teacher_eval_accuracy"] = teacher_accuracy(teacher.model, eval_ds, pad)
-            if "eval_accuracy" in metrics:
-                metrics["accuracy_drop_pt"] = round(metrics["teacher_eval_accuracy"] - metrics["eval_accuracy"], 3)
-        return StageResult(bundle.with_model(student), metrics)
+        return STUDENTS.get(config.student)(bundle, teacher, teacher_name, config, ctx)
 
 
 def find_teacher(bundle, config: DistillConfig, ctx):

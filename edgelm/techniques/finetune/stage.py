@@ -1,4 +1,4 @@
-"""Fine-tune with PEFT (LoRA / prompt tuning / IA3) or fully, then make the result export-ready.
+"""Fine-tune with PEFT (LoRA / prompt tuning / IA3), bottleneck adapters or fully, then make the result export-ready.
 
 - Encoders learn a classifier from labelled data (a feature-extraction model such as minilm-l6 gets a new head,
   trained alongside the adapter). Decoders learn plain text, prompt/completion pairs or chat messages (loss on
@@ -6,8 +6,9 @@
 - Adapter targets are every Linear inside the transformer blocks (edgelm.models.anatomy finds the block stack),
   so no per-architecture tables; `target_modules` narrows them by name.
 - LoRA/IA3 are merged into the base weights (a normal model); prompt tuning's virtual tokens go into
-  bundle.extra["prompt_tuning"] and edgelm.models.tasks.task_module prepends them, so export carries them. The adapter
-  is also saved in PEFT format in `adapter/`. Checkpoints live in a stable folder beside the stage folder, so an
+  bundle.extra["prompt_tuning"] and edgelm.models.tasks.task_module prepends them, so export carries them. Bottleneck
+  adapters (adapters.py) stay in the graph as recorded structure ops. The adapter is also saved in `adapter/` (PEFT
+  format for the PEFT methods). Checkpoints live in a stable folder beside the stage folder, so an
   interrupted run resumes when re-run with the same inputs.
 """
 
@@ -24,13 +25,14 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 from edgelm.train.fields import TrainingFields
 
-DEFAULT_LR = {"lora": 1e-3, "ia3": 5e-3, "prompt": 3e-2, "full": 5e-5}
+DEFAULT_LR = {"lora": 1e-3, "ia3": 5e-3, "prompt": 3e-2, "adapter": 1e-3, "full": 5e-5}
 
 
 class FinetuneConfig(StageConfig, TrainingFields):
-    method: Literal["lora", "prompt", "ia3", "full"] = Field("lora", description="adaptation method")
+    method: Literal["lora", "prompt", "ia3", "adapter", "full"] = Field("lora", description="adaptation method "
+                                                                         "(adapter: bottleneck adapters)")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate (default per method: lora 1e-3, "
-                                        "ia3 5e-3, prompt 3e-2, full 5e-5)")
+                                        "ia3 5e-3, prompt 3e-2, adapter 1e-3, full 5e-5)")
     head_learning_rate: float | None = Field(None, gt=0, description="learning rate of a new classifier head "
                                              "(default: max(learning rate, 2e-3))")
     lora_r: int = Field(8, gt=0, description="LoRA rank")
@@ -38,6 +40,10 @@ class FinetuneConfig(StageConfig, TrainingFields):
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
     target_modules: list[str] = Field(default_factory=list, description="adapt only Linear layers with these names "
                                       "(e.g. query value, q_proj v_proj); default: all in the transformer blocks")
+    adapter_reduction: int = Field(16, gt=0, description="adapter: hidden size / bottleneck size")
+    adapter_placement: Literal["both", "attention", "ffn"] = Field(
+        "both", description="adapter: after the attention output and the FFN (Houlsby), or only one (ffn: Pfeiffer)")
+    adapter_activation: Literal["relu", "gelu", "tanh", "silu"] = Field("relu", description="adapter non-linearity")
     num_virtual_tokens: int = Field(16, gt=0, description="prompt tuning: learned virtual tokens")
     label_words: list[str] = Field(default_factory=list, description="causal LM on labelled data: the word answering "
                                    "each label, in label order (e.g. negative positive)")
@@ -52,7 +58,7 @@ class FinetuneConfig(StageConfig, TrainingFields):
 class FinetuneStage(Stage):
     kind = "finetune"
     Config = FinetuneConfig
-    summary = "Fine-tune with PEFT (LoRA / prompt tuning / IA3) or fully; adapters merged for export"
+    summary = "Fine-tune with PEFT (LoRA / prompt tuning / IA3), bottleneck adapters or fully; LoRA/IA3 merged for export"
 
     def run(self, bundle, config: FinetuneConfig, ctx) -> StageResult:
         from edgelm.models.text_tasks import load_splits
@@ -112,9 +118,13 @@ def checkpoint_dir(bundle, config: FinetuneConfig, ctx) -> Path:
 
 def save_adapter(model, config: FinetuneConfig, workdir: Path) -> list[Path]:
     """The PEFT adapter (before merging), loadable with peft.PeftModel.from_pretrained(base, workdir/adapter)."""
+    from edgelm.techniques.finetune.adapters import save_adapters
+
     if config.method == "full":
         return []
     target = workdir / "adapter"
+    if config.method == "adapter":
+        return save_adapters(model, recorded_adapters(model), target)
     model.save_pretrained(target, safe_serialization=True)
     return sorted(p for p in target.rglob("*") if p.is_file())
 
@@ -263,6 +273,11 @@ def wrap_peft(model, config: FinetuneConfig, task: str):
         for p in model.parameters():
             p.requires_grad_(True)
         return model, heads
+    if config.method == "adapter":
+        from edgelm.techniques.finetune.adapters import adapter_ops, add_adapters
+
+        ops = adapter_ops(model, config.adapter_reduction, config.adapter_placement, config.adapter_activation)
+        return add_adapters(model, ops, heads), heads
     task_type = "SEQ_CLS" if task == "sequence-classification" else "CAUSAL_LM"
     if config.method == "prompt":
         peft_config = peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=config.num_virtual_tokens,
@@ -287,6 +302,9 @@ def export_ready(model, config: FinetuneConfig, extra: dict):
     extra = dict(extra)
     if config.method == "full":
         return model.eval(), extra
+    if config.method == "adapter":  # the adapters stay in the graph; a reload replays them from the structure ops
+        extra["structure"] = list(extra.get("structure", [])) + recorded_adapters(model)
+        return model.eval(), extra
     if config.method == "prompt":
         extra["prompt_tuning"] = encode_prompt(model.get_prompt_embedding_to_save("default"))
         base = model.base_model
@@ -294,6 +312,14 @@ def export_ready(model, config: FinetuneConfig, extra: dict):
         return base.eval(), extra
     unwrap_modules_to_save(model.base_model.model)  # IA3's merge cannot unwrap a non-Linear head (a pooler)
     return model.merge_and_unload().eval(), extra
+
+
+def recorded_adapters(model) -> list[dict]:
+    """The structure ops of the bottleneck adapters inside `model`, read from the modules themselves."""
+    from edgelm.models.structure import Adapted
+
+    return [{"op": "adapter", "path": name, "size": m.adapter.up.out_features, "bottleneck": m.adapter.down.out_features,
+             "activation": m.adapter.activation} for name, m in model.named_modules() if isinstance(m, Adapted)]
 
 
 def unwrap_modules_to_save(model) -> None:
