@@ -73,12 +73,19 @@ def signal(point: str) -> None:
 
 
 def register() -> None:
+    """Register the stage, and its command when the CLI (which adds stage commands at import) is loaded already."""
     REGISTRY.setdefault(NOISE_KIND, NoiseStage)
+    cli = sys.modules.get("edgelm.cli")
+    if cli is not None and NOISE_KIND not in cli.main.commands:
+        cli.add_stage_command(NOISE_KIND)
 
 
 def unregister() -> None:
     if REGISTRY.get(NOISE_KIND) is NoiseStage:
         del REGISTRY[NOISE_KIND]
+    cli = sys.modules.get("edgelm.cli")
+    if cli is not None:
+        cli.main.commands.pop(NOISE_KIND, None)
 
 
 def _install_kill_points() -> None:
