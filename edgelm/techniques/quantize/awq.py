@@ -1,7 +1,7 @@
 """AWQ-style per-input-channel scaling folded into the graph's own weights (edgelm.techniques.quantize.calibrated
 explains the search): a group of MatMuls reading one tensor gets rows s·W, and the tensor's producer is made to
-emit x/s — a (Skip)(Simplified)LayerNormalization through its scale (and bias), or the Mul of a gated MLP through
-the columns of its up projection (a MatMul, or one Split part of a fused gate/up MatMul). The graph gains no op.
+emit x/s — a (Skip)(Simplified)LayerNormalization through its scale (and bias), an unfused norm's Mul by its weight
+vector, or the Mul of a gated MLP through the columns of its up projection (a MatMul, or one Split part of a fused gate/up MatMul). The graph gains no op.
 Groups whose tensor has other readers, whose producer cannot fold or that hold a kept node are left alone."""
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ def _folder(model: onnx.ModelProto, tensor: str, nodes):
         names = [producer.input[i] for i in NORM_SCALE[producer.op_type] if i < len(producer.input) and producer.input[i]]
         return _scale_initializers(model, names)
     if producer.op_type == "Mul":
+        gamma = [t for t in producer.input if _is_vector(model, t, len(_moment_size(model, nodes)))]
+        if gamma:  # an unfused RMSNorm's last Mul by its weight
+            return _scale_initializers(model, gamma[:1])
         return next(filter(None, (_up_columns(model, t, producer) for t in producer.input)), None)
     return None
 
@@ -133,6 +136,15 @@ def _split_part(model, split, tensor: str) -> tuple[int, int] | None:
 # --- graph helpers ---------------------------------------------------------------------------------------------
 def _readers(model, name: str) -> list[str]:
     return [n.name for n in model.graph.node if name in n.input]
+
+
+def _moment_size(model, nodes) -> range:
+    return range(_array(model, nodes[0].input[1]).shape[0])
+
+
+def _is_vector(model, name: str, size: int) -> bool:
+    t = next((t for t in model.graph.initializer if t.name == name), None)
+    return t is not None and t.data_type == onnx.TensorProto.FLOAT and list(t.dims) == [size]
 
 
 def _is_float_weight(model, name: str) -> bool:
