@@ -197,15 +197,57 @@ def write_matmul_nbits(model: onnx.ModelProto, node, weight, codes, scale, zero,
 
 
 def quantize_calibrated(model: onnx.ModelProto, moments: dict[str, Moments], block: int, accuracy_level,
-                        exclude=(), rounding: str = "weighted") -> int:
-    """Every quantizable MatMul to MatMulNBits; rounding: minmax | weighted | gptq (weighted block parameters)."""
+                        exclude=(), rounding: str = "weighted", budget_mb: float = 0.0) -> int:
+    """Every quantizable MatMul to MatMulNBits; rounding: minmax | weighted | gptq (weighted block parameters).
+    With `budget_mb`, the MatMuls whose measured output error falls most per extra byte take half-size blocks
+    until the extra size would pass the budget (`finer_blocks`)."""
+    finer = finer_blocks(model, moments, block, exclude, budget_mb) if budget_mb > 0 else set()
 
     def rewrite(node, weight):
+        size = block // 2 if node.name in finer else block
         w, m = numpy_helper.to_array(weight).astype(np.float32), moments.get(node.input[0])
         importance = None if m is None or rounding == "minmax" else np.diag(m.h)
-        scale, zero = block_params(w, importance, block)
-        codes = gptq_codes(w, m.h, scale, zero, block) if rounding == "gptq" and m is not None else \
-            round_blocks(w, scale, zero, block)
-        write_matmul_nbits(model, node, weight, codes, scale, zero, block, accuracy_level)
+        scale, zero = block_params(w, importance, size)
+        codes = gptq_codes(w, m.h, scale, zero, size) if rounding == "gptq" and m is not None else \
+            round_blocks(w, scale, zero, size)
+        write_matmul_nbits(model, node, weight, codes, scale, zero, size, accuracy_level)
 
     return replace_float_matmuls(model, rewrite, exclude)
+
+
+# --- mixed precision -------------------------------------------------------------------------------------------
+BLOCK_BYTES = 4.5  # a float32 scale and a 4-bit zero point per block
+
+
+def finer_blocks(model: onnx.ModelProto, moments: dict[str, Moments], block: int, exclude, budget_mb: float) -> set[str]:
+    """Names of the MatMuls to quantize at block / 2: greedily by relative output error saved per extra byte,
+    within `budget_mb` (none when block / 2 is under MatMulNBits' 16)."""
+    if block // 2 < 16:
+        return set()
+    gains = []
+    for node in quantizable_matmuls(model, exclude):
+        if node.input[0] in moments:
+            w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == node.input[1]))
+            h = moments[node.input[0]].h
+            saved = relative_error(w, h, block) - relative_error(w, h, block // 2)
+            gains.append((saved / _extra_bytes(w.shape, block), node.name, _extra_bytes(w.shape, block)))
+    chosen, spent = set(), 0.0
+    for _, name, cost in sorted(gains, reverse=True):
+        if spent + cost <= budget_mb * 1e6:
+            chosen.add(name)
+            spent += cost
+    return chosen
+
+
+def relative_error(w: np.ndarray, h: np.ndarray, block: int) -> float:
+    """tr(Dᵀ H D) / tr(Wᵀ H W) for D the weighted-block rounding error of `w`: the output error it adds."""
+    w = w.astype(np.float32)
+    scale, zero = block_params(w, np.diag(h), block)
+    d = w - dequantized(round_blocks(w, scale, zero, block), scale, zero.astype(np.float32), w.shape[0])
+    hf = h.astype(np.float32)
+    return float(((hf @ d) * d).sum() / max(((hf @ w) * w).sum(), 1e-30))
+
+
+def _extra_bytes(shape, block: int) -> float:
+    k, n = shape
+    return n * (-(-k // (block // 2)) - -(-k // block)) * BLOCK_BYTES

@@ -82,3 +82,27 @@ def onnx_matmuls_without_weights(path) -> int:
     model = onnx.load(str(path))
     inits = {t.name for t in model.graph.initializer}
     return sum(n.op_type == "MatMul" and n.input[1] not in inits for n in model.graph.node)
+
+
+def test_finer_blocks_spend_the_budget_on_the_most_error_prone_matmuls(tied_onnx, tiny_tokenizer, tmp_path):
+    from edgelm.core.errors import EdgelmError
+    from edgelm.techniques.quantize.calibrated import _extra_bytes, finer_blocks, quantizable_matmuls
+    from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx
+
+    folder, src = tied_onnx
+    tok = tiny_tokenizer(folder)
+    model = onnx.load(str(src))
+    moments = input_moments(model, TextCalibrationReader(src, tok, TEXTS))
+    costs = {n.name: _extra_bytes(tuple(next(t.dims for t in model.graph.initializer if t.name == n.input[1])), 32)
+             for n in quantizable_matmuls(model)}
+    assert finer_blocks(model, moments, 32, (), sum(costs.values()) / 1e6) == set(costs)
+    one = finer_blocks(model, moments, 32, (), max(costs.values()) / 1e6)
+    assert one and sum(costs[n] for n in one) <= max(costs.values()) and one < set(costs)
+    dst = tmp_path / "model.onnx"
+    quantize_onnx(src, dst, QuantOptions(method="int4", algorithm="imatrix", block_size=32,
+                                         finer_blocks_mb=max(costs.values()) / 1e6), TextCalibrationReader(src, tok, TEXTS))
+    blocks = {n.name.removesuffix("_Q4"): next(a.i for a in n.attribute if a.name == "block_size")
+              for n in onnx.load(str(dst)).graph.node if n.op_type == "MatMulNBits"}
+    assert {name for name, size in blocks.items() if size == 16} == one
+    with pytest.raises(EdgelmError, match="finer_blocks_mb"):
+        quantize_onnx(src, dst, QuantOptions(method="int4", algorithm="rtn", finer_blocks_mb=1.0))

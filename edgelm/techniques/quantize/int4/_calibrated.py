@@ -13,5 +13,6 @@ def calibrated_pass(job, rounding: str, fold: bool):
     moments = input_moments(job.model, job.reader, options.exclude)
     if fold:
         fold_scales(job.model, moments, options.block_size, options.exclude, keep=[job.tied.lm_head] if job.tied else [])
-    quantize_calibrated(job.model, moments, options.block_size, options.accuracy_level, options.exclude, rounding)
+    quantize_calibrated(job.model, moments, options.block_size, options.accuracy_level, options.exclude, rounding,
+                        options.finer_blocks_mb)
     return job.model
