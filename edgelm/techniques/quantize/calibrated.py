@@ -156,8 +156,9 @@ def gptq_codes(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zero: np.ndarray
     perm = np.argsort(-np.diag(h), kind="stable")
     w, h = w[perm], h[perm][:, perm]
     h[np.diag_indices(k)] += damp * np.mean(np.diag(h))
-    hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper
-    s, z = scale.T.astype(np.float64)[perm // block], zero.T.astype(np.float64)[perm // block]  # [K, N] per row
+    hinv = np.linalg.cholesky(np.linalg.inv(h)).T.astype(np.float32)  # upper; the updates run in float32 (as GPTQ's)
+    w = w.astype(np.float32)
+    s, z = scale.T.astype(np.float32)[perm // block], zero.T.astype(np.float32)[perm // block]  # [K, N] per row
     codes = np.zeros((k, n), np.uint8)
     for i1 in range(0, k, lazy):
         i2 = min(i1 + lazy, k)
@@ -170,7 +171,7 @@ def gptq_codes(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zero: np.ndarray
 
 
 def _gptq_batch(w, hinv, s, z, codes, i1, i2) -> np.ndarray:
-    w1, err = w[i1:i2].copy(), np.zeros((i2 - i1, w.shape[1]))
+    w1, err = w[i1:i2].copy(), np.zeros((i2 - i1, w.shape[1]), np.float32)
     for i in range(i2 - i1):
         row = i1 + i
         q = np.clip(np.round(w1[i] / s[row]) + z[row], 0, MAXQ)
