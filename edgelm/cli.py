@@ -364,7 +364,7 @@ def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, promp
 @click.argument("model", metavar="MODEL_OR_OUT")
 @click.option("--metric", "metrics", multiple=True, cls=GreedyOption,
               type=click.Choice(typing.get_args(EvalMetric)),
-              help="metrics (default by task: accuracy | fidelity | perplexity icl generation; icl-suite: built-in ICL tasks); several allowed")
+              help="metrics (default by task: accuracy | fidelity | perplexity icl generation; icl-suite: built-in ICL tasks; kld: KL divergence and top-1 agreement vs --reference, on a run folder its input model); several allowed")
 @click.option("--runtime", "runtimes", multiple=True, cls=GreedyOption,
               help=f"auto (the artifact: ort > onnx > pte, else torch), torch, {', '.join(RUNTIMES.names())}; several allowed")
 @click.option("--reference", help="MODEL to compare with (accuracy_drop_pt, fidelity, generation parity)")

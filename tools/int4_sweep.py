@@ -1,6 +1,6 @@
 """int4 settings sweep for a decoder: quantize the float export once per candidate and score each with one fixed
 protocol — WikiText-style sliding-window perplexity (edgelm.measure.quality.perplexity) of the ONNX graph on 2 threads,
-against the float graph — plus the quantize stage's own prose parity figures, and the artifact size.
+against the float graph, and the KL divergence / top-1 agreement of its next-token distributions from the float graph's — plus the quantize stage's own prose parity figures, and the artifact size.
 
     flock /tmp/edgelm-heavy.lock python tools/int4_sweep.py /work/runs/export-real/smollm2-135m \\
         --text /work/shared/data/wikitext-2/valid.txt --tokens 2048 --out /work/runs/int4-sweep \\
@@ -31,19 +31,36 @@ def parse_candidate(spec: str) -> tuple[str, dict]:
     return name, options
 
 
-def graph_perplexity(path: Path, tokenizer, text: str, tokens: int, window: int, stride: int) -> dict:
+def graph_model(path: Path, tokenizer):
     import numpy as np
     import onnxruntime as ort
 
-    from edgelm.measure.quality import EvalModel, perplexity
+    from edgelm.measure.quality import EvalModel
     from edgelm.models.generate import OnnxCausalLM
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.log_severity_level = 2, 3
     lm = OnnxCausalLM(path, session_options=options)
-    model = EvalModel(lambda feeds: np.asarray(lm.prefill(feeds["input_ids"])[0]), tokenizer,
-                      ["input_ids", "attention_mask"], "causal-lm", "ort-cpu")
-    return perplexity(model, text, window=window, stride=stride, max_tokens=tokens)
+    return EvalModel(lambda feeds: np.asarray(lm.prefill(feeds["input_ids"])[0]), tokenizer,
+                     ["input_ids", "attention_mask"], "causal-lm", "ort-cpu")
+
+
+def graph_scores(path: Path, tokenizer, text: str, windows: dict, reference_logits: list | None) -> tuple[dict, list]:
+    """Perplexity of the graph over the text and, against the reference's logits, KL divergence and top-1
+    agreement from the same windows (one forward per window). -> (scores, this graph's logits per window)."""
+    import numpy as np
+
+    from edgelm.measure.quality import log_softmax, next_token_divergence, scored_windows
+
+    nll, count, logits = 0.0, 0, []
+    for rows, targets in scored_windows(graph_model(path, tokenizer), text, **windows):
+        nll -= float(log_softmax(rows)[np.arange(len(targets)), targets].sum())
+        count += len(targets)
+        logits.append(rows.astype(np.float32))
+    scores = {"perplexity": round(float(np.exp(nll / count)), 4), "tokens": count, **windows}
+    if reference_logits is not None:
+        scores.update(next_token_divergence(logits, reference_logits))
+    return scores, logits
 
 
 def main(argv=None) -> int:
@@ -67,7 +84,8 @@ def main(argv=None) -> int:
 
     src, text = args.float_dir / "model.onnx", args.text.read_text()
     tokenizer = load_tokenizer(args.float_dir)
-    reference = graph_perplexity(src, tokenizer, text, args.tokens, args.window, args.stride)
+    windows = dict(window=args.window, stride=args.stride, max_tokens=args.tokens)
+    reference, reference_logits = graph_scores(src, tokenizer, text, windows, None)
     print(json.dumps({"name": "float", **reference, "size_mb": size_mb(src)}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.candidates:
@@ -80,7 +98,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         info = quantize_onnx(src, dst, options, reader)
         seconds = round(time.perf_counter() - start, 1)
-        scored = graph_perplexity(dst, tokenizer, text, args.tokens, args.window, args.stride)
+        scored, _ = graph_scores(dst, tokenizer, text, windows, reference_logits)
         prose = parity_figures("causal-lm", src, dst, tokenizer, texts_for(None, 32, seed=1),
                                SimpleNamespace(method="int4", tolerance=[]))["figures"]
         row = {"name": name, "options": options.params(), "exclude": options.exclude, **scored,

@@ -4,6 +4,7 @@ tokenizer, so the same metric code scores a torch model and an exported artifact
 - classification: accuracy, macro-F1 and per-label recall in percentage points, the confusion matrix, quadratic
   weighted kappa for ordinal (integer) labels
 - perplexity: sliding window (window / stride / max tokens) over a text, as in the HF perplexity guide
+- KL divergence: of a candidate's next-token distributions from a reference's (mean, p99), top-1 agreement
 - embedding fidelity: cosine between a candidate's sentence embeddings and a reference's
 - in-context-learning probe: k-shot prompts from a template, the prediction is the label whose whole word sequence
   has the highest log-probability after the prompt (labels sharing a first token are told apart)
@@ -171,6 +172,16 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 def perplexity(model: EvalModel, text: str, *, window: int = 512, stride: int = 256, max_tokens: int = 4096) -> dict:
     """Sliding-window perplexity: each token is scored once, with up to `window` tokens of left context."""
+    nll, count = 0.0, 0
+    for logits, targets in scored_windows(model, text, window=window, stride=stride, max_tokens=max_tokens):
+        nll -= float(log_softmax(logits)[np.arange(len(targets)), targets].sum())
+        count += len(targets)
+    return {"perplexity": round(float(np.exp(nll / count)), 4), "tokens": count, "window": window, "stride": stride}
+
+
+def scored_windows(model: EvalModel, text: str, *, window: int = 512, stride: int = 256, max_tokens: int = 4096):
+    """(logits [n, V], targets [n]) per sliding window, for the tokens that window scores (each token once, with
+    up to `window` tokens of left context): the stream perplexity and KL divergence read."""
     if not 0 < stride <= window:
         raise EdgelmError(f"perplexity: stride must be in 1..window ({window}), got {stride}")
     if model.task != "causal-lm":  # an encoder's logits are per label (or an embedding), not per next token
@@ -179,20 +190,41 @@ def perplexity(model: EvalModel, text: str, *, window: int = 512, stride: int = 
     ids = np.asarray(model.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)[:max_tokens]
     if len(ids) < 2:
         raise EdgelmError("perplexity: the text has fewer than 2 tokens")
-    nll, count, prev_end = 0.0, 0, 0
+    prev_end = 0
     for begin in range(0, len(ids) - 1, stride):
         end = min(begin + window, len(ids))
         chunk = ids[begin:end][None]
         logits = np.asarray(model.forward({"input_ids": chunk, "attention_mask": np.ones_like(chunk)}))[0]
         first_target = max(1, prev_end - begin)  # tokens before prev_end were scored by the previous window
-        logp = log_softmax(logits[first_target - 1:end - begin - 1])
-        targets = chunk[0, first_target:]
-        nll -= float(logp[np.arange(len(targets)), targets].sum())
-        count += len(targets)
+        yield logits[first_target - 1:end - begin - 1], chunk[0, first_target:]
         prev_end = end
         if end == len(ids):
             break
-    return {"perplexity": round(float(np.exp(nll / count)), 4), "tokens": count, "window": window, "stride": stride}
+
+
+# --- divergence from a reference ------------------------------------------------------------------------------
+def next_token_divergence(candidate_logits, reference_logits) -> dict:
+    """KL(reference || candidate) of the next-token distributions, per token, and top-1 agreement, from two
+    aligned streams of logits arrays [n, V] (any runtime that returns logits): mean and p99 over tokens, in nats
+    (as llama.cpp's --kl-divergence reports them)."""
+    kl, same = [], []
+    for cand, ref in zip(candidate_logits, reference_logits, strict=True):
+        ref_logp, cand_logp = log_softmax(np.asarray(ref)), log_softmax(np.asarray(cand))
+        kl.append((np.exp(ref_logp) * (ref_logp - cand_logp)).sum(-1))
+        same.append(ref_logp.argmax(-1) == cand_logp.argmax(-1))
+    if not kl:
+        raise EdgelmError("KL divergence: no tokens to compare")
+    kl_all, same_all = np.maximum(np.concatenate(kl), 0.0), np.concatenate(same)
+    return {"kld_mean": round(float(kl_all.mean()), 6), "kld_p99": round(float(np.percentile(kl_all, 99)), 6),
+            "top1_agreement": round(float(same_all.mean()), 4), "kld_tokens": int(len(kl_all))}
+
+
+def kl_divergence(model: EvalModel, reference: EvalModel, text: str, *, window: int = 512, stride: int = 256,
+                  max_tokens: int = 4096) -> dict:
+    """`next_token_divergence` of `model` from `reference` over the text, windowed as `perplexity`."""
+    windows = dict(window=window, stride=stride, max_tokens=max_tokens)
+    logits = lambda m: (row for row, _ in scored_windows(m, text, **windows))  # noqa: E731
+    return next_token_divergence(logits(model), logits(reference))
 
 
 # --- in-context learning probe -------------------------------------------------------------------------------

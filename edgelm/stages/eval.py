@@ -7,7 +7,9 @@ else the run's input model; `input` = the run's input model;
 `NN-kind` = that stage folder of the run; `none` = no comparison.
 
 Data: labelled eval examples come from the eval data, else from a held-out 10% split of the run's data;
-perplexity reads the eval text (a .txt file, or the eval texts), else calibration prose.
+perplexity reads the eval text (a .txt file, or the eval texts), else calibration prose; `kld` (KL divergence of
+the next-token distributions from the reference's, mean / p99, and top-1 agreement) reads the same text in the same
+windows (standalone on a run folder, the reference defaults to the run's input model).
 
 ICL probe (`icl`): queries come from the labelled eval data (else the run's data), demonstrations from the run's
 data (else from the queries, leave-one-out); template `Input: {text}\nLabel: {label}` and the data's label names
@@ -34,7 +36,7 @@ from edgelm.models.loading import load_bundle, load_model
 from edgelm.runtimes.base import RUNTIMES
 from edgelm.export.formats import PREFERRED
 
-Metric = Literal["accuracy", "perplexity", "icl", "icl-suite", "fidelity", "generation"]
+Metric = Literal["accuracy", "perplexity", "kld", "icl", "icl-suite", "fidelity", "generation"]
 DEFAULT_METRICS = {"sequence-classification": ["accuracy"], "feature-extraction": ["fidelity"],
                    "causal-lm": ["perplexity", "icl", "generation"]}
 PROBE_DATA = Path(__file__).resolve().parents[1] / "recipes" / "sentiment-probe.tsv"
@@ -145,6 +147,9 @@ def score(metric: str, model, reference, data: "EvalData", config: EvalConfig) -
         return icl_suite(model, k=config.k_shot, seed=data.seed)
     if reference is None:
         raise EdgelmError(f"eval metric {metric!r} compares with a reference model; set reference to auto or input, not none")
+    if metric == "kld":
+        return ev.kl_divergence(model, reference, data.text(), window=config.ppl_window, stride=config.ppl_stride,
+                                max_tokens=config.ppl_max_tokens)
     if metric == "fidelity":
         return ev.embedding_fidelity(model, reference, data.texts(config.fidelity_texts), max_length=config.max_length,
                                      batch_size=config.batch_size)
@@ -356,13 +361,24 @@ def evaluate_standalone(model: str, config: EvalConfig, *, data=None, eval_data=
 
     kw = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     bundle = load_model(str(last_stage_folder(Path(model))) if Path(model).is_dir() else model, task=task, **kw)
-    ref_spec = reference
+    ref_spec = reference or (run_input_model(Path(model)) if "kld" in config.metrics else None)
     config = config.model_copy(update={"reference": "input" if ref_spec else "none"})
     with tempfile.TemporaryDirectory() as tmp:
         ctx = StageContext(workdir=Path(tmp), data=data, eval_data=eval_data, seed=seed, **kw,
                            initial_bundle=(lambda: load_model(ref_spec, task=bundle.task, **kw)) if ref_spec else None)
         result = EvalStage().run(bundle, config, ctx)
     return {"model": model, "task": bundle.task, **result.metrics}
+
+
+def run_input_model(path: Path) -> str | None:
+    """kld without --reference: a run folder's float reference is the model the run started from (said in one line)."""
+    from edgelm.core.records import RunRecord
+
+    run = RunRecord.read(path) if path.is_dir() else None
+    model = (run.input or {}).get("model") if run else None
+    if model:
+        info(f"eval kld: reference is the run's input model {model}")
+    return model
 
 
 def last_stage_folder(path: Path) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgelm.techniques.quantize.tied import padded_width
 from edgelm.techniques.quantize.packing import int8_columns, nbits_attrs, pack_nibbles, replace_float_matmuls
 
 LEVELS = 15  # 4-bit: q in 0..15, symmetric MatMulNBits subtracts its default zero point 8
@@ -110,6 +111,7 @@ def tie_offsets(model: onnx.ModelProto, pair, block_size: int) -> bool:
     if source is None:
         return False
     lookup, offsets, hidden = source
+    hidden = padded_width(hidden, block_size)  # a padded lookup decodes whole blocks; it is sliced after the offsets
     (q8, s8), ids = offsets.input[:2], lookup.input[1]
     out, spread, p = lookup.output[0], f"blockspread_{hidden}_{block_size}", pair.gather
     model.graph.initializer.append(numpy_helper.from_array(block_ones(hidden, block_size).T.copy(), spread))

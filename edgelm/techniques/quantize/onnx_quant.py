@@ -32,6 +32,7 @@ class QuantOptions:
     calibration: str = "minmax"  # int8-static: minmax | entropy | percentile
     block_size: int = 32  # int4
     table_block_size: int | None = None  # int4 affine: the tied table / LM head's block size (None: block_size)
+    finer_blocks_mb: float = 0.0  # int4 calibrated algorithms: MB the most error-prone MatMuls may add at block / 2
     symmetric: bool = True  # int4
     accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)
     algorithm: str = "rtn"  # int4: a name in int4.INT4_ALGORITHMS
@@ -42,7 +43,7 @@ class QuantOptions:
     def params(self) -> dict:
         keys = {"int8-dynamic": ("per_channel", "quantize_embedding", "quantize_attention_weights"),
                 "int8-static": ("per_channel", "calibration", "quantize_embedding", "quantize_attention_weights"),
-                "int4": ("block_size", "table_block_size", "symmetric", "accuracy_level", "algorithm",
+                "int4": ("block_size", "table_block_size", "finer_blocks_mb", "symmetric", "accuracy_level", "algorithm",
                          "quantize_embedding", "quantize_attention_weights"),
                 "fp16": ()}[self.method]
         return {k: v for k, v in asdict(self).items() if k in keys}

@@ -80,23 +80,40 @@ def tie_to_lm_head(model: onnx.ModelProto, pair: TiedPair, block_size: int) -> b
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
     if attrs.get("bits", 4) != 4 or not _packed_zero_points(model, head):
         return False
-    vocab, hidden = attrs["N"], attrs["K"]
+    vocab, hidden, block = attrs["N"], attrs["K"], attrs.get("block_size", block_size)
+    width = padded_width(hidden, block)
     shape_name = f"{pair.gather}_tied_shape"
-    model.graph.initializer.append(numpy_helper.from_array(np.array([vocab, hidden // 2], dtype=np.int64), shape_name))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([vocab, width // 2], dtype=np.int64), shape_name))
     data_view = f"{pair.gather}_tied_data"
     reshape = helper.make_node("Reshape", [head.input[1], shape_name], [data_view], name=f"{pair.gather}_tied_reshape")
     zero_points = [head.input[3]] if len(head.input) > 3 and head.input[3] else []
-    lookup = helper.make_node("GatherBlockQuantized", [data_view, gather.input[1], head.input[2]] + zero_points, list(gather.output),
+    rows = gather.output[0] if width == hidden else f"{gather.output[0]}_padded"
+    lookup = helper.make_node("GatherBlockQuantized", [data_view, gather.input[1], head.input[2]] + zero_points, [rows],
                               name=pair.gather, domain="com.microsoft", gather_axis=0, quantize_axis=1,
-                              block_size=attrs.get("block_size", block_size), bits=4)
+                              block_size=block, bits=4)
     index = list(model.graph.node).index(gather)
     model.graph.node.remove(gather)
-    model.graph.node.insert(index, lookup)
-    model.graph.node.insert(index, reshape)
+    for node in reversed([reshape, lookup, *_drop_padding(model, pair.gather, rows, gather.output[0], hidden)]):
+        model.graph.node.insert(index, node)
     _drop_initializer(model, pair.table)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return True
+
+
+def padded_width(k: int, block_size: int) -> int:
+    """MatMulNBits pads K up to whole blocks (zeros in the packed blob); a lookup of its rows decodes that width."""
+    return -(-k // block_size) * block_size
+
+
+def _drop_padding(model: onnx.ModelProto, name: str, rows: str, out: str, hidden: int) -> list:
+    """Slice a padded lookup's rows back to `hidden` columns (nothing when the rows are not padded)."""
+    if rows == out:
+        return []
+    bounds = [numpy_helper.from_array(np.array([v], dtype=np.int64), f"{name}_tied_{key}")
+              for key, v in (("start", 0), ("end", hidden), ("axis", -1))]
+    model.graph.initializer.extend(bounds)
+    return [helper.make_node("Slice", [rows, *(b.name for b in bounds)], [out], name=f"{name}_tied_slice")]
 
 
 def _packed_zero_points(model: onnx.ModelProto, head) -> bool:

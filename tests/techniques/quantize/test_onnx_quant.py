@@ -13,7 +13,7 @@ from edgelm.core.errors import EdgelmError
 from edgelm.verify import fidelity
 from edgelm.verify.feeds import TextCalibrationReader
 from edgelm.export.onnx_io import size_mb
-from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx
+from edgelm.techniques.quantize.onnx_quant import QuantOptions, needs_calibration, quantize_onnx
 
 TEXTS = calibration_texts(6, seed=3)
 EXPECTED_OPS = {"int8-dynamic": "MatMulInteger", "int8-static": "QuantizeLinear", "int4": "MatMulNBits"}
@@ -25,7 +25,7 @@ def op_types(path) -> set[str]:
 
 def quantize(src, dst, tokenizer, **options):
     opts = QuantOptions(**options)
-    reader = TextCalibrationReader(src, tokenizer, TEXTS) if opts.method == "int8-static" or opts.algorithm == "gptq" else None
+    reader = TextCalibrationReader(src, tokenizer, TEXTS) if needs_calibration(opts) else None
     return quantize_onnx(src, dst, opts, reader)
 
 

@@ -42,7 +42,7 @@ def fake_algorithm():
 def test_builtin_algorithms_declare_their_needs():
     assert set(INT4_ALGORITHMS.names()) >= {"rtn", "kquant", "affine", "hqq", "gptq"}
     needs = {name: entry.needs_calibration for name, entry in INT4_ALGORITHMS.items()}
-    assert [name for name, needed in needs.items() if needed] == ["gptq"]
+    assert {name for name, needed in needs.items() if needed} == {"gptq", "awq-gptq", "imatrix", "awq"}
     assert INT4_ALGORITHMS.get("rtn").quantizes_lone_table and not INT4_ALGORITHMS.get("kquant").quantizes_lone_table
     assert INT4_ALGORITHMS.get("affine").tie is not INT4_ALGORITHMS.get("rtn").tie  # affine shares its offsets too
     assert [name for name, entry in INT4_ALGORITHMS.items() if entry.table_block_size] == ["affine"]

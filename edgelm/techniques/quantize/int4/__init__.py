@@ -63,6 +63,9 @@ class Int4Algorithm:
         if self.needs_calibration and reader is None:
             free = [name for name, entry in INT4_ALGORITHMS.items() if not entry.needs_calibration]
             raise EdgelmError(f"int4 algorithm {self.name} needs calibration data; pass --data or use {'/'.join(free)}")
+        if getattr(options, "finer_blocks_mb", 0) and not self.needs_calibration:
+            calibrated = [name for name, entry in INT4_ALGORITHMS.items() if entry.needs_calibration]
+            raise EdgelmError(f"int4 finer_blocks_mb measures errors on calibration data; use {'/'.join(calibrated)}, not {self.name}")
         for key, size in self._block_sizes(options).items():
             if not self.blocks.fits(size):
                 raise EdgelmError(f"int4 algorithm {self.name}: {key} {size} is off its block grid; use {self.blocks.rule}")

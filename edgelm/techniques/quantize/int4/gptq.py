@@ -1,17 +1,21 @@
-"""int4 'gptq': onnxruntime's GPTQ on the MatMul weights, which reads calibration data (a lone embedding table
-goes through RTN)."""
+"""int4 'gptq': GPTQ on calibration data, act-order with static block parameters (importance-weighted), 1%
+damping, in one calibration pass (edgelm.techniques.quantize.calibrated says why not onnxruntime's GPTQ); plain
+asymmetric MatMulNBits. 'awq-gptq' scales the input channels first (folded into the norms / up projections)."""
 
 from __future__ import annotations
 
 from edgelm.techniques.quantize.int4 import int4_algorithm
 
 
-@int4_algorithm("gptq", "GPTQ: error-compensating rounding on calibration data", needs_calibration=True)
+@int4_algorithm("gptq", "GPTQ: act-order error-compensating rounding on calibration data", needs_calibration=True)
 def quantize(job):
-    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+    from edgelm.techniques.quantize.int4._calibrated import calibrated_pass
 
-    from edgelm.techniques.quantize.int4._nbits import nbits_pass
+    return calibrated_pass(job, "gptq", fold=False)
 
-    config = nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=job.reader, block_size=job.options.block_size,
-                                             op_types_to_quantize=("MatMul",))
-    return nbits_pass(job.model, job.options, ("MatMul",), config)
+
+@int4_algorithm("awq-gptq", "AWQ channel scaling folded into the norms, then GPTQ", needs_calibration=True)
+def quantize_scaled(job):
+    from edgelm.techniques.quantize.int4._calibrated import calibrated_pass
+
+    return calibrated_pass(job, "gptq", fold=True)
