@@ -85,7 +85,8 @@ def run_bench(targets: list[Target], settings: BenchSettings, baseline: Target |
     everything = [b for b in references if b.path not in {t.path for t in targets}] + targets
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edgelm-bench-") as tmp:
-        cases = build_cases(everything[0], settings)
+        # the candidate's tokenizer: a vocab-pruned candidate's ids are valid for its baselines too (same lengths)
+        cases = build_cases(targets[0] if targets else everything[0], settings)
         feeds = Path(tmp) / "feeds.npz"
         described = save_cases(cases, feeds)
         rows = [row for target in everything for runtime in settings.runtimes for threads in thread_counts(runtime, settings)

@@ -52,6 +52,9 @@ class DistillStage(Stage):
 
         require_model(bundle, self.kind)
         teacher, teacher_name = find_teacher(bundle, config, ctx)
+        from edgelm.techniques.vocab.stage import teacher_for_student
+
+        teacher = teacher_for_student(teacher, bundle)  # a vocab-pruned student: the teacher's table cut alike
         check_compatible(bundle, teacher)
         train_ds, eval_ds = features(bundle, config, ctx)
         student = copy.deepcopy(bundle.model).float().train()

@@ -102,3 +102,22 @@ def test_export_and_tokenizer_json_agree_with_torch(pruned, tmp_path):
         with torch.no_grad():
             expected = result.bundle.model(**{k: torch.tensor(v) for k, v in feeds.items()}).logits.numpy()
         np.testing.assert_allclose(session.run(None, feeds)[0], expected, atol=1e-4)
+
+
+def test_prune_option_and_teacher_for_a_pruned_student(pruned, minilm_tokenizer, tmp_path):
+    """prune's vocab_reserve runs the same pruning; distillation cuts the teacher's table to the student's ids."""
+    import torch
+
+    from edgelm.techniques.prune.stage import PruneConfig, PruneStage
+    from edgelm.techniques.vocab.stage import VOCAB_KEY, teacher_for_student
+
+    bundle, _, folder = pruned
+    ctx = StageContext(workdir=tmp_path, data=DataConfig(path=str(folder / "train.tsv")))
+    result = PruneStage().run(bundle, PruneConfig(vocab_reserve=100, calib_samples=2, calib_seq_len=16), ctx)
+    student = result.bundle
+    assert result.metrics["vocab_after"] == len(student.extra[VOCAB_KEY]) == student.model.config.vocab_size
+    teacher = teacher_for_student(bundle, student)
+    assert teacher.model.config.vocab_size == student.model.config.vocab_size and bundle.model.config.vocab_size == 30522
+    feed = student.tokenizer([DATA[1]], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(teacher.model(**feed).logits, bundle.model(**bundle.tokenizer([DATA[1]], return_tensors="pt")).logits, atol=1e-5)
