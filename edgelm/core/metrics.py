@@ -133,6 +133,7 @@ _ENTRIES = [
     Metric("skipped", "text", None, "{runtime: why it was not timed}"),
     Metric("speedup_skipped", "text", None, "why no speedup was measured"),
     Metric("speedup_vs_stock", "x", H, "{runtime: stock-int8 p50 / candidate p50} from interleaved pairs in the same bench"),
+    Metric("speed_verdict", "text", None, "one line: the candidate's speed vs the stock int8 and the bench baseline, SLOWER when below the baseline"),
     Metric("stock_recipe", "text", None, "the stock toolchain's calls that built the stock-int8 reference"),
     Metric("bench_json", "text", None, "the bench stage's full results file"),
     # time

@@ -64,7 +64,19 @@ class BenchStage(Stage):
         if stock:
             bench["stock_recipe"], bench["stock_op_counts"] = STOCK_RECIPE, stock[1]
         files = [write_bench_json(bench, ctx.workdir / "bench.json"), *write_bench_reports(bench, ctx.workdir, "bench")]
-        return StageResult(bundle.derive(), {**headline_metrics(bench), "baseline": config.baseline}, files)
+        metrics = {**headline_metrics(bench), "baseline": config.baseline}
+        if metrics["speedup"] or metrics.get("speedup_vs_stock"):
+            metrics["speed_verdict"] = speed_verdict(metrics, config.baseline)
+        return StageResult(bundle.derive(), metrics, files)
+
+
+def speed_verdict(metrics: dict, baseline: str) -> str:
+    """One line for a report headline: x the stock toolchain and x the baseline, saying so when the candidate is
+    slower than the run's own baseline (issue 18: never ship a slower candidate silently)."""
+    parts = [f"{x:.2f}x the stock toolchain's int8 on {rt}" for rt, x in (metrics.get("speedup_vs_stock") or {}).items()]
+    parts += [f"{x:.2f}x {baseline} on {rt}" + (f" (SLOWER than {baseline})" if x < 1 else "")
+              for rt, x in metrics["speedup"].items() if baseline != STOCK_NAME]
+    return "candidate: " + "; ".join(parts)
 
 
 def known_accuracy(ctx, baseline) -> dict[str, float]:

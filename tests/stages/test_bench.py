@@ -125,3 +125,11 @@ def test_stock_int8_as_the_baseline(tiny_export, tiny_model, tmp_path):
     config = BenchConfig(**{**FAST, "runtimes": ["ort-cpu"]}, baseline="stock-int8")
     metrics = BenchStage().run(bundle, config, context(tmp_path, source)).metrics
     assert metrics["speedup"] == metrics["speedup_vs_stock"] and metrics["speedup"]["ort-cpu"] > 0
+
+
+def test_speed_verdict_says_slower_than_the_baseline():
+    from edgelm.stages.bench import speed_verdict
+
+    line = speed_verdict({"speedup": {"ort-mobile": 0.89}, "speedup_vs_stock": {"ort-mobile": 1.13}}, "03-quantize")
+    assert "1.13x the stock toolchain" in line and "SLOWER than 03-quantize" in line
+    assert "SLOWER" not in speed_verdict({"speedup": {"ort-mobile": 1.4}}, "03-quantize")
