@@ -113,6 +113,11 @@ _ENTRIES = [
     Metric("params_after", "count", None, "parameters after the stage"),
     Metric("param_reduction", "ratio", H, "1 - params_after / params_before"),
     Metric("trainable_params", "count", None, "parameters the fine-tune trained"),
+    Metric("vocab_before", "count", None, "vocab-prune: token pieces before"),
+    Metric("vocab_after", "count", L, "vocab-prune: token pieces kept (specials, single characters, the data's, reserve)"),
+    Metric("texts_scanned", "count", None, "vocab-prune: texts whose pieces were kept"),
+    Metric("params_removed", "count", None, "vocab-prune: embedding-table parameters removed"),
+    Metric("vocab_check", "table", None, "vocab-prune: {texts, pieces_equal, max_abs_diff} before vs after on the data's texts"),
     # speed
     Metric("speedup", "x", H, "{runtime: baseline p50 / candidate p50} from interleaved pairs in one bench"),
     Metric("p50_ms", "ms", L, "median latency per call (bench stage: {runtime: ms} of the candidate's first case)"),
@@ -131,6 +136,9 @@ _ENTRIES = [
     Metric("baseline", "text", None, "what the bench compared against: source, a stage folder, a path or none"),
     Metric("skipped", "text", None, "{runtime: why it was not timed}"),
     Metric("speedup_skipped", "text", None, "why no speedup was measured"),
+    Metric("speedup_vs_stock", "x", H, "{runtime: stock-int8 p50 / candidate p50} from interleaved pairs in the same bench"),
+    Metric("speed_verdict", "text", None, "one line: the candidate's speed vs the stock int8 and the bench baseline, SLOWER when below the baseline"),
+    Metric("stock_recipe", "text", None, "the stock toolchain's calls that built the stock-int8 reference"),
     Metric("bench_json", "text", None, "the bench stage's full results file"),
     # time
     Metric("seconds", "s", None, "wall time of a stage"),

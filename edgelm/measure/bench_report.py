@@ -61,7 +61,7 @@ def speedup_table(bench: dict) -> tuple[list[str], list[list[str]]]:
     for c in bench.get("comparisons", []):
         if "ratio" in c:
             ratio = c["ratio"]
-            rows.append([c["artifact"], c["runtime"], fmt(c.get("threads")), c["case"], fmt(c["baseline_p50_ms"]),
+            rows.append([_versus(c, bench), c["runtime"], fmt(c.get("threads")), c["case"], fmt(c["baseline_p50_ms"]),
                          fmt(c["candidate_p50_ms"]), f"{ratio['median']:.3f}×", f"{ratio['p10']:.3f}–{ratio['p90']:.3f}", str(ratio["n"])])
         else:
             rows.append([c["artifact"], c["runtime"], "–", c.get("case", "all"), "–", "–",
@@ -70,6 +70,12 @@ def speedup_table(bench: dict) -> tuple[list[str], list[list[str]]]:
               "speedup (median of pairs)", "p10–p90", "pairs"]
     return header, rows
 
+
+
+def _versus(comparison: dict, bench: dict) -> str:
+    """The artifact, naming its reference when it is an extra one (e.g. the stock toolchain's int8)."""
+    extra = comparison.get("baseline") not in (None, bench.get("baseline"))
+    return comparison["artifact"] + (f" (vs {comparison['baseline']})" if extra else "")
 
 
 def case_title(case: dict) -> str:

@@ -90,22 +90,27 @@ def thread_counts(runtime: str, s: BenchSettings) -> list[int | None]:
 
 
 def run_bench(targets: list[Target], settings: BenchSettings, baseline: Target | None = None,
-              accuracy: dict[str, float] | None = None) -> dict:
+              accuracy: dict[str, float] | None = None, extra_baselines: list[Target] = ()) -> dict:
+    """`speedup` is against `baseline`; `speedup_by_baseline` also holds each of `extra_baselines` (e.g. the
+    stock toolchain's model), interleaved with each target in the same run."""
     for runtime in settings.runtimes:
         if runtime not in RUNTIMES:
             raise EdgelmError(f"--runtime {runtime}: unknown; use one of {', '.join(RUNTIMES.names())}")
-    everything = ([baseline] if baseline and baseline.path not in {t.path for t in targets} else []) + targets
+    references = [b for b in [baseline, *extra_baselines] if b is not None]
+    everything = [b for b in references if b.path not in {t.path for t in targets}] + targets
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edgelm-bench-") as tmp:
-        cases = build_cases(everything[0], settings)
+        # the candidate's tokenizer: a vocab-pruned candidate's ids are valid for its baselines too (same lengths)
+        cases = build_cases(targets[0] if targets else everything[0], settings)
         feeds = Path(tmp) / "feeds.npz"
         described = save_cases(cases, feeds)
         rows = [row for target in everything for runtime in settings.runtimes for threads in thread_counts(runtime, settings)
                 for row in _single(target, runtime, threads, settings, described, feeds, Path(tmp))]
         comparisons = []
-        if baseline and settings.compare:
-            comparisons = [c for target in targets if target.name != baseline.name for runtime in settings.runtimes
-                           for c in _compare(baseline, target, runtime, settings, described, feeds, Path(tmp))]
+        if settings.compare:
+            comparisons = [c for ref in references for target in targets if target.name != ref.name
+                           for runtime in settings.runtimes
+                           for c in _compare(ref, target, runtime, settings, described, feeds, Path(tmp))]
     for row in rows:
         if accuracy and row["artifact"] in accuracy:
             row["accuracy"] = accuracy[row["artifact"]]
@@ -113,7 +118,9 @@ def run_bench(targets: list[Target], settings: BenchSettings, baseline: Target |
             "seconds": round(time.time() - started, 1), "machine": machine_info(), "versions": library_versions(),
             "settings": settings.model_dump(), "cases": described, "baseline": baseline.name if baseline else None,
             "artifacts": {t.name: str(t.path) for t in everything}, "rows": rows, "comparisons": comparisons,
-            "speedup": speedups(comparisons)}
+            "speedup": speedups([c for c in comparisons if baseline and c["baseline"] == baseline.name]),
+            "speedup_by_baseline": {ref.name: speedups([c for c in comparisons if c["baseline"] == ref.name])
+                                    for ref in references}}
 
 
 def _single(target, runtime, threads, s, cases, feeds, tmp) -> list[dict]:

@@ -11,6 +11,7 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.registry import Name
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage
 from edgelm.runtimes.base import RUNTIMES
+from edgelm.stages.stock import STOCK_NAME, STOCK_RECIPE
 
 
 class BenchConfig(StageConfig):
@@ -26,7 +27,12 @@ class BenchConfig(StageConfig):
     new_tokens: int = Field(128, ge=0, description="decoder tokens to generate per timed generation")
     seconds: float = Field(5.0, gt=0, description="time budget per case (stops earlier once the median is stable)")
     baseline: str = Field("source", description="speedup baseline: 'source' (the run's input model, exported like "
-                                                "this one when needed), a stage folder name, a path, or 'none'")
+                                                "this one when needed), 'stock-int8' (the stock toolchain's int8 of "
+                                                "stock_source), a stage folder name, a path, or 'none'")
+    stock: bool = Field(False, description="also interleave with the stock toolchain's int8 model (torch export -> "
+                                           "ORT transformers optimizer -> quantize_dynamic): speedup_vs_stock")
+    stock_source: str | None = Field(None, description="stage folder (or path) of the torch model the stock-int8 "
+                                                       "reference is built from (default: the run's input model)")
 
 
 @register_stage
@@ -46,15 +52,31 @@ class BenchStage(Stage):
             save_model(bundle.model, bundle.tokenizer, ctx.workdir / "weights")
             bundle = bundle.derive(model_dir=ctx.workdir / "weights")
         target = target_from_bundle(bundle, "candidate")
-        baseline, why_not = resolve_baseline(config, bundle, ctx)
+        stock = stock_reference(config, ctx) if config.stock or config.baseline == STOCK_NAME else None
+        baseline, why_not = (stock[0], None) if config.baseline == STOCK_NAME else resolve_baseline(config, bundle, ctx)
         settings = BenchSettings(runtimes=list(config.runtimes), threads=config.threads, shapes=config.shapes,
                                  data=pick_data(config, ctx, bundle.task), max_samples=config.max_samples, pad=config.pad,
                                  prompt_len=config.prompt_len, new_tokens=config.new_tokens, seconds=config.seconds)
-        bench = run_bench([target], settings, baseline=baseline, accuracy=known_accuracy(ctx, baseline))
+        bench = run_bench([target], settings, baseline=baseline, accuracy=known_accuracy(ctx, baseline),
+                          extra_baselines=[stock[0]] if stock and baseline is not stock[0] else [])
         if why_not:
             bench["speedup_skipped"] = why_not
+        if stock:
+            bench["stock_recipe"], bench["stock_op_counts"] = STOCK_RECIPE, stock[1]
         files = [write_bench_json(bench, ctx.workdir / "bench.json"), *write_bench_reports(bench, ctx.workdir, "bench")]
-        return StageResult(bundle.derive(), {**headline_metrics(bench), "baseline": config.baseline}, files)
+        metrics = {**headline_metrics(bench), "baseline": config.baseline}
+        if metrics["speedup"] or metrics.get("speedup_vs_stock"):
+            metrics["speed_verdict"] = speed_verdict(metrics, config.baseline)
+        return StageResult(bundle.derive(), metrics, files)
+
+
+def speed_verdict(metrics: dict, baseline: str) -> str:
+    """One line for a report headline: x the stock toolchain and x the baseline, saying so when the candidate is
+    slower than the run's own baseline (issue 18: never ship a slower candidate silently)."""
+    parts = [f"{x:.2f}x the stock toolchain's int8 on {rt}" for rt, x in (metrics.get("speedup_vs_stock") or {}).items()]
+    parts += [f"{x:.2f}x {baseline} on {rt}" + (f" (SLOWER than {baseline})" if x < 1 else "")
+              for rt, x in metrics["speedup"].items() if baseline != STOCK_NAME]
+    return "candidate: " + "; ".join(parts)
 
 
 def known_accuracy(ctx, baseline) -> dict[str, float]:
@@ -111,6 +133,30 @@ def resolve_baseline(config: BenchConfig, bundle, ctx):
     return target_from_bundle(source, "source"), None
 
 
+def stock_reference(config: BenchConfig, ctx):
+    """(Target, op counts) of the stock toolchain's int8 model of `stock_source` (default: the run's input)."""
+    from edgelm.stages.stock import stock_target
+
+    source = stock_source_bundle(config, ctx)
+    formats = sorted({RUNTIMES.get(r).artifact for r in config.runtimes} & {"onnx", "ort"}) or ["onnx"]
+    return stock_target(source, formats, ctx.workdir / STOCK_NAME)
+
+
+def stock_source_bundle(config: BenchConfig, ctx):
+    from edgelm.models.loading import load_bundle
+
+    if config.stock_source is None:
+        source = ctx.initial_bundle() if ctx.initial_bundle else None
+        if source is None or source.model is None:
+            raise EdgelmError("bench stock-int8: no torch input model to build it from; set bench.stock_source")
+        return source
+    folder = Path(ctx.run_dir) / config.stock_source if ctx.run_dir else Path(config.stock_source)
+    folder = folder if folder.is_dir() else Path(config.stock_source)
+    if not folder.is_dir():
+        raise EdgelmError(f"bench.stock_source: {config.stock_source!r} is neither a stage folder of this run nor a folder")
+    return load_bundle(folder, **ctx.load_options())
+
+
 def export_source(source, formats: list[str], folder: Path):
     """The input model exported like the candidate, so ONNX/.ort/.pte runtimes compare like with like."""
     from edgelm.core.stage import StageContext, get_stage
@@ -135,6 +181,9 @@ def headline_metrics(bench: dict, candidate: str = "candidate") -> dict:
         elif key not in p50:
             p50[key] = row.get("p50_ms")
     metrics = {"speedup": bench["speedup"], "p50_ms": p50, "bench_json": "bench.json"}
+    if STOCK_NAME in bench.get("speedup_by_baseline", {}):
+        metrics["speedup_vs_stock"] = bench["speedup_by_baseline"][STOCK_NAME]
+        metrics["stock_recipe"] = bench["stock_recipe"]
     if skipped:
         metrics["skipped"] = skipped
     if bench.get("speedup_skipped"):

@@ -37,4 +37,8 @@ CASES: list[tuple[str, str, str, dict, str | None]] = [
     # quantize (issue 5): exports on the fly (no ONNX in the input), quantizes, checks parity
     ("quantize", "bert", "feature-extraction", {"method": "int8-dynamic", "parity_samples": 8}, None),
     ("quantize", "llama", "causal-lm", {"method": "int4", "parity_samples": 8}, None),
+    # issue 18: int8 layers with a 4-bit token table; vocabulary pruning to the data's pieces
+    ("quantize", "bert", "sequence-classification", {"method": "int8-dynamic", "table_bits": 4, "block_size": 16, "parity_samples": 8}, "labelled"),
+    ("vocab-prune", "bert", "sequence-classification", {"reserve": 2}, "labelled"),
+    ("vocab-prune", "distilbert", "feature-extraction", {"reserve": 0}, "labelled"),
 ]

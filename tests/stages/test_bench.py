@@ -96,3 +96,40 @@ def test_decoders_are_not_timed_on_dataset_sentences(tmp_path):
     decoder = SimpleNamespace(task="causal-lm", tokenizer_dir=None, path=tmp_path)
     with pytest.raises(EdgelmError, match="decoders are timed by prompt and generation lengths"):
         build_cases(decoder, BenchSettings(runtimes=["ort-cpu"], data=str(text)))
+
+
+def test_stock_int8_reference_is_interleaved_beside_the_baseline(tiny_export, tiny_model, tmp_path):
+    """bench.stock builds the stock toolchain's int8 model (ORT transformers optimizer + per-tensor
+    quantize_dynamic) and reports the candidate's speedup against it next to the usual baseline."""
+    import onnx
+
+    from edgelm.models.loading import load_model
+
+    bundle = load_bundle(tiny_export, load_model=False)
+    source = load_model(str(tiny_model("bert", "sequence-classification")))
+    config = BenchConfig(**{**FAST, "runtimes": ["ort-cpu"]}, baseline=str(tiny_export), stock=True)
+    metrics = BenchStage().run(bundle, config, context(tmp_path, source)).metrics
+    assert metrics["speedup_vs_stock"]["ort-cpu"] > 0 and "speedup" in metrics and "quantize_dynamic" in metrics["stock_recipe"]
+    bench = json.loads((tmp_path / "w" / "bench.json").read_text())
+    assert set(bench["speedup_by_baseline"]) == {f"baseline:{tiny_export.name}", "stock-int8"}
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "w" / "stock-int8" / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "QAttention" in ops  # quantized by the stock quantizer
+    assert bench["stock_op_counts"] and "bench: stock-int8" not in json.dumps(bench["speedup_skipped"] if "speedup_skipped" in bench else "")
+
+
+def test_stock_int8_as_the_baseline(tiny_export, tiny_model, tmp_path):
+    from edgelm.models.loading import load_model
+
+    bundle = load_bundle(tiny_export, load_model=False)
+    source = load_model(str(tiny_model("bert", "sequence-classification")))
+    config = BenchConfig(**{**FAST, "runtimes": ["ort-cpu"]}, baseline="stock-int8")
+    metrics = BenchStage().run(bundle, config, context(tmp_path, source)).metrics
+    assert metrics["speedup"] == metrics["speedup_vs_stock"] and metrics["speedup"]["ort-cpu"] > 0
+
+
+def test_speed_verdict_says_slower_than_the_baseline():
+    from edgelm.stages.bench import speed_verdict
+
+    line = speed_verdict({"speedup": {"ort-mobile": 0.89}, "speedup_vs_stock": {"ort-mobile": 1.13}}, "03-quantize")
+    assert "1.13x the stock toolchain" in line and "SLOWER than 03-quantize" in line
+    assert "SLOWER" not in speed_verdict({"speedup": {"ort-mobile": 1.4}}, "03-quantize")

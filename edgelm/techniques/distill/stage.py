@@ -64,6 +64,9 @@ class DistillStage(Stage):
     def run(self, bundle, config: DistillConfig, ctx) -> StageResult:
         require_model(bundle, self.kind)
         teacher, teacher_name = find_teacher(bundle, config, ctx)
+        from edgelm.techniques.vocab.stage import teacher_for_student
+
+        teacher = teacher_for_student(teacher, bundle)  # a vocab-pruned student: the teacher's table cut alike
         return STUDENTS.get(config.student)(bundle, teacher, teacher_name, config, ctx)
 
 

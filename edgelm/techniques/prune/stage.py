@@ -29,6 +29,7 @@ class PruneConfig(StageConfig):
     pattern: str = Field("unstructured", description="sparsity pattern: unstructured, or N:M such as 2:4 (implies N/M density)")
     calib_samples: int = Field(64, gt=0, description="calibration sequences for importance and layer influence")
     calib_seq_len: int = Field(256, gt=1, description="tokens per calibration sequence")
+    vocab_reserve: int | None = Field(None, ge=0, description="also prune the vocabulary to the pieces --data uses plus this many of the most frequent others (vocab-prune; default: off)")
     verify: bool = Field(True, description="check that the cut model equals the original with the pruned units zeroed")
 
 
@@ -44,7 +45,7 @@ class PruneStage(Stage):
 
         require_model(bundle, self.kind)
         wants_structure = bool(config.heads or config.ffn or config.drop_layers)
-        if not wants_structure and not config.sparsity and config.pattern == "unstructured":
+        if not wants_structure and not config.sparsity and config.pattern == "unstructured" and config.vocab_reserve is None:
             raise EdgelmError("prune: nothing to do; give --heads, --ffn, --drop-layers, --sparsity or --pattern 2:4")
         if any(op["op"] == "lowrank" for op in bundle.extra.get("structure", [])):
             raise EdgelmError("prune: this model is already factorized (lowrank); prune before lowrank")
@@ -68,7 +69,19 @@ class PruneStage(Stage):
                        param_mb=param_mb(after))
         if ops:
             extra["structure"] = ops
-        return StageResult(bundle.with_model(model.eval(), extra=extra), metrics)
+        pruned = bundle.with_model(model.eval(), extra=extra)
+        if config.vocab_reserve is not None:
+            pruned, vocab_metrics = prune_vocab(pruned, config.vocab_reserve, ctx)
+            metrics.update(vocab_metrics)
+        return StageResult(pruned, metrics)
+
+
+def prune_vocab(bundle, reserve: int, ctx):
+    """The vocabulary cut to the pieces the task's texts use (edgelm.techniques.vocab); (bundle, metrics)."""
+    from edgelm.techniques.vocab.stage import VOCAB_KEY, prune_vocabulary, scanned_texts
+
+    model, tokenizer, metrics, kept = prune_vocabulary(bundle, scanned_texts(ctx, None), reserve)
+    return bundle.with_model(model, tokenizer=tokenizer, extra={**bundle.extra, VOCAB_KEY: kept}), metrics
 
 
 def structured(model, layers, batches, task, config: PruneConfig):

@@ -37,11 +37,13 @@ class QuantOptions:
     accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)
     algorithm: str = "rtn"  # int4: a name in int4.INT4_ALGORITHMS
     quantize_embedding: bool = True  # int8 Gather / int4 GatherBlockQuantized for the token embedding
+    table_bits: int = 8  # int8-dynamic: 4 = the token table as 4-bit GatherBlockQuantized (table4.py)
     quantize_attention_weights: bool = True  # fused Attention QKV and Gemm weights stored int8 (float math)
     exclude: list[str] = field(default_factory=list)  # node names kept float
 
     def params(self) -> dict:
-        keys = {"int8-dynamic": ("per_channel", "quantize_embedding", "quantize_attention_weights"),
+        keys = {"int8-dynamic": ("per_channel", "quantize_embedding", "quantize_attention_weights")
+                                + (("table_bits", "block_size", "table_block_size") if self.table_bits == 4 else ()),
                 "int8-static": ("per_channel", "calibration", "quantize_embedding", "quantize_attention_weights"),
                 "int4": ("block_size", "table_block_size", "finer_blocks_mb", "symmetric", "accuracy_level", "algorithm",
                          "quantize_embedding", "quantize_attention_weights"),
@@ -72,11 +74,18 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
     # Fused Attention is split first (split_attention_projection): QAttention mishandles padded batches (measured
     # on MiniLM: cosine 0.75 vs float for the short row of a padded pair, 0.99 at batch 1).
     ops = ["MatMul", "LSTM"] + (["Gather"] if options.quantize_embedding else [])  # LSTM: DynamicQuantizeLSTM
+    table4 = options.quantize_embedding and options.table_bits == 4
+    if table4:  # the token table is left for the 4-bit pass (table4.py); position / type tables go int8
+        from edgelm.techniques.quantize.table4 import int4_embedding_tables, token_tables
+
+    later = token_tables(onnx.load(str(src), load_external_data=False), options.exclude) if table4 else []
     with _preprocessed(src, split_attention_projection, fold_lstm_weights) as model_path:
         quantize_dynamic(model_path, dst, per_channel=options.per_channel, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=ops, nodes_to_exclude=_split_names(options.exclude),
+                         op_types_to_quantize=ops, nodes_to_exclude=_split_names(options.exclude) + later,
                          use_external_data_format=is_large(src),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
+    if table4:
+        int4_embedding_tables(dst, options)
     if options.quantize_attention_weights:
         model = onnx.load(str(dst))
         if _int8_float_weights(model, options.exclude):

@@ -30,6 +30,7 @@ class QuantizeConfig(StageConfig):
     accuracy_level: int | None = Field(4, ge=0, le=4, description="int4: MatMulNBits compute precision (4 = int8 activations, fastest on CPU; 0 = float)")
     algorithm: Name(INT4_ALGORITHMS) = Field("rtn", description=f"int4 algorithm: {summaries()}")
     quantize_embedding: bool = Field(True, description="also quantize the token embedding table (int8 Gather / int4 GatherBlockQuantized)")
+    table_bits: Literal[8, 4] = Field(8, description="int8-dynamic: bits of the token embedding table (4 = GatherBlockQuantized in blocks of table_block_size or block_size, the layers stay int8 MatMulInteger)")
     exclude: list[str] = Field([], description="ONNX node names kept float (see the sensitivity table)")
     sensitivity: bool = Field(False, description="rank layers by the error they add (SQNR) and, with labels, the accuracy with each kept float")
     auto: bool = Field(False, description="keep the most sensitive layers float until the accuracy gate holds (needs labelled --data)")

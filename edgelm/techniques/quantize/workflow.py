@@ -30,6 +30,7 @@ def options_from(config, exclude: list[str] | None = None) -> QuantOptions:
                         block_size=config.block_size, symmetric=config.symmetric, accuracy_level=config.accuracy_level,
                         algorithm=config.algorithm, quantize_embedding=config.quantize_embedding,
                         table_block_size=config.table_block_size, finer_blocks_mb=config.finer_blocks_mb,
+                        table_bits=config.table_bits,
                         exclude=list(config.exclude if exclude is None else exclude))
 
 
