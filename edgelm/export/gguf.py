@@ -28,6 +28,7 @@ from edgelm.core.ui import info
 NUMPY_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")  # gguf.quants writes these
 TOOL_TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q3_K_M", "Q2_K")  # llama-quantize's k-quants
 GGUF_TYPES = NUMPY_TYPES + TOOL_TYPES
+GGUF_TYPE_FOR_METHOD = {"int4": "Q4_K_M", "int8-dynamic": "Q8_0", "int8-static": "Q8_0", "fp16": "F16"}  # quantize stage
 LLAMA_FAMILY = ("llama", "mistral")  # HF model_type whose decoder is llama.cpp's llama (or deci) graph
 FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0"}
 

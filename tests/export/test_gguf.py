@@ -175,3 +175,19 @@ def test_unsupported_architecture_is_refused_in_one_line(tiny_model, tmp_path):
 
     with pytest.raises(EdgelmError, match="gpt2 is not supported"):
         export(load_model(str(tiny_model("gpt2"))), tmp_path)
+
+
+def test_export_stage_writes_model_gguf_with_its_manifest_entry_and_parity(bpe_llama, tmp_path):
+    from edgelm.core.records import Manifest
+    from edgelm.runtimes.base import unavailable
+    from tests.techniques.prune.helpers import run
+
+    result = run("export", bpe_llama, tmp_path / "e", formats=["gguf"], gguf_type="Q8_0", greedy_steps=4)
+    assert set(result.bundle.artifacts) == {"gguf", "manifest"} and result.metrics["formats"] == ["gguf"]
+    manifest = Manifest.load(tmp_path / "e")
+    assert manifest.gguf["type"] == "Q8_0" and manifest.gguf["arch"] == "llama"
+    assert "model.gguf" in manifest.files and manifest.metrics["size_mb_by_format"]["gguf"] > 0
+    parity = manifest.parity["gguf"]
+    assert parity["weights"]["max_rel_rmse"] <= parity["weights"]["limit"]
+    reason = unavailable("llama-cpp")
+    assert (parity.get("llama_cpp") == f"skipped: {reason}") if reason else parity["argmax_agreement"] >= 0.9
