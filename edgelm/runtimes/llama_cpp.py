@@ -6,8 +6,11 @@ returning logits), so perplexity, next-token logits and greedy parity go through
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from edgelm.core.errors import EdgelmError
 from edgelm.runtimes.base import Runner, RuntimeSpec, Target, register_runtime
 
 EVAL_CONTEXT = 1024  # tokens: eval's perplexity windows (512) and the parity prompts fit
@@ -30,7 +33,8 @@ class LlamaCppLM:
     def __init__(self, path, threads: int | None = None, n_ctx: int = EVAL_CONTEXT, all_logits: bool = True):
         from llama_cpp import Llama
 
-        self.all_logits = all_logits
+        threads = threads or os.cpu_count() or 1  # llama-cpp-python's own default is half the cores
+        self.all_logits, self.n_ctx = all_logits, n_ctx
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_threads=threads,
                          n_threads_batch=threads, logits_all=all_logits, verbose=False)
         self.threads = self.llm.n_threads
@@ -43,6 +47,8 @@ class LlamaCppLM:
 
     def prefill(self, ids):
         ids = [int(t) for t in np.asarray(ids).reshape(-1)]
+        if len(ids) >= self.n_ctx:
+            raise EdgelmError(f"llama-cpp: {len(ids)} prompt tokens do not fit its {self.n_ctx}-token context")
         self.llm.reset()
         self.llm.eval(ids)
         logits = np.array(self.llm.scores[:len(ids)]) if self.all_logits else self._last()[None]
