@@ -310,8 +310,8 @@ def importance_matrix(model: Path, texts: list[str] | None, folder: Path) -> tup
     corpus = folder / "calibration.txt"
     corpus.write_text("\n\n".join(texts))
     out = folder / "imatrix.gguf"
-    run_tool([tool, "-m", str(model), "-f", str(corpus), "-o", str(out), "-c", "128", "-t", str(os.cpu_count() or 1),
-              "--no-ppl"], "llama-imatrix")
+    run_tool([tool, "-m", str(model), "-f", str(corpus), "-o", str(out), "-c", "256", "--chunks", "64",
+              "-t", str(os.cpu_count() or 1), "--no-ppl"], "llama-imatrix")
     return (out, []) if out.is_file() else (None, ["llama-imatrix wrote no matrix"])
 
 

@@ -92,3 +92,16 @@ def test_eval_perplexity_on_llama_cpp_goes_through_the_shared_metric(bundle, exp
     on_llama = perplexity(artifact_model(exported["F32"], "llama-cpp"), text)
     on_torch = perplexity(torch_model(bundle), text)
     assert on_llama["perplexity"] == pytest.approx(on_torch["perplexity"], rel=1e-3)
+
+
+def test_k_quant_goes_through_llama_quantize_with_an_importance_matrix(bundle, tmp_path):
+    from edgelm.export.gguf import export_gguf, llama_tool
+
+    if llama_tool("llama-quantize") is None or llama_tool("llama-imatrix") is None:
+        pytest.skip("llama.cpp's llama-quantize / llama-imatrix not on PATH or in $EDGELM_LLAMA_CPP_BIN")
+    written = export_gguf(bundle, tmp_path, "Q4_K_M", calibration=["the movie was good and the acting was great ."] * 40)
+    assert written.type == "Q4_K_M" and written.imatrix and not any("imatrix" in n for n in written.notes)
+    import gguf
+
+    fields = gguf.GGUFReader(str(written.path)).fields
+    assert fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q4_K_M
