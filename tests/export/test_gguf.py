@@ -191,3 +191,15 @@ def test_export_stage_writes_model_gguf_with_its_manifest_entry_and_parity(bpe_l
     assert parity["weights"]["max_rel_rmse"] <= parity["weights"]["limit"]
     reason = unavailable("llama-cpp")
     assert (parity.get("llama_cpp") == f"skipped: {reason}") if reason else parity["argmax_agreement"] >= 0.9
+
+
+def test_quantize_stage_writes_the_gguf_at_the_methods_type_beside_the_int4_onnx(bpe_llama, tmp_path):
+    from edgelm.core.records import Manifest
+    from tests.techniques.prune.helpers import run
+
+    exported = run("export", bpe_llama, tmp_path / "e", formats=["onnx", "gguf"], greedy_steps=2).bundle
+    result = run("quantize", exported, tmp_path / "q", method="int4", block_size=32, parity_samples=2)
+    assert {"onnx", "gguf"} <= set(result.bundle.artifacts)
+    manifest = Manifest.load(tmp_path / "q")
+    assert manifest.gguf["type"] in ("Q4_K_M", "Q4_0") and "gguf" in manifest.parity
+    assert manifest.metrics["size_mb_by_format"]["gguf"] < Manifest.load(tmp_path / "e").metrics["size_mb_by_format"]["gguf"]
