@@ -54,7 +54,20 @@ class BenchStage(Stage):
         if why_not:
             bench["speedup_skipped"] = why_not
         files = [write_bench_json(bench, ctx.workdir / "bench.json"), *write_bench_reports(bench, ctx.workdir, "bench")]
-        return StageResult(bundle.derive(), {**headline_metrics(bench), "baseline": config.baseline}, files)
+        metrics = {**headline_metrics(bench), "baseline": config.baseline, **recommendation(bench, ctx)}
+        return StageResult(bundle.derive(), metrics, files)
+
+
+def recommendation(bench: dict, ctx) -> dict:
+    """Decoders: the runtime to ship on (fastest decode at equal quality), said in one line."""
+    from edgelm.core.ui import info
+    from edgelm.measure.recommend import perplexity_by_engine, recommend
+
+    pick = recommend(bench["rows"], perplexity_by_engine(list(ctx.previous.values())))
+    if pick is None:
+        return {}
+    info(f"bench: recommends {pick['runtime']}: {pick['why']}")
+    return {"recommended_runtime": pick}
 
 
 def known_accuracy(ctx, baseline) -> dict[str, float]:
