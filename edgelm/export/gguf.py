@@ -102,6 +102,11 @@ def export_gguf(bundle, out: Path, gguf_type: str = "F32", calibration: list[str
         raise EdgelmError("gguf export: needs a causal-lm torch model (llama.cpp runs decoders)")
     if gguf_type not in GGUF_TYPES:
         raise EdgelmError(f"gguf export: unknown type {gguf_type!r} ({', '.join(GGUF_TYPES)})")
+    from edgelm.models.text_tasks import virtual_tokens
+
+    if virtual_tokens(bundle) is not None:
+        raise EdgelmError("gguf export: prompt tuning's virtual tokens have no place in a GGUF; fine-tune with "
+                          "--method lora (merged into the weights) or use --format onnx")
     shapes = check_exportable(bundle.model)
     path = Path(out) / name
     if gguf_type in NUMPY_TYPES:
