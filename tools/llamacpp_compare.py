@@ -3,8 +3,9 @@ GGUF, side by side on this machine (batch 1, same thread count, same prompt toke
 
 Each measurement runs in a fresh worker process; the runtimes are interleaved round by round (A B, B A, ...)
 so load drift hits both alike. The edgelm side is the registered ort-cpu runtime, and both sides are timed by the
-bench worker's `measure_case` (statistics from edgelm.measure.timing). llama.cpp is not a registered runtime yet,
-so this tool spawns and interleaves its own workers instead of the bench's.
+bench worker's `measure_case` (statistics from edgelm.measure.timing); the llama.cpp side is the registered
+llama-cpp runtime on any GGUF file (`edgelm bench OUT --runtime ort-cpu llama-cpp` does the same for an export
+folder that holds model.onnx and model.gguf).
 
     flock /tmp/edgelm-heavy.lock python tools/llamacpp_compare.py \
         --onnx OUT/int4 [--onnx OUT/fp32 ...] [--gguf path.gguf] --threads 2 --json llamacpp.json
@@ -29,47 +30,20 @@ PROMPT = ("The history of the city begins in the early medieval period, when a s
 
 
 # --- workers (one runtime, one fresh process) -----------------------------------------------------------------
-class LlamaCppGenerator:
-    """bench generator protocol over llama-cpp-python: prefill(ids) -> (token, state), decode(token, state)."""
-
-    def __init__(self, gguf: str, threads: int, n_ctx: int):
-        from llama_cpp import Llama
-
-        self.llm = Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=n_ctx,
-                         verbose=False)
-
-    def _next(self) -> int:
-        # Llama.eval fills `scores` only with logits_all=True (which would compute the LM head for every prompt
-        # token); without it `scores` stays zeros, so read the last position's logits from the context itself.
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
-        return int(np.argmax(logits))
-
-    def prefill(self, ids):
-        self.llm.reset()
-        self.llm.eval([int(t) for t in ids[0]])
-        return self._next(), None
-
-    def decode(self, token, state):
-        self.llm.eval([int(token)])
-        return self._next(), state
-
-
-class LlamaCppRunner:
-    """The one thing the bench worker's measure_case asks of a runner for a decode case: its generator."""
-
-    def __init__(self, gguf: str, threads: int, n_ctx: int):
-        self._generator = LlamaCppGenerator(gguf, threads, n_ctx)
-
-    def generator(self):
-        return self._generator
-
-
 def edgelm_runner(folder: str, threads: int):
     """The folder's model.onnx on the ort-cpu runtime (KV-cache generation through the bench runner)."""
     from edgelm.runtimes.base import Target, open_runner
 
     path = Path(folder).resolve()
     return open_runner("ort-cpu", Target(path.name, path, "causal-lm", {"onnx": path / "model.onnx"}), threads)
+
+
+def gguf_runner(gguf: str, threads: int):
+    """Any GGUF file on the registered llama-cpp runtime."""
+    from edgelm.runtimes.base import Target, open_runner
+
+    path = Path(gguf).resolve()
+    return open_runner("llama-cpp", Target(path.name, path.parent, "causal-lm", {"gguf": path}), threads)
 
 
 def prompt_ids(tokenizer_dir: str, prompt_len: int) -> np.ndarray:
@@ -86,7 +60,7 @@ def worker(args) -> dict:
 
     ids = prompt_ids(args.tokenizer, args.prompt_len)
     if args.worker == "llama.cpp":
-        runner = LlamaCppRunner(args.path, args.threads, n_ctx=args.prompt_len + args.new_tokens + 8)
+        runner = gguf_runner(args.path, args.threads)
     else:
         runner = edgelm_runner(args.path, args.threads)
     case = {"kind": "decode", "prompt_len": ids.shape[1], "new_tokens": args.new_tokens}
@@ -106,11 +80,9 @@ def run_worker(kind: str, path: str, args) -> dict:
 
 
 def llamacpp_missing() -> str | None:
-    import importlib.util
+    from edgelm.runtimes.base import unavailable
 
-    if importlib.util.find_spec("llama_cpp") is None:
-        return "llama-cpp-python is not installed (pip install 'edgelm[llamacpp]'; it builds llama.cpp from source)"
-    return None
+    return unavailable("llama-cpp")
 
 
 def compare(args) -> dict:

@@ -197,6 +197,7 @@ class Manifest(Record):
     quantization: dict[str, Any] | None = None  # filled by the quantize stage
     executorch: dict[str, Any] | None = None  # delegated / non-delegated ops of model.pte
     ort_mobile: dict[str, Any] | None = None  # required-operators config of model.ort
+    gguf: dict[str, Any] | None = None  # type / llama.cpp architecture / importance matrix of model.gguf
     metrics: dict[str, Any] = Field(default_factory=dict)
     units: dict[str, str] = Field(default_factory=dict)
 

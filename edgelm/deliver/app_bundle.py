@@ -78,6 +78,7 @@ def bundle_manifest(folder: Path, meta: dict, run: RunRecord, bundle_dir: Path, 
         "labels": "labels.txt" if (bundle_dir / "labels.txt").is_file() else None,
         "executorch_model": next((n for n in model_names if n.endswith(".pte")), None),
         "self_test": self_test_entry(bundle_dir),
+        "gguf_model": next((n for n in model_names if n.endswith(".gguf")), None),
         "made_by": {"stage": folder.name, "recipe": run.recipe, "history": [h["kind"] for h in meta.get("history", [])]},
     }
     manifest.metrics = {**manifest.metrics, **headline(run)}

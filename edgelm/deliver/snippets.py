@@ -32,6 +32,8 @@ def render_all(manifest: dict) -> dict[str, str]:
              values["swift_file"]: template(f"{family}.swift.tmpl").substitute(values)}
     if values["pte"]:
         files[f"{values['class_name']}ExecuTorch.kt"] = template("executorch.kt.tmpl").substitute(values)
+    if manifest.get("bundle", {}).get("gguf_model"):
+        files["llama_cpp_generate.cpp"] = template("llamacpp.cpp.tmpl").substitute(llamacpp_values(manifest))
     files["README.md"] = template("README.md.tmpl").substitute(values | readme_values(manifest, values))
     return files | js_files(manifest)
 
@@ -60,6 +62,10 @@ def js_files(manifest: dict) -> dict[str, str]:
     return {JS_CONSUMER: header + (TEMPLATES / JS_CONSUMER).read_text(),
             "edgelmConsumer.d.ts": (TEMPLATES / "edgelmConsumer.d.ts").read_text(),
             "package.json": json.dumps(package, indent=2) + "\n"}
+
+
+def llamacpp_values(manifest: dict) -> dict:
+    return {"task": manifest["task"], "gguf": manifest["bundle"]["gguf_model"], "max_new_tokens": 256, "threads": 4}
 
 
 def common_values(manifest: dict) -> dict:

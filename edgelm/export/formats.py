@@ -20,8 +20,9 @@ FORMATS = {f.name: f for f in (
     ArtifactFormat("onnx", "model.onnx", "edgelm.export.onnx:export_onnx", "onnxruntime", (".data",)),
     ArtifactFormat("ort", "model.ort", "edgelm.export.ort_mobile:convert_to_ort", "onnxruntime"),
     ArtifactFormat("pte", "model.pte", "edgelm.export.executorch:export_pte", "executorch"),
+    ArtifactFormat("gguf", "model.gguf", "edgelm.export.gguf:export_gguf", "llama.cpp"),
 )}
-PREFERRED = ("ort", "onnx", "pte")  # which artifact an app ships, and eval's `auto` runs, when there are several
+PREFERRED = ("ort", "onnx", "pte", "gguf")  # which artifact an app ships, and eval's `auto` runs, when there are several
 
 
 def shipped_formats(available) -> list[str]:

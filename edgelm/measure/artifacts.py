@@ -64,11 +64,12 @@ def _tokenizer_beside(artifact: Path):
 
 def _causal_model(bundle, artifact: Path, runtime: str, tokenizer, info: dict) -> EvalModel:
     """Full-sequence logits = the graph's prefill on an empty cache; generation = its greedy KV-cache loop."""
-    from edgelm.models.generate import OnnxCausalLM
+    from edgelm.verify.parity import causal_runner
 
-    if FORMATS[info["artifact_format"]].engine != "onnxruntime":
-        raise EdgelmError(f"eval runtime {runtime!r}: decoder evaluation runs on the ONNX graph; use ort-cpu or ort-mobile")
-    lm = OnnxCausalLM(artifact)
+    if FORMATS[info["artifact_format"]].engine not in ("onnxruntime", "llama.cpp"):
+        raise EdgelmError(f"eval runtime {runtime!r}: decoder evaluation runs on the ONNX graph or the GGUF; "
+                          "use ort-cpu, ort-mobile or llama-cpp")
+    lm = causal_runner(artifact, info["artifact_format"])
 
     def forward(feeds):
         rows = []

@@ -64,7 +64,7 @@ class BenchStage(Stage):
         if stock:
             bench["stock_recipe"], bench["stock_op_counts"] = STOCK_RECIPE, stock[1]
         files = [write_bench_json(bench, ctx.workdir / "bench.json"), *write_bench_reports(bench, ctx.workdir, "bench")]
-        metrics = {**headline_metrics(bench), "baseline": config.baseline}
+        metrics = {**headline_metrics(bench), "baseline": config.baseline, **recommendation(bench, ctx)}
         if metrics["speedup"] or metrics.get("speedup_vs_stock"):
             metrics["speed_verdict"] = speed_verdict(metrics, config.baseline)
         return StageResult(bundle.derive(), metrics, files)
@@ -77,6 +77,18 @@ def speed_verdict(metrics: dict, baseline: str) -> str:
     parts += [f"{x:.2f}x {baseline} on {rt}" + (f" (SLOWER than {baseline})" if x < 1 else "")
               for rt, x in metrics["speedup"].items() if baseline != STOCK_NAME]
     return "candidate: " + "; ".join(parts)
+
+
+def recommendation(bench: dict, ctx) -> dict:
+    """Decoders: the runtime to ship on (fastest decode at equal quality), said in one line."""
+    from edgelm.core.ui import info
+    from edgelm.measure.recommend import perplexity_by_engine, recommend
+
+    pick = recommend(bench["rows"], perplexity_by_engine(list(ctx.previous.values())))
+    if pick is None:
+        return {}
+    info(f"bench: recommends {pick['runtime']}: {pick['why']}")
+    return {"recommended_runtime": pick}
 
 
 def known_accuracy(ctx, baseline) -> dict[str, float]:

@@ -85,7 +85,11 @@ class EvalStage(Stage):
         data.model_labels = bundle.labels
         ref_scores = {m: score(m, reference, None, data, config) for m in metrics if reference and m in COMPARABLE}
         by_runtime = {}
-        for runtime in config.runtime:
+        for i, runtime in enumerate(config.runtime):
+            if i and (why := optional_runtime_missing(runtime)):  # the first one feeds the gates: it must run
+                info(f"eval runtime {runtime}: skipped ({why})")
+                by_runtime[runtime] = {"runtime": runtime, "skipped": why}
+                continue
             candidate = candidate_model(bundle, runtime)
             by_runtime[candidate.name] = {**compare(metrics, candidate, reference, data, config, ref_scores),
                                           **candidate.info}
@@ -198,6 +202,11 @@ def candidate_model(bundle, runtime: str):
     from edgelm.measure.artifacts import artifact_model
 
     return artifact_model(bundle, runtime)
+
+
+def optional_runtime_missing(runtime: str) -> str | None:
+    """Why a registered runtime cannot run on this machine (an optional library absent), else None."""
+    return RUNTIMES.get(runtime).unavailable() if runtime in RUNTIMES else None
 
 
 def auto_runtime(artifacts) -> str:

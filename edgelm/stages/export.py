@@ -14,6 +14,7 @@ from pydantic import Field
 
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 from edgelm.export.formats import FORMATS
+from edgelm.export.gguf import GGUF_TYPES
 from edgelm.verify.tolerances import GREEDY_STEPS
 
 
@@ -22,6 +23,8 @@ class ExportConfig(StageConfig):
     optimize: bool = Field(True, description="run graph fusions (attention, LayerNorm, Gelu, rotary)")
     greedy_steps: int = Field(GREEDY_STEPS, ge=1, le=256, description="decoders: greedy tokens that must match torch in the parity check")
     max_length: int = Field(128, ge=1, description="encoders: max tokens per text recorded in the manifest's preprocessing")
+    gguf_type: Literal[GGUF_TYPES] = Field("F32", description="gguf: llama.cpp tensor type (F32/F16/BF16/Q8_0/Q4_0 "
+                                           "in numpy; k-quants such as Q4_K_M need llama.cpp's llama-quantize)")
 
 
 @register_stage
@@ -67,6 +70,8 @@ class ExportStage(Stage):
             artifacts["pte"] = pte_info.path
             with step("parity check model.pte"):
                 manifest.parity["pte"] = check_artifact(bundle, pte_info.path, "pte", texts, tol)
+        if "gguf" in config.formats:
+            artifacts["gguf"] = self._gguf(bundle, config, ctx, out, manifest)
         if "onnx" not in config.formats and "onnx" in artifacts:  # only an intermediate for .ort
             for f in (artifacts.pop("onnx"), out / "model.onnx.data"):
                 Path(f).unlink(missing_ok=True)
@@ -93,6 +98,27 @@ class ExportStage(Stage):
             manifest.optimization = result.optimization
             metrics["optimize_seconds"] = result.optimization.get("seconds")
         return result.path
+
+
+    def _gguf(self, bundle, config, ctx, out: Path, manifest) -> Path:
+        from edgelm.export.gguf import export_gguf
+        from edgelm.verify.gguf import check_gguf
+        from edgelm.core.ui import step
+
+        with step(f"writing GGUF ({config.gguf_type}) for llama.cpp"):
+            written = export_gguf(bundle, out, config.gguf_type, calibration=calibration_texts(ctx))
+        manifest.gguf = written.manifest_entry()
+        with step("parity check model.gguf"):
+            manifest.parity["gguf"] = check_gguf(bundle, written, parity_texts(ctx, bundle.task), config.greedy_steps)
+        return written.path
+
+
+def calibration_texts(ctx, n: int = 64) -> list[str]:
+    """Text for llama.cpp's importance matrix: the run's data, else built-in prose."""
+    from edgelm.data.readers import calibration_texts as prose, load_examples
+
+    texts = [t for t in load_examples(ctx.data).texts if t.strip()][:n] if ctx.data is not None else []
+    return texts or prose(n, min_chars=200, max_chars=2000, seed=0)
 
 
 def parity_texts(ctx, task: str) -> list[str] | None:

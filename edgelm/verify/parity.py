@@ -221,6 +221,10 @@ def causal_runner(path: Path, fmt: str):
         from edgelm.models.generate import OnnxCausalLM
 
         return OnnxCausalLM(path)
+    if _engine(fmt) == "llama.cpp":
+        from edgelm.runtimes.llama_cpp import LlamaCppLM
+
+        return LlamaCppLM(path)
     from edgelm.export.executorch import PteCausalLM
 
     return PteCausalLM(path)

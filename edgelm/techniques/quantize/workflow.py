@@ -18,7 +18,7 @@ from edgelm.export.manifest import artifact_sizes
 from edgelm.export.onnx_io import model_files
 from edgelm.techniques.quantize.onnx_quant import QuantOptions, needs_calibration, quantize_onnx
 from edgelm.techniques.quantize.sensitivity import auto_exclude, layer_sensitivity, predictions
-from edgelm.verify.tolerances import QUANTIZED_VS_FLOAT, QUANTIZED_VS_TORCH
+from edgelm.verify.tolerances import GREEDY_STEPS, QUANTIZED_VS_FLOAT, QUANTIZED_VS_TORCH
 from edgelm.core.ui import step
 
 CALIBRATION_MAX_LENGTH = 128
@@ -81,9 +81,13 @@ def publish_folder(bundle, source: Path, dst: Path, config, metrics: dict) -> tu
         if metrics["pte"].get("path"):
             artifacts["pte"] = Path(metrics["pte"].pop("path"))
             sections["executorch"] = metrics["pte"]["executorch"]
+    if "gguf" in bundle.artifacts:
+        metrics["gguf"] = quantized_gguf(bundle, workdir, config)
+        artifacts["gguf"], sections["gguf"] = Path(metrics["gguf"].pop("path")), metrics["gguf"]["gguf"]
     parity = {"onnx": metrics["parity_torch"], "quantized_vs_float": metrics["parity"]}
-    if "parity" in metrics.get("pte", {}):
-        parity["pte"] = metrics["pte"]["parity"]
+    for fmt in ("pte", "gguf"):
+        if "parity" in metrics.get(fmt, {}):
+            parity[fmt] = metrics[fmt]["parity"]
     artifacts["manifest"] = artifact.write_manifest(source.parent, workdir, bundle.task, metrics["quantization"], parity,
                                                     bundle.source, sections)
     return artifacts, files + [p for k, p in artifacts.items() if k != "onnx"]
@@ -174,6 +178,21 @@ def torch_parity(bundle, dst: Path, method: str, texts: list[str] | None = None)
     if bundle.task == "causal-lm":
         return fidelity.torch_decoder_parity(bundle, dst, **QUANTIZED_VS_TORCH[method]).recorded(f"{dst.name}: ")
     return _encoder_torch_parity(bundle, dst, "onnx", QUANTIZED_VS_TORCH[method], texts)
+
+
+def quantized_gguf(bundle, out_dir: Path, config) -> dict:
+    """The GGUF at the llama.cpp type matching the method (int4 -> Q4_K_M, ...), checked against torch."""
+    from edgelm.data.readers import calibration_texts
+    from edgelm.export.gguf import GGUF_TYPE_FOR_METHOD, export_gguf
+    from edgelm.verify.gguf import check_gguf
+
+    gguf_type = GGUF_TYPE_FOR_METHOD[config.method]
+    with step(f"quantize: GGUF {gguf_type} for llama.cpp"):
+        written = export_gguf(bundle, out_dir, gguf_type, calibration=calibration_texts(64))
+    with step("quantize: parity of model.gguf against torch"):
+        parity = check_gguf(bundle, written, None, GREEDY_STEPS)
+    return {"path": str(written.path), "gguf": written.manifest_entry(), "parity": parity,
+            "size_mb": files_mb([written.path])}
 
 
 def quantized_pte(bundle, out_dir: Path, config) -> dict:

@@ -1,0 +1,58 @@
+"""Parity of a GGUF against its torch source: on llama.cpp (the llama-cpp runtime) the decoder parity every
+artifact gets (prompt logits, greedy tokens through the KV cache), at the tolerance of the GGUF's tensor type;
+without llama.cpp, the weights read back through gguf.GGUFReader and dequantized against what was written,
+and the runtime check recorded as skipped with the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgelm.core.errors import EdgelmError
+from edgelm.verify.tolerances import (GGUF_4BIT, GGUF_VS_TORCH, GGUF_WEIGHT_REL_RMSE, GGUF_WEIGHT_REL_RMSE_4BIT,
+                                      Tolerances)
+
+
+def gguf_tolerances(gguf_type: str, greedy_steps: int) -> Tolerances:
+    return Tolerances(greedy_steps=greedy_steps, **GGUF_VS_TORCH.get(gguf_type, GGUF_4BIT))
+
+
+def check_gguf(bundle, written, texts: list[str] | None, greedy_steps: int) -> dict:
+    """Figures of the GGUF (`export_gguf`'s GgufInfo) against the torch model; EdgelmError when it misses."""
+    from edgelm.runtimes.base import RUNTIMES
+    from edgelm.verify.parity import verify_artifact
+
+    figures = {"weights": weight_roundtrip(bundle, written)}
+    reason = RUNTIMES.get("llama-cpp").unavailable()
+    if reason:
+        return figures | {"llama_cpp": f"skipped: {reason}"}
+    verdict = verify_artifact(bundle, written.path, "gguf", texts, gguf_tolerances(written.type, greedy_steps))
+    verdict.raise_if_failed(f"{written.path.name} ({written.type}) on llama.cpp: parity failed: ", "; the artifact was not published")
+    return figures | verdict.figures
+
+
+def weight_roundtrip(bundle, written) -> dict:
+    """Worst relative RMS error of a tensor read back from the file against the float weights written."""
+    import gguf
+
+    from edgelm.export.gguf import check_exportable, gguf_tensors
+
+    shapes = check_exportable(bundle.model)
+    expected = dict(gguf_tensors(bundle.model, shapes, written.arch))
+    reader = gguf.GGUFReader(str(written.path))
+    names = {t.name for t in reader.tensors}
+    if names != set(expected):
+        raise EdgelmError(f"{written.path.name}: tensors {sorted(names ^ set(expected))[:3]} differ from the model's")
+    worst, where = 0.0, None
+    for tensor in reader.tensors:
+        back = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(expected[tensor.name].shape)
+        error = relative_rmse(expected[tensor.name], back)
+        worst, where = (error, tensor.name) if error > worst else (worst, where)
+    limit = GGUF_WEIGHT_REL_RMSE.get(written.type, GGUF_WEIGHT_REL_RMSE_4BIT)
+    if not worst <= limit:
+        raise EdgelmError(f"{written.path.name}: tensor {where} reads back with relative RMS error {worst:.3g} > {limit:g}")
+    return {"tensors": len(names), "max_rel_rmse": worst, "worst_tensor": where, "limit": limit}
+
+
+def relative_rmse(reference: np.ndarray, candidate: np.ndarray) -> float:
+    ref = reference.astype(np.float64)
+    return float(np.sqrt(np.mean((ref - candidate) ** 2)) / max(np.sqrt(np.mean(ref ** 2)), 1e-12))
