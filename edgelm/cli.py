@@ -436,9 +436,11 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, icl_t
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--task", type=click.Choice(["sequence-classification", "feature-extraction", "causal-lm"]),
               help="override the task detected from the config")
+@click.option("--on-parity-fail", type=click.Choice(["error", "warn"]),
+              help="quantize stages: fail on a parity miss (the recipe's default) or only record it")
 @data_options
-def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, data,
-                     eval_data, text_column, label_column, seed):
+def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task,
+                     on_parity_fail, data, eval_data, text_column, label_column, seed):
     """Compress MODEL (default minilm-l6) for TARGET: default recipe, eval, bench, report and an app bundle."""
     from edgelm.deliver.compress import compress
     from edgelm.pipeline.compress import TARGET_RUNTIMES
@@ -451,7 +453,7 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
         result = compress(model, out, target=target, data=data_config(data, text_column, label_column, seed=seed),
                           eval_data=data_config(eval_data, text_column, label_column, seed=seed),
                           recipe=resolve_recipe_path(recipe) if recipe else None, task=task, seed=seed,
-                          gates=gates or None)
+                          gates=gates or None, on_parity_fail=on_parity_fail)
     except GateFailed as exc:  # say where the (gate-failing) bundle and report are, then exit 3
         if getattr(exc, "result", None):
             _print_compress(exc.result, err=True)

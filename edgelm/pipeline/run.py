@@ -25,6 +25,7 @@ from edgelm.core.io import fingerprint
 from edgelm.core.records import GateRow, RunRecord, StageMetrics, StageRecord
 from edgelm.core.stage import StageConfig, StageContext, get_stage
 from edgelm.core.ui import info
+from edgelm.measure.machine import peak_rss_mb, reset_peak_rss
 
 
 # --- locking and atomic publish ---------------------------------------------------------------------------
@@ -166,6 +167,7 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
     seed_everything(ctx.seed)
     info(f"[bold]▶ {final.name}[/bold]")
     started = time.time()
+    reset_peak_rss()
     try:
         result = stage.run(bundle, config, ctx)
     except (EdgelmError, KeyboardInterrupt):
@@ -175,6 +177,7 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         raise StageFailed(final.name, exc) from exc
     seconds = round(time.time() - started, 3)
+    result.metrics["stage_peak_rss_mb"] = peak_rss_mb()
     out_bundle = result.bundle
     if out_bundle is bundle:
         raise StageFailed(final.name, RuntimeError("stage returned its input bundle; it must derive a new one"))
