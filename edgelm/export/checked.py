@@ -131,7 +131,7 @@ def graph_difference(a: Path, b: Path) -> float:
 def _decoder_logits(path: Path) -> np.ndarray:
     from edgelm.models.generate import OnnxCausalLM
 
-    lm = OnnxCausalLM(path)
+    lm = OnnxCausalLM(path, session_options=check_session_options())
     vocab = lm.session.get_outputs()[0].shape[-1]
     ids = np.array([[1, 5, 9, 2, 7, 3, 11]], dtype=np.int64) % (vocab if isinstance(vocab, int) else 12)
     first, state = lm.prefill(ids)
@@ -142,8 +142,18 @@ def _decoder_logits(path: Path) -> np.ndarray:
 def _encoder_outputs(path: Path) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), sess_options=check_session_options(), providers=["CPUExecutionProvider"])
     return session.run(None, encoder_feeds(session))
+
+
+def check_session_options():
+    """A session for one check run: no pre-packed copies of the weights (onnxruntime's CPU MatMul packs each
+    float weight into a second buffer, doubling the memory of a session that runs twice)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return options
 
 
 def encoder_feeds(session) -> dict[str, np.ndarray]:
