@@ -118,8 +118,10 @@ def stage_rows(run: Path) -> list[dict]:
 def decode_figures(run: Path) -> tuple[float | None, float | None]:
     """(int4 decode tok/s on ort-cpu at 2 threads, MB of the int4 artifact it ran) from the run's bench."""
     record = json.loads((run / "run.json").read_text())
-    rows = next((s["metrics"].get("rows") for s in record.get("stages", []) if s["kind"] == "bench"), None) or []
-    tok_s = next((r.get("decode_tok_s") for r in rows if r.get("runtime") == "ort-cpu" and r.get("threads") == 2), None)
+    bench = next(iter(sorted(run.glob("*/bench.json"))), None)
+    rows = json.loads(bench.read_text()).get("rows", []) if bench else []
+    tok_s = next((r.get("decode_tok_s") for r in rows if r.get("runtime") == "ort-cpu" and r.get("threads") == 2
+                  and r.get("artifact", "candidate") == "candidate"), None)
     quant = [s for s in record.get("stages", []) if s["kind"] == "quantize"]
     size = quant[-1]["metrics"].get("size_mb") if quant else None
     return tok_s, size

@@ -58,7 +58,13 @@ def check_structure(path: Path) -> None:
             node.domain = ORT_DEFAULT_DOMAIN_OPS
     if any(n.domain == ORT_DEFAULT_DOMAIN_OPS for n in model.graph.node):
         model.opset_import.append(onnx.helper.make_opsetid(ORT_DEFAULT_DOMAIN_OPS, 1))
-    onnx.checker.check_model(model)
+    # checked from a file beside the original, so external data resolves (and is not read into memory)
+    probe = Path(path).with_name(".structure." + Path(path).name)
+    onnx.save_model(model, str(probe))
+    try:
+        onnx.checker.check_model(str(probe))
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 @functools.cache
@@ -74,6 +80,7 @@ def accept(path: Path, candidate: Path) -> None:
     data = Path(path).with_name(Path(path).name + ".data")
     new_data = candidate.with_name(candidate.name + ".data")
     if new_data.exists():
+        new_data.chmod(0o644)  # some writers create the data file private
         new_data.replace(data)
     else:
         data.unlink(missing_ok=True)

@@ -71,3 +71,19 @@ def test_onnxruntime_default_domain_ops_pass_the_structural_check(tmp_path):
     onnx.save(model, str(tmp_path / "bad.onnx"))
     with pytest.raises(Exception, match="NoSuchOp"):
         check_structure(tmp_path / "bad.onnx")
+
+
+def test_rewrites_apply_to_an_export_with_external_data(tmp_path):
+    """Large models keep their weights in model.onnx.data: the structural check must find it beside the
+    candidate (it refused every rewrite of such exports before), and the data file stays readable."""
+    from edgelm.export.onnx import export_onnx
+    from edgelm.models.loading import load_model
+    from tests.arch_fixtures import build_arch
+
+    bundle = load_model(str(build_arch(tmp_path / "llama", "llama-9x3-h64-tied")))
+    (tmp_path / "onnx").mkdir()
+    result = export_onnx(bundle, tmp_path / "onnx", fuse=True, external_data=True)
+    record = result.optimization
+    assert record["fallbacks"] == [] and record["fusions"]["GroupQueryAttention"] == 2
+    data = result.path.with_name("model.onnx.data")
+    assert data.stat().st_mode & 0o044 == 0o044 and not (tmp_path / "onnx" / ".candidate").exists()
