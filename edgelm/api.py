@@ -434,13 +434,14 @@ def compress(model: Model = None, *, out: PathLike | None = None, tokenizer=None
              recipe: PathLike | None = None, data: Data | None = None, eval_data: Data | None = None,
              text_column: str | None = None, label_column: str | None = None, seed: int = 0, task: str | None = None,
              max_accuracy_drop: float | None = None, min_speedup: float | None = None,
-             max_size_mb: float | None = None) -> CompressResult:
+             max_size_mb: float | None = None, on_parity_fail: str | None = None) -> CompressResult:
     """Compress MODEL (default minilm-l6) for `target` (mobile | cpu | cuda) as `edgelm compress` does: the
     default recipe (or `recipe`), eval, bench, report and an app bundle in OUT (default runs/<model>-<target>).
 
     Gates: `max_accuracy_drop` (points), `min_speedup` (against the bench baseline on the target runtime),
     `max_size_mb`; a miss raises GateFailed after the bundle and report are written (its `.result` is the
-    CompressResult's content). Returns where the run, bundle and report are and the headline figures."""
+    CompressResult's content). `on_parity_fail` ("error" | "warn") overrides the quantize stages' setting.
+    Returns where the run, bundle and report are and the headline figures."""
     from edgelm.deliver.compress import compress as compress_run
 
     source = _text_model(model, tokenizer, "compress") if model is not None else None
@@ -449,7 +450,7 @@ def compress(model: Model = None, *, out: PathLike | None = None, tokenizer=None
     result = compress_run(source, out, target=target, data=data_config(data, text_column, label_column, seed=seed),
                           eval_data=data_config(eval_data, text_column, label_column, seed=seed),
                           recipe=resolve_recipe_path(Path(recipe)) if recipe else None, task=task, seed=seed,
-                          gates=gates or None)
+                          gates=gates or None, on_parity_fail=on_parity_fail)
     return CompressResult.model_validate(result)
 
 

@@ -413,9 +413,11 @@ def eval_command(model, metrics, runtimes, reference, k_shot, label_words, icl_t
 @click.option("--search", "use_search", is_flag=True, help="search the recipe's built-in space (Optuna, measured "
               "trials) and ship the best candidate that passes the gates; see edgelm search")
 @click.option("--budget", help="with --search: wall time to spend, e.g. 10m [default: the space's]")
+@click.option("--on-parity-fail", type=click.Choice(["error", "warn"]),
+              help="quantize stages: fail on a parity miss (the recipe's default) or only record it")
 @data_options
 def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup, max_size_mb, as_json, task, use_search,
-                     budget, data, eval_data, text_column, label_column, seed):
+                     budget, on_parity_fail, data, eval_data, text_column, label_column, seed):
     """Compress MODEL (default minilm-l6) for TARGET: default recipe, eval, bench, report and an app bundle."""
     from edgelm import api
 
@@ -428,7 +430,7 @@ def compress_command(model, out, target, recipe, max_accuracy_drop, min_speedup,
         result = api.compress(model, out=out, target=target, recipe=recipe, data=data, eval_data=eval_data,
                               text_column=text_column, label_column=label_column, seed=seed, task=task,
                               max_accuracy_drop=max_accuracy_drop, min_speedup=min_speedup,
-                              max_size_mb=max_size_mb).model_dump(mode="json")
+                              max_size_mb=max_size_mb, on_parity_fail=on_parity_fail).model_dump(mode="json")
     except GateFailed as exc:  # say where the (gate-failing) bundle and report are, then exit 3
         if getattr(exc, "result", None):
             _print_compress(exc.result, err=True)

@@ -147,6 +147,7 @@ _ENTRIES = [
     Metric("train_cpu_seconds", "s", None, "CPU time of training (all threads)"),
     Metric("export_seconds", "s", None, "wall time of the ONNX export"),
     Metric("optimize_seconds", "s", None, "wall time of the ONNX graph fusions"),
+    Metric("stage_peak_rss_mb", "MB", L, "peak resident memory of the edgelm process during a stage", "stage peak RSS"),
     # training
     Metric("method", "text", None, "the stage's method setting (finetune: lora/prompt/ia3/adapter/full; lowrank: activation/svd)"),
     Metric("task", "text", None, "the output model's task"),

@@ -1,38 +1,182 @@
-"""One way to apply a graph rewrite to a saved export: rewrite a copy, run both graphs on onnxruntime, and keep the
-rewrite only when their outputs agree, saved in the file's own layout (one file, or with model.onnx.data).
-Used by the decoder attention (gqa) and encoder LayerNorm (layernorm) rewrites."""
+"""Every graph rewrite of a saved export goes through here: the rewritten graph is written beside the original as a
+candidate, and replaces it only when it is a valid model (onnx.checker), onnxruntime loads and runs it, and its
+outputs agree with the original's on onnxruntime; otherwise the original stays and the reason is returned (the
+caller records it in the manifest). Used by the onnxscript fusions (optimize), the decoder attention (gqa) and the
+encoder LayerNorm (layernorm) rewrites.
+
+The candidate lives in a `.candidate/` folder next to the model with the same file names (model.onnx and its
+model.onnx.data), so accepting it is two renames and the graph's external-data references stay valid. The two
+graphs are run one after the other, so only one onnxruntime session holds the weights at a time.
+"""
 
 from __future__ import annotations
 
+import functools
+import shutil
 import time
 from pathlib import Path
 
-import onnx
+import numpy as np
+
+CANDIDATE_DIR = ".candidate"
+ORT_DEFAULT_DOMAIN_OPS = "edgelm.onnxruntime-default-domain"  # stand-in domain for the structural check only
 
 
-def rewrite_checked(path: Path, rewrite, difference, atol: float, count_key: str, diff_key: str,
-                    nothing: str) -> dict:
-    """rewrite(model) -> {count_key: n, ...} (n == 0: nothing to rewrite, `nothing` is the reason);
-    difference(original, rewritten) -> float, compared with `atol`. Returns the figures, or the count 0 and the
-    reason the file was left alone, plus the seconds it took."""
+def candidate_path(path: Path) -> Path:
+    """Where a rewrite of `path` is written (a fresh folder beside it, same file name)."""
+    folder = Path(path).parent / CANDIDATE_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder / Path(path).name
+
+
+def check_candidate(path: Path, candidate: Path, atol: float) -> tuple[float | None, str | None]:
+    """(difference, None) when `candidate` may replace `path`, else (difference or None, the reason it may not)."""
+    try:
+        check_structure(candidate)
+    except Exception as exc:
+        return None, f"the rewritten graph is not a valid ONNX model: {_tail(exc)}"
+    try:
+        diff = graph_difference(path, candidate)
+    except Exception as exc:  # onnxruntime refused or failed to run the rewritten graph
+        return None, f"onnxruntime cannot run the rewritten graph: {_tail(exc)}"
+    if not diff <= atol:
+        return diff, f"rewritten graph differs from the original (max diff {diff:.3g} > {atol:g})"
+    return diff, None
+
+
+def check_structure(path: Path) -> None:
+    """onnx.checker on the graph (weights not loaded). onnxruntime registers a few ops in the default domain
+    that ONNX has no schema for (SimplifiedLayerNormalization, the RMS norm the fusions emit): those are checked
+    as the custom ops they are; whether onnxruntime knows them is what loading the graph checks."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ort_ops = onnxruntime_default_domain_ops()
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type in ort_ops and not onnx.defs.has(node.op_type):
+            node.domain = ORT_DEFAULT_DOMAIN_OPS
+    if any(n.domain == ORT_DEFAULT_DOMAIN_OPS for n in model.graph.node):
+        model.opset_import.append(onnx.helper.make_opsetid(ORT_DEFAULT_DOMAIN_OPS, 1))
+    # checked from a file beside the original, so external data resolves (and is not read into memory)
+    probe = Path(path).with_name(".structure." + Path(path).name)
+    onnx.save_model(model, str(probe))
+    try:
+        onnx.checker.check_model(str(probe))
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+@functools.cache
+def onnxruntime_default_domain_ops() -> frozenset[str]:
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_c
+
+    schemas = getattr(ort_c, "get_all_operator_schema", lambda: [])()
+    return frozenset(s.name for s in schemas if s.domain in ("", "ai.onnx")) | {"SimplifiedLayerNormalization"}
+
+
+def accept(path: Path, candidate: Path) -> None:
+    """Move the candidate's files over the original's (the graph, and its data file when it has one)."""
+    data = Path(path).with_name(Path(path).name + ".data")
+    new_data = candidate.with_name(candidate.name + ".data")
+    if new_data.exists():
+        new_data.chmod(0o644)  # some writers create the data file private
+        new_data.replace(data)
+    else:
+        data.unlink(missing_ok=True)
+    candidate.replace(path)
+    discard(candidate)
+
+
+def discard(candidate: Path) -> None:
+    shutil.rmtree(Path(candidate).parent, ignore_errors=True)
+
+
+def rewrite_checked(path: Path, rewrite, atol: float, count_key: str, diff_key: str, nothing: str) -> dict:
+    """rewrite(model proto, in place) -> {count_key: n, ...} (n == 0: nothing to rewrite, `nothing` is the reason).
+    Returns the figures and the difference measured, or the count 0 and the reason the file was left alone, plus
+    the seconds it took. A rewrite that raises is a refused rewrite, not an error."""
+    import onnx
+
     from edgelm.export.onnx_io import save_model
 
     started, path = time.time(), Path(path)
-    original = onnx.load(str(path))
-    model = onnx.ModelProto()
-    model.CopyFrom(original)
-    figures = rewrite(model)
-    reason = None
+    model = onnx.load(str(path))
+    try:
+        figures = rewrite(model)
+    except Exception as exc:
+        figures = {count_key: 0}
+        nothing = f"the rewrite failed ({type(exc).__name__}: {_tail(exc)})"
     if not figures[count_key]:
-        reason = nothing
-    else:
-        try:
-            diff = float(difference(original, model))
-        except Exception as exc:  # onnxruntime refused the rewritten graph: keep the original, say why
-            diff, reason = None, f"onnxruntime cannot run the rewritten graph: {str(exc)[-200:]}"
-        if diff is not None and not diff <= atol:
-            reason = f"rewritten graph differs from the original (max diff {diff:.3g})"
+        return {count_key: 0, "reason": nothing, "seconds": time.time() - started}
+    candidate = candidate_path(path)
+    save_model(model, candidate, external=path.with_name(path.name + ".data").exists())
+    del model
+    diff, reason = check_candidate(path, candidate, atol)
     if reason is not None:
+        discard(candidate)
         return {count_key: 0, "reason": reason, "seconds": time.time() - started}
-    save_model(model, path, external=path.with_name(path.name + ".data").exists())
+    accept(path, candidate)
     return {**figures, diff_key: diff, "seconds": time.time() - started}
+
+
+# --- comparing two graphs on onnxruntime ----------------------------------------------------------------------
+def graph_difference(a: Path, b: Path) -> float:
+    """Max |difference| of the two graphs' outputs: for a KV-cache decoder the logits of a 7-token prompt and one
+    cached step, relative to the logits' scale; for an encoder every output on two rows (one padded), absolute."""
+    import onnx
+
+    inputs = [i.name for i in onnx.load(str(a), load_external_data=False).graph.input]
+    if any(n.startswith("past_key_values") for n in inputs):
+        first = _decoder_logits(a)
+        scale = max(float(np.abs(first).max()), 1e-6)
+        return float(np.abs(first - _decoder_logits(b)).max() / scale)
+    first = _encoder_outputs(a)
+    return float(max(np.abs(x - y).max() for x, y in zip(first, _encoder_outputs(b))))
+
+
+def _decoder_logits(path: Path) -> np.ndarray:
+    from edgelm.models.generate import OnnxCausalLM
+
+    lm = OnnxCausalLM(path, session_options=check_session_options())
+    vocab = lm.session.get_outputs()[0].shape[-1]
+    ids = np.array([[1, 5, 9, 2, 7, 3, 11]], dtype=np.int64) % (vocab if isinstance(vocab, int) else 12)
+    first, state = lm.prefill(ids)
+    step, _ = lm.decode(np.array([4]), state)
+    return np.concatenate([first[0], step[0]])
+
+
+def _encoder_outputs(path: Path) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), sess_options=check_session_options(), providers=["CPUExecutionProvider"])
+    return session.run(None, encoder_feeds(session))
+
+
+def check_session_options():
+    """A session for one check run: no pre-packed copies of the weights (onnxruntime's CPU MatMul packs each
+    float weight into a second buffer, doubling the memory of a session that runs twice)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return options
+
+
+def encoder_feeds(session) -> dict[str, np.ndarray]:
+    """Two rows of 9 tokens (the second padded after 5) for an encoder's inputs, by input name."""
+    feeds = {}
+    for spec in session.get_inputs():
+        if "float" in spec.type:
+            feeds[spec.name] = np.random.default_rng(0).standard_normal((2, 9)).astype(np.float32)
+        elif "mask" in spec.name:
+            feeds[spec.name] = np.array([[1] * 9, [1] * 5 + [0] * 4], dtype=np.int64)
+        elif "type" in spec.name:
+            feeds[spec.name] = np.zeros((2, 9), dtype=np.int64)
+        else:
+            feeds[spec.name] = (np.arange(18, dtype=np.int64).reshape(2, 9) * 7 + 3) % 50 + 1
+    return feeds
+
+
+def _tail(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[-200:]

@@ -83,23 +83,5 @@ def decompose_file(path: Path, atol: float = 1e-4) -> dict:
 
     if any(i.name.startswith("past_key_values") for i in onnx.load(str(path), load_external_data=False).graph.input):
         return {"layer_norms": 0, "reason": "decoder graph (left as exported)"}
-    return rewrite_checked(path, lambda model: {"layer_norms": decompose_layer_norms(model)}, _max_output_diff, atol,
+    return rewrite_checked(path, lambda model: {"layer_norms": decompose_layer_norms(model)}, atol,
                            "layer_norms", "max_abs_diff", "no LayerNormalization to rewrite")
-
-
-def _max_output_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> float:
-    import onnxruntime as ort
-
-    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (a, b)]
-    feeds = {}
-    for spec in sessions[0].get_inputs():
-        if "float" in spec.type:
-            feeds[spec.name] = np.random.default_rng(0).standard_normal((2, 9)).astype(np.float32)
-        elif "mask" in spec.name:
-            feeds[spec.name] = np.array([[1] * 9, [1] * 5 + [0] * 4], dtype=np.int64)
-        elif "type" in spec.name:
-            feeds[spec.name] = np.zeros((2, 9), dtype=np.int64)
-        else:
-            feeds[spec.name] = (np.arange(18, dtype=np.int64).reshape(2, 9) * 7 + 3) % 50 + 1
-    outs = [s.run(None, feeds) for s in sessions]
-    return float(max(np.abs(x - y).max() for x, y in zip(*outs)))

@@ -38,12 +38,12 @@ class OnnxExport:
 def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None, fuse: bool = False) -> OnnxExport:
     """Write `out_dir/model.onnx` (+ `.data`) for the bundle's task; returns its IO description.
 
-    The graph is cleaned by onnxscript's optimizer (constant folding, redundant ops); with `fuse` it gets the
-    ORT fusions instead (`optimize.optimize_model`, which runs that optimizer itself), on the exporter's
-    in-memory graph, so the weights are written once and the optimizer never runs twice."""
+    The graph is cleaned by onnxscript's optimizer (constant folding, redundant ops) and saved; with `fuse` the
+    saved graph then gets the ORT fusions and the attention / LayerNorm rewrites (`optimize.optimize_onnx`), each
+    one kept only when the rewritten graph passes its check against the graph before it."""
     import torch
 
-    from edgelm.export.optimize import optimize_model, without_slow_rules
+    from edgelm.export.optimize import without_slow_rules
 
     out_dir = Path(out_dir)
     path = out_dir / ONNX_FILE
@@ -65,29 +65,24 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None, fus
             if bundle.module is not None:
                 return _torchscript_module(bundle, path, started, describe_failure(exc))
             raise EdgelmError(f"{bundle.source}: torch.export cannot trace this model: {describe_failure(exc)}") from None
-        optimization = None
-        if fuse:
-            program.model, optimization = optimize_model(program.model)
-        else:
-            with without_slow_rules():
-                program.optimize()
+        with without_slow_rules():
+            program.optimize()
     _name_dims(program.model, dim_names)
     if external_data is None:
         external_data = _param_bytes(bundle.model) > EXTERNAL_DATA_ABOVE_BYTES
     for stale in (path, path.with_name(path.name + ".data")):
         stale.unlink(missing_ok=True)
     program.save(str(path), external_data=external_data)
+    del program
     fixed = fixed_dims(path, bundle.module) if bundle.module is not None else None
     if fixed:
         return _torchscript_module(bundle, path, started, f"it fixed the dynamic dims {', '.join(fixed)}")
-    if fuse and kv is not None:  # decoder attention -> GroupQueryAttention (checked against the graph it replaces)
-        from edgelm.export.optimize import fuse_decoder_attention
+    optimization = None
+    if fuse:
+        from edgelm.export.optimize import optimize_onnx
 
-        optimization = fuse_decoder_attention(path, bundle, optimization)
-    elif fuse:  # encoder LayerNorms -> centring + RMS norm (checked against the graph it replaces)
-        from edgelm.export.optimize import decompose_encoder_norms
-
-        optimization = decompose_encoder_norms(path, optimization)
+        with _quiet_exporter():
+            optimization = optimize_onnx(path, bundle)
     inputs, outputs = describe_io(path)
     files = [path] + ([path.with_name(path.name + ".data")] if external_data else [])
     seconds = time.time() - started - (optimization["seconds"] if optimization else 0.0)

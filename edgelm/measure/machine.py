@@ -57,6 +57,17 @@ def library_versions() -> dict:
     return versions
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's peak-RSS count afresh (Linux: VmHWM := current RSS), so peak_rss_mb() after a step is
+    that step's own peak; False where the platform cannot (then peak_rss_mb is the peak since start)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MB (10^6 bytes). Linux: VmHWM, which belongs to the exec'd image (getrusage's
     ru_maxrss would carry the forking parent's peak into a fresh worker). Elsewhere ru_maxrss."""

@@ -116,7 +116,7 @@ def retarget(raw: dict, target: str, name: str) -> dict:
 
 
 def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_data=None, recipe: Path | None = None,
-                 task: str | None = None, seed: int = 0, gates: dict | None = None):
+                 task: str | None = None, seed: int = 0, gates: dict | None = None, on_parity_fail: str | None = None):
     """The validated Recipe. An explicit recipe is used as written (CLI values override its model/data)."""
     from edgelm.pipeline.recipe import load_recipe, parse_recipe
 
@@ -145,6 +145,9 @@ def build_recipe(model: str | None, *, target: str = "mobile", data=None, eval_d
         raw["task"] = task
     if gates:
         raw["gates"] = {**(raw.get("gates") or {}), **gates}
+    if on_parity_fail:
+        raw["stages"] = [s | {"on_parity_fail": on_parity_fail} if s.get("kind") == "quantize" else s
+                         for s in raw.get("stages", [])]
     return parse_recipe(raw, f"compress recipe {raw.get('name', '')}".strip())
 
 

@@ -26,6 +26,7 @@ from edgelm.core.io import fingerprint
 from edgelm.core.records import GateRow, RunRecord, StageMetrics, StageRecord
 from edgelm.core.stage import StageConfig, StageContext, get_stage, require_hf_model
 from edgelm.core.ui import info, stage_finished, stage_started
+from edgelm.measure.machine import peak_rss_mb, reset_peak_rss
 
 
 # --- locking and atomic publish ---------------------------------------------------------------------------
@@ -241,6 +242,7 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
     seed_everything(ctx.seed)
     stage_started(final.name)
     started = time.time()
+    reset_peak_rss()
     try:
         result = stage.run(bundle, config, ctx)
     except (EdgelmError, KeyboardInterrupt):
@@ -255,6 +257,7 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         raise StageFailed(final.name, exc) from exc
     seconds = round(time.time() - started, 3)
+    result.metrics["stage_peak_rss_mb"] = peak_rss_mb()
     out_bundle = result.bundle
     if out_bundle is bundle:
         raise StageFailed(final.name, RuntimeError("stage returned its input bundle; it must derive a new one"))

@@ -1,0 +1,163 @@
+"""Scale check: real decoder configs (random init, no download) through `edgelm compress --target mobile`.
+
+    python tools/scale_check.py smollm2-360m qwen2.5-0.5b [llama-3.2-1b] [--out /tmp/edgelm-scale]
+
+Per model: build the published config (values copied from each model's config.json) with random weights in
+its published dtype (bf16) as safetensors under --out, in a child process that exits before the run; run
+`edgelm compress FOLDER --target mobile --on-parity-fail warn` under /usr/bin/time -v; print one table per
+model: each stage's wall time and peak RSS (the run's `stage_peak_rss_mb`), the whole run's wall time and peak
+RSS, and the fp32 weight size (the 3x budget). Then int4 decode tok/s on ort-cpu at 2 threads (the run's
+bench) against a read-bandwidth roofline measured in this run (bytes of the int4 artifact per token).
+
+Random weights give near-flat logits, so int4-vs-float parity says little here (hence --on-parity-fail warn);
+what counts is time, memory and that every stage completes. The tokenizer is the unit tests' word-level one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_COMMON = dict(hidden_act="silu", attention_bias=False, tie_word_embeddings=True, torch_dtype="bfloat16")
+CONFIGS = {
+    # HuggingFaceTB/SmolLM2-360M config.json
+    "smollm2-360m": dict(_COMMON, model_type="llama", hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
+                         num_attention_heads=15, num_key_value_heads=5, max_position_embeddings=8192,
+                         rms_norm_eps=1e-5, rope_theta=100000.0, vocab_size=49152),
+    # Qwen/Qwen2.5-0.5B config.json
+    "qwen2.5-0.5b": dict(_COMMON, model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                         rms_norm_eps=1e-6, rope_theta=1000000.0, sliding_window=32768, use_sliding_window=False,
+                         max_window_layers=24, vocab_size=151936),
+    # meta-llama/Llama-3.2-1B config.json
+    "llama-3.2-1b": dict(_COMMON, model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+                         rms_norm_eps=1e-5, rope_theta=500000.0, vocab_size=128256, mlp_bias=False,
+                         rope_scaling=dict(factor=32.0, high_freq_factor=4.0, low_freq_factor=1.0,
+                                           original_max_position_embeddings=8192, rope_type="llama3")),
+}
+
+
+def build(name: str, folder: Path) -> None:
+    """Write the random-init model (bf16 safetensors) and the word-level tokenizer into `folder`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sys.path.insert(0, str(ROOT))
+    from tests.tiny import build_tokenizer
+
+    spec = dict(CONFIGS[name])
+    tokenizer = build_tokenizer(decoder=True)
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec, bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)  # build in the published dtype: half the memory of fp32
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    print(json.dumps({"params": sum(p.numel() for p in model.parameters())}))
+
+
+def built(name: str, out: Path) -> tuple[Path, int]:
+    folder = out / f"{name}-random"
+    params_file = folder / "params.json"
+    if not params_file.is_file():
+        line = subprocess.run([sys.executable, __file__, "--build", name, str(folder)], check=True,
+                              capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        params_file.write_text(line)
+    return folder, json.loads(params_file.read_text())["params"]
+
+
+def compress(folder: Path, run: Path) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MB of the whole run, exit code) of `edgelm compress` under /usr/bin/time -v."""
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "edgelm", "compress", str(folder), "--target", "mobile",
+           "--on-parity-fail", "warn", "-o", str(run)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    wall = time.time() - started
+    (run.parent / f"{run.name}.log").write_text(proc.stdout + proc.stderr)
+    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return wall, (int(match.group(1)) * 1024 / 1e6 if match else float("nan")), proc.returncode
+
+
+def read_bandwidth_gb_s(threads: int = 2, mb: int = 512, repeats: int = 5) -> float:
+    """Best-of-`repeats` read bandwidth (GB/s, 10^9) of `threads` threads summing their own share of a buffer
+    far larger than the caches (numpy releases the GIL in the sum)."""
+    import numpy as np
+
+    parts = [np.ones(mb * 2**20 // 8 // threads) for _ in range(threads)]
+    best = float("inf")
+    for _ in range(repeats):
+        workers = [threading.Thread(target=part.sum) for part in parts]
+        started = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - started)
+    return sum(p.nbytes for p in parts) / best / 1e9
+
+
+def stage_rows(run: Path) -> list[dict]:
+    record = json.loads((run / "run.json").read_text())
+    return [{"stage": s["name"], "seconds": s.get("seconds"), "peak_rss_mb": (s.get("metrics") or {}).get("stage_peak_rss_mb")}
+            for s in record.get("stages", [])]
+
+
+def decode_figures(run: Path) -> tuple[float | None, float | None]:
+    """(int4 decode tok/s on ort-cpu at 2 threads, MB of the int4 artifact it ran) from the run's bench."""
+    record = json.loads((run / "run.json").read_text())
+    bench = next(iter(sorted(run.glob("*/bench.json"))), None)
+    rows = json.loads(bench.read_text()).get("rows", []) if bench else []
+    tok_s = next((r.get("decode_tok_s") for r in rows if r.get("runtime") == "ort-cpu" and r.get("threads") == 2
+                  and r.get("artifact", "candidate") == "candidate"), None)
+    quant = [s for s in record.get("stages", []) if s["kind"] == "quantize"]
+    size = quant[-1]["metrics"].get("size_mb") if quant else None
+    return tok_s, size
+
+
+def report(name: str, params: int, run: Path, wall: float, peak: float, rc: int, bandwidth: float) -> None:
+    fp32_mb = params * 4 / 1e6
+    print(f"\n{name}: {params / 1e6:.0f}M params, fp32 weights {fp32_mb:.0f} MB; exit {rc}; `uptime`: "
+          f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"{'stage':<28}{'wall s':>10}{'peak RSS MB':>14}")
+    rows = stage_rows(run) if (run / "run.json").is_file() else []
+    for row in rows:
+        print(f"{row['stage']:<28}{row['seconds'] or 0:>10.1f}{row['peak_rss_mb'] or float('nan'):>14.0f}")
+    print(f"{'total (whole process)':<28}{wall:>10.1f}{peak:>14.0f}   peak / fp32 weights = {peak / fp32_mb:.2f}x")
+    tok_s, size_mb = decode_figures(run) if rows else (None, None)
+    if tok_s and size_mb:
+        roof = bandwidth * 1e3 / size_mb
+        print(f"int4 decode ort-cpu 2 threads: {tok_s:.1f} tok/s; roofline {roof:.1f} tok/s "
+              f"({bandwidth:.1f} GB/s read / {size_mb:.0f} MB per token) -> {tok_s / roof:.2f} of roofline")
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--build"]:  # the child process that writes one model
+        return build(sys.argv[2], Path(sys.argv[3]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=["smollm2-360m", "qwen2.5-0.5b"], choices=sorted(CONFIGS))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/edgelm-scale"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        folder, params = built(name, args.out)
+        run = args.out / f"{name}-mobile"
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run: resuming would skip the stages being measured
+        wall, peak, rc = compress(folder, run)
+        report(name, params, run, wall, peak, rc, read_bandwidth_gb_s())
+
+
+if __name__ == "__main__":
+    main()
