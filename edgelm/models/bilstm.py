@@ -52,6 +52,11 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
     def get_input_embeddings(self):
         return self.embed
 
+    @property
+    def accepted_ids(self) -> int:
+        """Token ids the model takes: the whole tokenizer's (id_map sends each to a table row)."""
+        return len(self.id_map)
+
     def forward(self, input_ids, attention_mask=None, labels=None, **_):
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         x = self.dropout(self.embed(self.id_map[input_ids]))

@@ -274,7 +274,7 @@ def check_tokenizer(tok, folder: Path) -> None:
 def check_tokenizer_fits_model(tok, model, folder: Path) -> None:
     """Token ids past the embedding table would index out of range on the first input that uses them."""
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    rows = getattr(embeddings, "num_embeddings", None)
+    rows = getattr(model, "accepted_ids", None) or getattr(embeddings, "num_embeddings", None)  # remapped ids
     top = max(tok.get_vocab().values())
     if rows is not None and top >= rows:
         raise EdgelmError(f"{tokenizer_file(folder)}: the tokenizer has ids up to {top} but the model's embedding has "

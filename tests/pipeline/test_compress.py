@@ -34,7 +34,7 @@ def test_labelled_encoder_fine_tunes_first_and_benches_against_its_int8_baseline
 def test_decoder_mobile_is_int4_with_perplexity_icl_and_decode_bench(tiny_model):
     recipe = build_recipe(str(tiny_model("llama")), target="mobile")
     steps = dict(recipe.steps())
-    assert steps["quantize"].method == "int4" and set(steps["eval"].metrics) == {"perplexity", "icl", "icl-suite", "generation"}
+    assert steps["quantize"].method == "int4" and set(steps["eval"].metrics) == {"perplexity", "kld", "icl", "icl-suite", "generation"}
     assert set(steps["bench"].runtimes) == {"ort-cpu", "ort-mobile"}
 
 
