@@ -154,7 +154,7 @@ def test_import_edgelm_is_light_and_help_lists_the_stage_options():
 
 # --- the README's Python API section, run as written -----------------------------------------------------------
 def readme_snippet() -> str:
-    section = README.read_text().split("### Python API", 1)[1]
+    section = README.read_text().split("## Python API", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
