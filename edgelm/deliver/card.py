@@ -100,7 +100,7 @@ def baseline_words(run: dict, baseline: str | None) -> str:
     if stage["kind"] == "export":
         return f"the float model ({baseline})"
     method = _method(stage).removeprefix(" · ")
-    return f"stock {method} ({baseline})" if method else baseline
+    return f"this run's {method} ({baseline})" if method else baseline
 
 
 def speed_items(run: dict, benches: dict[str, dict]) -> list[Item]:
@@ -116,7 +116,15 @@ def speed_items(run: dict, benches: dict[str, dict]) -> list[Item]:
         if not _float_baseline(run, base):
             detail.append("float model not timed")
         items.append(Item("Speed", faster(ratio), " · ".join(detail)))
+        items += stock_items(st["metrics"])
     return items or [Item("Speed", "not measured", "no bench stage in this run")]
+
+
+def stock_items(metrics: dict) -> list[Item]:
+    """Speed against the stock toolchain's int8 (torch export -> ORT transformers optimizer -> quantize_dynamic),
+    timed in the same interleaved bench."""
+    return [Item("vs stock", faster(ratio), f"than the stock toolchain's int8 on {runtime} (steps in bench.json: "
+                 "stock_recipe)") for runtime, ratio in (metrics.get("speedup_vs_stock") or {}).items()]
 
 
 def faster(ratio: float) -> str:
