@@ -13,6 +13,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _quiet_console(monkeypatch):
+    """Every test starts quiet: a CLI call with --verbose / --quiet sets the level in the environment (for its
+    worker processes), which would otherwise leak into the tests after it."""
+    monkeypatch.setenv("EDGELM_QUIET", "1")
+    monkeypatch.delenv("EDGELM_VERBOSE", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """tiny_model(arch, task=None) -> path of a cached tiny HF folder (built once per session)."""

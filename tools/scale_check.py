@@ -5,7 +5,7 @@
 Per model: build the published config (values copied from each model's config.json) with random weights in
 its published dtype (bf16) as safetensors under --out, in a child process that exits before the run; run
 `edgelm compress FOLDER --target mobile --on-parity-fail warn` under /usr/bin/time -v; print one table per
-model: each stage's wall time and peak RSS (the run's `stage_peak_rss_mb`), the whole run's wall time and peak
+model: each stage's wall time and peak RSS (run.json's per-stage `peak_rss_mb`), the whole run's wall time and peak
 RSS, and the fp32 weight size (the 3x budget). Then int4 decode tok/s on ort-cpu at 2 threads (the run's
 bench) against a read-bandwidth roofline measured in this run (bytes of the int4 artifact per token).
 
@@ -111,7 +111,7 @@ def read_bandwidth_gb_s(threads: int = 2, mb: int = 512, repeats: int = 5) -> fl
 
 def stage_rows(run: Path) -> list[dict]:
     record = json.loads((run / "run.json").read_text())
-    return [{"stage": s["name"], "seconds": s.get("seconds"), "peak_rss_mb": (s.get("metrics") or {}).get("stage_peak_rss_mb")}
+    return [{"stage": s["name"], "seconds": s.get("seconds"), "peak_rss_mb": s.get("peak_rss_mb")}
             for s in record.get("stages", [])]
 
 

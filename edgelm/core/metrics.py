@@ -131,7 +131,10 @@ _ENTRIES = [
     Metric("ttft_ms", "ms", L, "time to the first generated token", "TTFT"),
     Metric("prefill_tok_s", "tok/s", H, "prompt tokens processed per second"),
     Metric("decode_tok_s", "tok/s", H, "tokens generated per second after the first"),
-    Metric("peak_rss_mb", "MB", L, "peak resident memory of the timing process", "peak RSS"),
+    Metric("peak_rss_mb", "MB", L, "peak resident memory: of the timing process (bench rows), or of the edgelm "
+           "process during one stage (run.json / metrics.json stage records, beside `seconds`)", "peak RSS"),
+    Metric("recommended_runtime", "table", None, "decoder bench: {runtime, why}: the fastest decode among the runtimes "
+           "whose artifact's perplexity is within 2% of the best"),
     Metric("threads", "count", None, "intra-op threads (bench rows) or torch threads (training)"),
     Metric("baseline", "text", None, "what the bench compared against: source, a stage folder, a path or none"),
     Metric("skipped", "text", None, "{runtime: why it was not timed}"),
@@ -147,7 +150,6 @@ _ENTRIES = [
     Metric("train_cpu_seconds", "s", None, "CPU time of training (all threads)"),
     Metric("export_seconds", "s", None, "wall time of the ONNX export"),
     Metric("optimize_seconds", "s", None, "wall time of the ONNX graph fusions"),
-    Metric("stage_peak_rss_mb", "MB", L, "peak resident memory of the edgelm process during a stage", "stage peak RSS"),
     # training
     Metric("method", "text", None, "the stage's method setting (finetune: lora/prompt/ia3/adapter/full; lowrank: activation/svd)"),
     Metric("task", "text", None, "the output model's task"),

@@ -94,6 +94,7 @@ class StageMetrics(Record):
     units: dict[str, str] = Field(default_factory=dict)
     files: list[str] = Field(default_factory=list)
     seconds: float = 0.0
+    peak_rss_mb: float | None = None  # the stage's own peak resident memory (MB), measured like `seconds`, not a result
     finished_at: str | None = None
 
     def metric_keys(self) -> list[str]:
@@ -110,6 +111,7 @@ class StageRecord(BaseModel):
     hash: str
     status: str  # "ran" | "resumed"
     seconds: float
+    peak_rss_mb: float | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 

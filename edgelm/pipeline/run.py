@@ -207,7 +207,7 @@ def run_steps(spec: RunSpec, out: Path) -> list[StageRecord]:
         stage = StageMetrics.load(out / names[i])
         previous[names[i]] = stage.metrics
         records.append(StageRecord(name=names[i], kind=spec.steps[i][0], hash=hashes[i], status="resumed",
-                                   seconds=stage.seconds, metrics=stage.metrics))
+                                   seconds=stage.seconds, peak_rss_mb=stage.peak_rss_mb, metrics=stage.metrics))
         stage_finished(names[i], stage.metrics, stage.seconds, resumed=True)
     _remove_stale(out, names, done)
     initial_cache: dict = {}
@@ -256,15 +256,14 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
     except Exception as exc:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
         raise StageFailed(final.name, exc) from exc
-    seconds = round(time.time() - started, 3)
-    result.metrics["stage_peak_rss_mb"] = peak_rss_mb()
+    seconds, peak = round(time.time() - started, 3), peak_rss_mb()
     out_bundle = result.bundle
     if out_bundle is bundle:
         raise StageFailed(final.name, RuntimeError("stage returned its input bundle; it must derive a new one"))
     out_bundle.record(kind, config.model_dump(mode="json"))
     record = StageMetrics(kind=kind, hash=step_hash, config=config.model_dump(mode="json"), metrics=result.metrics,
                           files=[os.path.relpath(f, ctx.workdir) for f in result.files], seconds=seconds,
-                          finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                          peak_rss_mb=peak, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     try:
         out_bundle.save(ctx.workdir)
         record.save(ctx.workdir)
@@ -274,7 +273,7 @@ def run_one(kind: str, config: StageConfig, bundle: ModelBundle, ctx: StageConte
         raise cannot_write(final, exc) from None
     out_bundle = _rebase(out_bundle, ctx.workdir, final)
     stage_finished(final.name, result.metrics, seconds)
-    return StageRecord(name=final.name, kind=kind, hash=step_hash, status="ran", seconds=seconds,
+    return StageRecord(name=final.name, kind=kind, hash=step_hash, status="ran", seconds=seconds, peak_rss_mb=peak,
                        metrics=result.metrics), out_bundle
 
 

@@ -1,4 +1,4 @@
-"""Per-stage peak RSS: the pipeline resets the process's peak before each stage, so `stage_peak_rss_mb` is that
+"""Per-stage peak RSS: the pipeline resets the process's peak before each stage, so a stage record's `peak_rss_mb` is that
 stage's own peak, not the run's so far."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from edgelm.pipeline.recipe import parse_recipe
 from edgelm.pipeline.runner import run_recipe
 
 # wall-clock facts: they differ between two runs by nature; everything else must not
-CLOCK_KEYS = ("seconds", "finished_at", "created", "_ms", "_s", "load_avg")
+CLOCK_KEYS = ("seconds", "finished_at", "created", "_ms", "_s", "load_avg", "rss_mb")
 RENDERINGS = ("report.md", "report.html")  # rendered from run.json, which is compared instead
 
 

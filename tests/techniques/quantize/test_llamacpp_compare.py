@@ -49,7 +49,9 @@ def test_llamacpp_generator_reads_real_logits():
         pytest.skip(f"SmolLM2 GGUF absent: {exc}")
     import numpy as np
 
-    generator = llamacpp_compare.LlamaCppGenerator(gguf, threads=2, n_ctx=64)
+    from edgelm.runtimes.llama_cpp import LlamaCppGenerator, LlamaCppLM
+
+    generator = LlamaCppGenerator(LlamaCppLM(gguf, threads=2, n_ctx=64, all_logits=False))
     token, state = generator.prefill(np.array([[504, 2365, 282, 260, 1345, 3040, 314]]))
     tokens = [token]
     for _ in range(6):
