@@ -44,10 +44,11 @@ TABLE_COLUMNS = 9  # metric columns of the stage table; the rest stay in run.jso
 def stage_table(run: dict):
     """One row per stage: what it did, its time, then the run's figures as columns (picked from the metric
     vocabulary: the console's preferred figures first, then any other figure with a better direction)."""
-    keys = table_keys(run)
-    header = ["stage", "kind", "did", "time s", *(column_title(k) for k in keys)]
+    keys, rss = table_keys(run), any(st.get("peak_rss_mb") for st in run["stages"])
+    header = ["stage", "kind", "did", "time s", *(["peak RSS MB"] if rss else []), *(column_title(k) for k in keys)]
     rows = [[st["name"] + ("" if st["status"] == "ran" else f" ({st['status']})"), st["kind"],
-             stage_setting(st["metrics"]), f"{st['seconds']:.1f}", *(cell(st["metrics"].get(k), k) for k in keys)]
+             stage_setting(st["metrics"]), f"{st['seconds']:.1f}",
+             *([cell(st.get("peak_rss_mb"), "peak_rss_mb")] if rss else []), *(cell(st["metrics"].get(k), k) for k in keys)]
             for st in run["stages"]]
     return header, rows
 
