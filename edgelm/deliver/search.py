@@ -13,6 +13,7 @@ from pathlib import Path
 from edgelm.core.errors import EdgelmError
 from edgelm.core.ui import info
 from edgelm.pipeline.compress import TARGET_RUNTIMES
+from edgelm.pipeline.stage_cache import link_or_copy
 from edgelm.pipeline.search_space import SearchConfig, builtin_space
 
 
@@ -105,6 +106,6 @@ def link_copy(source: Path, target: Path) -> None:
         if entry.name in (".lock", "bundle") or entry.name.startswith("report."):
             continue
         if entry.is_dir():
-            shutil.copytree(entry, target / entry.name, copy_function=os.link)
+            shutil.copytree(entry, target / entry.name, copy_function=link_or_copy)
         else:
             shutil.copy2(entry, target / entry.name)

@@ -1,7 +1,8 @@
 """Finished stages shared between runs by resume hash: a search trial that changes only its last stages restores
 the earlier ones instead of re-running them (a fine-tune, a distillation).
 
-The cache is a folder of `<hash>/` stage folders, hard-linked (no copy of the weights) and published by one rename,
+The cache is a folder of `<hash>/` stage folders, hard-linked (no copy of the weights; ONNX external-data files are
+copied, since onnx refuses to read a hard-linked one as a possible hard-link attack) and published by one rename,
 so concurrent workers can share it: the first to finish a stage wins, the others throw their copy away. Only a
 run's finished *prefix* is restored, in place, so the relative paths stage folders keep to each other hold.
 """
@@ -17,6 +18,15 @@ from edgelm.core.records import StageMetrics
 from edgelm.pipeline.recipe import Recipe
 from edgelm.pipeline.run import chain_hashes, stage_names
 from edgelm.pipeline.runner import input_key
+
+
+def link_or_copy(source: str, target: str) -> None:
+    """copytree's copy function: a hard link, except for ONNX external data (`*.data`), which onnx will not read
+    through a file with several links."""
+    if source.endswith(".data"):
+        shutil.copy2(source, target)
+    else:
+        os.link(source, target)
 
 
 def recipe_stages(recipe: Recipe) -> list[tuple[str, str]]:
@@ -41,7 +51,7 @@ def restore(cache: Path, out: Path, stages: list[tuple[str, str]]) -> int:
             return i
         shutil.rmtree(target, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(cache / step_hash, target, copy_function=os.link)
+        shutil.copytree(cache / step_hash, target, copy_function=link_or_copy)
     return len(stages)
 
 
@@ -57,7 +67,7 @@ def store(cache: Path, out: Path, stages: list[tuple[str, str]]) -> int:
 
 def _publish_copy(source: Path, final: Path) -> int:
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-    shutil.copytree(source, tmp, copy_function=os.link)
+    shutil.copytree(source, tmp, copy_function=link_or_copy)
     try:
         os.rename(tmp, final)  # fails when another worker published the same stage first
     except OSError:
