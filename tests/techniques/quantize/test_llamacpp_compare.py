@@ -30,7 +30,7 @@ def test_compare_rows_and_skip_reason(tiny_onnx, tmp_path):
     onnx_row = result["rows"][0]
     assert onnx_row["runtime"] == "ort-cpu:int4" and onnx_row["decode_tok_s"] > 0 and not onnx_row["errors"]
     if importlib.util.find_spec("llama_cpp") is None:
-        assert "not installed" in result["skipped"]["llama.cpp"] and len(result["rows"]) == 1
+        assert "llama-cpp-python" in result["skipped"]["llama.cpp"] and len(result["rows"]) == 1
     else:  # installed: a missing GGUF is a worker error, reported in the row, not a crash
         assert result["rows"][1]["errors"]
     assert result["machine"]["cpu_model"] and result["schema_version"] == 1
