@@ -14,7 +14,7 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.ui import info
 from edgelm.pipeline.compress import TARGET_RUNTIMES
 from edgelm.pipeline.stage_cache import link_or_copy
-from edgelm.pipeline.search_space import SearchConfig, builtin_space
+from edgelm.pipeline.search_space import SearchConfig, builtin_space, builtin_space_path
 
 
 def search_config(recipe, budget: str | None, trials: int | None) -> SearchConfig:
@@ -23,6 +23,8 @@ def search_config(recipe, budget: str | None, trials: int | None) -> SearchConfi
     if config is None:
         raise EdgelmError(f"recipe {recipe.name or '(unnamed)'}: has no search: block and no built-in search space; "
                           "add a search: block (see edgelm/recipes/search/ for examples)")
+    where = "its own search: block" if recipe.search else f"the built-in {builtin_space_path(recipe.name).name}"
+    info(f"search space of {recipe.name or 'the recipe'}: {where}")
     changes = {k: v for k, v in (("budget", budget), ("trials", trials)) if v is not None}
     return SearchConfig.model_validate({**config.model_dump(), **changes})
 

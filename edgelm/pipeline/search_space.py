@@ -114,14 +114,19 @@ class SearchConfig(BaseModel):
         return ["maximize" if metric(name).better == "higher" else "minimize" for name in self.objectives]
 
 
-def builtin_space(recipe_name: str | None) -> SearchConfig | None:
-    """The built-in search block for a default recipe (edgelm/recipes/search/<recipe>.yaml; a cpu/cuda recipe
-    derived from the mobile one uses the mobile one's space, whose stage numbers it shares), if there is one."""
+def builtin_space_path(recipe_name: str | None) -> Path | None:
+    """edgelm/recipes/search/<recipe>.yaml; a cpu/cuda recipe derived from the mobile one uses the mobile one's
+    space, whose stage numbers it shares."""
     for name in (recipe_name, re.sub(r"-(cpu|cuda)\b", "-mobile", recipe_name or "")):
-        path = SPACES / f"{name}.yaml"
-        if name and path.is_file():
-            return SearchConfig.model_validate(yaml.safe_load(path.read_text()))
+        if name and (SPACES / f"{name}.yaml").is_file():
+            return SPACES / f"{name}.yaml"
     return None
+
+
+def builtin_space(recipe_name: str | None) -> SearchConfig | None:
+    """The built-in search block for a default recipe, if there is one."""
+    path = builtin_space_path(recipe_name)
+    return SearchConfig.model_validate(yaml.safe_load(path.read_text())) if path else None
 
 
 def suggest(trial, space: dict[str, list[Any] | Range]) -> dict[str, Any]:
