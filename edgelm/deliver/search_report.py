@@ -64,7 +64,8 @@ def trial_table(result: dict) -> tuple[list[str], list[list[str]]]:
         values = [with_unit(n, v, fmt) for n, v in zip(names, r["values"])] if r["values"] else ["–"] * len(names)
         mark = " ".join(m for m, on in (("chosen", r["chosen"]), ("front", r["on_front"] and not r["chosen"]),
                                          ("as written", r.get("base_recipe"))) if on)
-        gates = "pass" if r["feasible"] else ("error: " + r["error"][:120] if r.get("error") else "miss")
+        gates = "pass" if r["feasible"] else ("error: " + r["error"][:120] if r.get("error")
+                                              else "miss: " + "; ".join(r.get("misses") or ["a gate"])[:160])
         rows.append([str(r["number"]), r["state"].lower(), mark, *values, gates, fmt(r["seconds"]), _params(r)])
     return header, rows
 

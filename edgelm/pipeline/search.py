@@ -50,13 +50,29 @@ class SearchPlan:
 
 # --- one trial ------------------------------------------------------------------------------------------------
 def trial_recipe(plan: SearchPlan, params: dict):
-    """The validated recipe of one trial: base + the search's fixed `set` + the sampled values."""
+    """The validated recipe of one trial: base + the search's fixed `set` + the sampled values. Its quantize
+    stages only record a parity miss, so the trial is still measured; `strict_parity_stages` names those whose
+    miss would have stopped the recipe as written, and such a miss makes the trial infeasible."""
+    raw = _trial_raw(plan, params)
+    for stage in raw.get("stages") or []:
+        if stage.get("kind") == "quantize":
+            stage["on_parity_fail"] = "warn"
+    return parse_recipe(raw, "search trial")
+
+
+def strict_parity_stages(plan: SearchPlan, params: dict) -> list[str]:
+    """Folder names (NN-quantize) of the trial's quantize stages whose parity miss fails the recipe as written."""
+    stages = _trial_raw(plan, params).get("stages") or []
+    return [f"{i + 1:02d}-quantize" for i, s in enumerate(stages)
+            if s.get("kind") == "quantize" and s.get("on_parity_fail", "error") != "warn"]
+
+
+def _trial_raw(plan: SearchPlan, params: dict) -> dict:
     import copy
 
     raw = apply_overrides(copy.deepcopy(plan.base), [*plan.config.set, *overrides(params)])
     raw["gates"] = {**plan.config.gates, **(raw.get("gates") or {})}
-    raw = drop_disabled(raw)
-    return parse_recipe(raw, "search trial")
+    return drop_disabled(raw)
 
 
 def run_trial(plan: SearchPlan, number: int, params: dict) -> RunRecord:
@@ -94,8 +110,9 @@ def objective_value(run: RunRecord, name: str, runtime: str) -> float:
     return float(value)
 
 
-def violations(run: RunRecord) -> list[float]:
-    """One figure per gate: <= 0 when it passed, else how far it missed (1.0 when it measured nothing)."""
+def violations(run: RunRecord, strict: list[str]) -> list[float]:
+    """One figure per gate and per strict quantize stage's parity verdict: <= 0 when it passed, else how far it
+    missed (1.0 when it measured nothing or missed parity)."""
     out = []
     for row in run.gates:
         if row.ok:
@@ -105,7 +122,31 @@ def violations(run: RunRecord) -> list[float]:
         else:
             target = float(row.target.split()[1].rstrip("%×"))
             out.append(abs(row.measured - target) or 1e-9)
+    return out + [0.0 if not missed else 1.0 for _, missed in parity_misses(run, strict)]
+
+
+def parity_misses(run: RunRecord, strict: list[str]) -> list[tuple[str, list[str]]]:
+    """(stage name, what its parity check missed) for the strict quantize stages; an empty list when it passed."""
+    from edgelm.verify.fidelity import failures
+
+    out = []
+    for stage in run.stages:
+        parity = stage.metrics.get("parity") if stage.name in strict else None
+        if isinstance(parity, dict):
+            missed = [] if parity.get("ok", True) else failures(parity.get("checks") or {}) or ["parity"]
+            torch_side = stage.metrics.get("parity_torch")
+            if isinstance(torch_side, dict) and torch_side.get("ok") is False:
+                missed.append(f"against torch: {torch_side.get('error', 'missed')}")
+            out.append((stage.name, missed))
     return out
+
+
+def miss_reasons(run: RunRecord, strict: list[str]) -> list[str]:
+    """One short line per missed gate or parity check (the trial table's gates column)."""
+    from edgelm.pipeline.gates import measured_text
+
+    gates = [f"{r.gate}: {measured_text(r)} (needs {r.target})" for r in run.gates if not r.ok]
+    return gates + [f"{name} parity: {', '.join(missed)}" for name, missed in parity_misses(run, strict) if missed]
 
 
 # --- the study ------------------------------------------------------------------------------------------------
@@ -188,7 +229,9 @@ def make_objective(plan: SearchPlan):
             trial.set_user_attr("error", str(exc))
             trial.set_user_attr("violations", [1.0])
             raise
-        trial.set_user_attr("violations", violations(run))
+        strict = strict_parity_stages(plan, params)
+        trial.set_user_attr("violations", violations(run, strict))
+        trial.set_user_attr("misses", miss_reasons(run, strict))
         trial.set_user_attr("seconds", round(time.time() - started, 1))
         trial.set_user_attr("folder", f"trials/{trial.number:04d}")
         return values
@@ -307,4 +350,5 @@ def _row(trial) -> dict:
             "values": list(trial.values) if trial.values else None, "feasible": all(v <= 0 for v in violations_),
             "violations": violations_, "seconds": trial.user_attrs.get("seconds"),
             "folder": trial.user_attrs.get("folder"), "error": trial.user_attrs.get("error"),
+            "misses": trial.user_attrs.get("misses", []),
             "base_recipe": bool(trial.user_attrs.get("base_recipe"))}

@@ -11,7 +11,9 @@ import pytest
 
 from edgelm.core.errors import EdgelmError
 from edgelm.measure.pareto import dominates
-from edgelm.pipeline.search import SearchPlan, optimize, trial_recipe, trial_rows
+from edgelm.core.records import RunRecord, StageRecord
+from edgelm.pipeline.search import (SearchPlan, miss_reasons, optimize, strict_parity_stages, trial_recipe, trial_rows,
+                                    violations)
 from edgelm.pipeline.search_space import SearchConfig, drop_disabled, overrides, parse_budget
 
 from tests.pipeline import search_stages
@@ -77,6 +79,28 @@ def test_trial_recipe_applies_sampled_values(model, tmp_path):
     plan = plan_for(model, tmp_path)
     recipe = trial_recipe(plan, {"stages.1.quality": 90.0, "stages.1.speed": 3.0, "stages.1.drop": 0.0})
     assert recipe.steps()[1][1].quality == 90.0 and recipe.steps()[1][1].speed == 3.0
+
+
+def test_a_strict_quantize_parity_miss_is_measured_and_makes_the_trial_infeasible(model, tmp_path):
+    plan = plan_for(model, tmp_path)
+    plan.base["stages"] = [{"kind": "export"}, {"kind": "quantize", "method": "int4"},
+                           {"kind": "quantize", "method": "int8-dynamic", "on_parity_fail": "warn"}]
+    plan.base["gates"] = {}
+    recipe = trial_recipe(plan, {})
+    assert [cfg.on_parity_fail for kind, cfg in recipe.steps() if kind == "quantize"] == ["warn", "warn"]
+    strict = strict_parity_stages(plan, {})
+    assert strict == ["02-quantize"]  # the recipe as written stops on this one's miss, not on 03's
+    missed = {"ok": False, "checks": {"perplexity_ratio": {"value": 1.4, "tolerance": 1.08, "ok": False}}}
+    stages = [StageRecord(name="01-export", kind="export", hash="a", status="ran", seconds=1.0),
+              StageRecord(name="02-quantize", kind="quantize", hash="b", status="ran", seconds=1.0,
+                          metrics={"parity": missed, "parity_torch": {"ok": True}}),
+              StageRecord(name="03-quantize", kind="quantize", hash="c", status="ran", seconds=1.0,
+                          metrics={"parity": missed})]
+    run = RunRecord(stages=stages)
+    assert violations(run, strict) == [1.0]
+    assert miss_reasons(run, strict) == ["02-quantize parity: perplexity_ratio=1.4 (needs <= 1.08)"]
+    stages[1].metrics["parity"] = {"ok": True, "checks": {}}
+    assert violations(run, strict) == [0.0] and miss_reasons(run, strict) == []
 
 
 # --- a study --------------------------------------------------------------------------------------------------
