@@ -184,6 +184,7 @@ def quiet_libraries() -> None:
         return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # plain tqdm bars (transformers' GGUF reader); read when tqdm is imported
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     _install_root_filter()

@@ -2,6 +2,7 @@
 unless verbose; no progress display (and so no blank line) off a terminal."""
 
 import logging
+import os
 
 from edgelm.core import ui
 
@@ -56,3 +57,15 @@ def test_a_stage_line_keeps_to_100_columns(capsys, monkeypatch):
     ui.stage_finished("03-eval", metrics, 63.3)
     line = capsys.readouterr().err.rstrip("\n")
     assert len(line) <= 100 and "fidelity cosine mean 0.9936" in line and line.endswith("63.3 s")
+
+
+def test_plain_tqdm_bars_of_libraries_are_silenced_unless_verbose():
+    import subprocess
+    import sys
+
+    code = ("from edgelm.core.ui import quiet_libraries; quiet_libraries()\n"
+            "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='converting'): pass\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "EDGELM_VERBOSE", "EDGELM_QUIET")}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "EDGELM_VERBOSE": "1"})
+    assert "converting" not in quiet.stderr and "converting" in loud.stderr
