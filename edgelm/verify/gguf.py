@@ -1,5 +1,6 @@
 """Parity of a GGUF against its torch source: on llama.cpp (the llama-cpp runtime) the decoder parity every
-artifact gets (prompt logits, greedy tokens through the KV cache), at the tolerance of the GGUF's tensor type;
+artifact gets (prompt logits, greedy tokens through the KV cache), at the tolerance of the GGUF's tensor type
+(4-bit types: teacher-forced at the int4 gate, as the ONNX int4 artifact);
 without llama.cpp, the weights read back through gguf.GGUFReader and dequantized against what was written,
 and the runtime check recorded as skipped with the reason."""
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from edgelm.core.errors import EdgelmError
 from edgelm.verify.tolerances import (GGUF_4BIT, GGUF_VS_TORCH, GGUF_WEIGHT_REL_RMSE, GGUF_WEIGHT_REL_RMSE_4BIT,
-                                      Tolerances)
+                                      QUANTIZED_VS_TORCH, Tolerances)
 
 
 def gguf_tolerances(gguf_type: str, greedy_steps: int) -> Tolerances:
@@ -26,8 +27,22 @@ def check_gguf(bundle, written, texts: list[str] | None, greedy_steps: int) -> d
     if reason:
         return figures | {"llama_cpp": f"skipped: {reason}"}
     verdict = verify_artifact(bundle, written.path, "gguf", texts, gguf_tolerances(written.type, greedy_steps))
+    if written.type not in GGUF_VS_TORCH:
+        verdict = teacher_forced_4bit(bundle, written.path, verdict)
     verdict.raise_if_failed(f"{written.path.name} ({written.type}) on llama.cpp: parity failed: ", "; the artifact was not published")
     return figures | verdict.figures
+
+
+def teacher_forced_4bit(bundle, path, free_running):
+    """A 4-bit GGUF is judged like the ONNX int4 artifact: teacher-forced logits (prefill, then the torch prompt's
+    tokens fed one by one through the KV cache) at the int4 gate. Free greedy decoding is kept as figures only:
+    once a 4-bit model picks another token the contexts differ and later logits cannot be compared."""
+    from edgelm.verify.fidelity import torch_decoder_parity
+
+    verdict = torch_decoder_parity(bundle, path, fmt="gguf", **QUANTIZED_VS_TORCH["int4"])
+    verdict.figures["free_greedy"] = {k: free_running.figures[k] for k in ("greedy_steps", "greedy_match", "sample")
+                                      if k in free_running.figures}
+    return verdict
 
 
 def weight_roundtrip(bundle, written) -> dict:
