@@ -42,7 +42,6 @@ class EvalModel:
     name: str = "torch"
     generate: Callable[[list[int], int], list[int]] | None = None  # greedy: prompt ids -> new ids
     info: dict = field(default_factory=dict)
-    scored: dict = field(default_factory=dict, repr=False)  # scored_windows' results kept for perplexity + KLD
 
     def encode(self, texts: Sequence[str], max_length: int) -> Feeds:
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
@@ -180,29 +179,9 @@ def perplexity(model: EvalModel, text: str, *, window: int = 512, stride: int = 
     return {"perplexity": round(float(np.exp(nll / count)), 4), "tokens": count, "window": window, "stride": stride}
 
 
-KEPT_WINDOWS_MB = 512  # a model's scored logits up to this size are kept, so perplexity and KLD share one pass
-
-
 def scored_windows(model: EvalModel, text: str, *, window: int = 512, stride: int = 256, max_tokens: int = 4096):
     """(logits [n, V], targets [n]) per sliding window, for the tokens that window scores (each token once, with
-    up to `window` tokens of left context): the stream perplexity and KL divergence read. A model's stream is
-    computed once per text and settings while it fits in KEPT_WINDOWS_MB (SmolLM2 at 2048 tokens: 403 MB)."""
-    key = (hash(text), window, stride, max_tokens)
-    if key in model.scored:
-        yield from model.scored[key]
-        return
-    kept, size = [], 0
-    for logits, targets in _windows(model, text, window=window, stride=stride, max_tokens=max_tokens):
-        size += logits.nbytes
-        kept = kept if kept is not None and size <= KEPT_WINDOWS_MB * 1e6 else None
-        if kept is not None:
-            kept.append((logits.copy(), targets))  # a copy: the slice would keep its whole window alive
-        yield logits, targets
-    if kept is not None:
-        model.scored[key] = kept
-
-
-def _windows(model: EvalModel, text: str, *, window: int, stride: int, max_tokens: int):
+    up to `window` tokens of left context): the stream perplexity and KL divergence read."""
     if not 0 < stride <= window:
         raise EdgelmError(f"perplexity: stride must be in 1..window ({window}), got {stride}")
     if model.task != "causal-lm":  # an encoder's logits are per label (or an embedding), not per next token

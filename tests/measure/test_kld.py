@@ -45,31 +45,6 @@ def test_kld_reads_the_perplexity_windows(tiny_model):
     assert 0 < apart["kld_mean"] <= apart["kld_p99"]
 
 
-def test_perplexity_and_kld_share_each_models_windows_unless_they_are_too_big(tiny_model, monkeypatch):
-    from edgelm.measure import quality
-
-    bundle = load_model(str(tiny_model("llama")))
-    windows = dict(window=16, stride=5, max_tokens=60)
-
-    def counting(name):
-        model = torch_model(bundle, name)
-        forward, model.calls = model.forward, []
-        model.forward = lambda feeds: model.calls.append(1) or forward(feeds)
-        return model
-
-    candidate, reference = counting("candidate"), counting("reference")
-    first = perplexity(candidate, TEXT, **windows)
-    kl_divergence(candidate, reference, TEXT, **windows)
-    passes = len(reference.calls)
-    assert passes > 1 and len(candidate.calls) == passes  # perplexity's pass served the KLD too
-    assert perplexity(candidate, TEXT, **windows) == first and len(candidate.calls) == passes
-    monkeypatch.setattr(quality, "KEPT_WINDOWS_MB", 0)
-    big = counting("big")
-    perplexity(big, TEXT, **windows)
-    perplexity(big, TEXT, **windows)
-    assert len(big.calls) == 2 * passes  # over the size limit nothing is kept
-
-
 def test_eval_cli_kld_against_a_reference(tiny_model, tmp_path):
     from click.testing import CliRunner
 
