@@ -198,14 +198,16 @@ def write_matmul_nbits(model: onnx.ModelProto, node, weight, codes, scale, zero,
 
 
 def quantize_calibrated(model: onnx.ModelProto, moments: dict[str, Moments], block: int, accuracy_level,
-                        exclude=(), rounding: str = "weighted", budget_mb: float = 0.0) -> int:
+                        exclude=(), rounding: str = "weighted", budget_mb: float = 0.0, sizes=None) -> int:
     """Every quantizable MatMul to MatMulNBits; rounding: minmax | weighted | gptq (weighted block parameters).
-    With `budget_mb`, the MatMuls whose measured output error falls most per extra byte take half-size blocks
-    until the extra size would pass the budget (`finer_blocks`)."""
-    finer = finer_blocks(model, moments, block, exclude, budget_mb) if budget_mb > 0 else set()
+    `sizes` {node name: block} overrides `block` for some MatMuls (a tied LM head's `table_block_size`).
+    With `budget_mb`, the other MatMuls whose measured output error falls most per extra byte take half-size
+    blocks until the extra size would pass the budget (`finer_blocks`)."""
+    sizes = dict(sizes or {})
+    finer = finer_blocks(model, moments, block, [*exclude, *sizes], budget_mb) if budget_mb > 0 else set()
 
     def rewrite(node, weight):
-        size = block // 2 if node.name in finer else block
+        size = sizes.get(node.name, block // 2 if node.name in finer else block)
         w, m = numpy_helper.to_array(weight).astype(np.float32), moments.get(node.input[0])
         importance = None if m is None or rounding == "minmax" else np.diag(m.h)
         scale, zero = block_params(w, importance, size)
