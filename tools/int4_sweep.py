@@ -63,6 +63,24 @@ def graph_scores(path: Path, tokenizer, text: str, windows: dict, reference_logi
     return scores, logits
 
 
+def reuse_calibration_pass() -> None:
+    """Every calibrated candidate reads the same float graph and calibration texts, so one calibration pass (the
+    input moments of every MatMul) serves them all; each gets its own copy (AWQ rescales them)."""
+    import copy
+
+    from edgelm.techniques.quantize import calibrated
+
+    measure, cache = calibrated.input_moments, {}
+
+    def reused(model, reader, exclude=()):
+        key = tuple(sorted(exclude))
+        if key not in cache:
+            cache[key] = measure(model, reader, exclude)
+        return copy.deepcopy(cache[key])
+
+    calibrated.input_moments = reused
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("float_dir", type=Path, help="float export folder (model.onnx + tokenizer)")
@@ -88,6 +106,7 @@ def main(argv=None) -> int:
     reference, reference_logits = graph_scores(src, tokenizer, text, windows, None)
     print(json.dumps({"name": "float", **reference, "size_mb": size_mb(src)}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    reuse_calibration_pass()
     for spec in args.candidates:
         name, settings = parse_candidate(spec)
         options = QuantOptions(method="int4", **settings)
