@@ -7,7 +7,7 @@ input's second moment H = E[x xᵀ] (K x K). From it:
   by the input channel's mean square activation diag(H) (a shrink grid of the min/max range, each refitted by
   weighted least squares on the scale);
 - GPTQ: columns rounded in act-order (largest diag(H) first) with the error pushed onto the not-yet-rounded
-  columns through the Cholesky factor of H⁻¹ (1% damping, lazy batches of 128); the block parameters are fixed up
+  columns through the Cholesky factor of H⁻¹ (10% damping, lazy batches of 128); the block parameters are fixed up
   front from the original weights ("static groups"), so act-order needs no g_idx and the blocks stay MatMulNBits';
 - AWQ-style scaling: per input channel s = E[x²]^(α/2), with α from a grid minimising the output error
   tr(Dᵀ H D) of the group's rounded weights, folded into the norm weight before the MatMuls (x/s) and the MatMul
@@ -31,7 +31,10 @@ from edgelm.techniques.quantize.packing import nbits_attrs, pack_nibbles, replac
 MAXQ = 15
 SHRINK = (1.0, 0.96, 0.92, 0.88, 0.84, 0.8, 0.75)
 ALPHAS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
-DAMP = 0.1  # GPTQ's damping, a fraction of H's mean diagonal added to it: 0.1 generalises off the calibration domain better than the paper's 0.01 (see calibrated_pass)
+# GPTQ's damping, a fraction of H's mean diagonal added to it. 0.1 rather than the paper's 0.01: on SmolLM2-135M
+# (block 64, built-in prose calibration) it holds up better on text unlike the calibration set (licence text: KLD
+# 0.196 vs 0.208, ppl ratio 1.173 vs 1.190) and is no worse on held-out prose (KLD 0.095 vs 0.098).
+DAMP = 0.1
 COLUMN_CHUNK = 4096  # output columns per step of the block search (bounds the memory on the LM head)
 
 

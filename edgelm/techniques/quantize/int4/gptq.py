@@ -1,4 +1,4 @@
-"""int4 'gptq': GPTQ on calibration data, act-order with static block parameters (importance-weighted), 1%
+"""int4 'gptq': GPTQ on calibration data, act-order with static block parameters (importance-weighted), 10%
 damping, in one calibration pass (edgelm.techniques.quantize.calibrated says why not onnxruntime's GPTQ); plain
 asymmetric MatMulNBits. 'awq-gptq' scales the input channels first (folded into the norms / up projections)."""
 
