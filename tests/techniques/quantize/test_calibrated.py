@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from edgelm.data.readers import calibration_texts
-from edgelm.techniques.quantize.calibrated import (block_params, dequantized, gptq_codes, input_moments,
+from edgelm.techniques.quantize.calibrated import (DAMP, block_params, dequantized, gptq_codes, input_moments,
                                                    round_blocks)
 from edgelm.verify import fidelity
 from edgelm.verify.feeds import TextCalibrationReader
@@ -44,7 +44,7 @@ def test_gptq_and_weighted_blocks_beat_plain_rounding(k, block):
     assert weighted(ws, wz) < weighted(scale, zero)
 
 
-def reference_gptq(w, h, scale, zero, block, damp=0.01):
+def reference_gptq(w, h, scale, zero, block, damp):
     """GPTQ as the paper writes it (one column at a time, the whole rest updated each step, act-order, static
     groups), on W [N, K] as torch.nn.Linear stores it: the oracle for the lazy-batched [K, N] implementation."""
     wt, k = w.T.astype(np.float64).copy(), w.shape[0]
@@ -67,7 +67,7 @@ def test_gptq_matches_the_reference_algorithm():
     h = (x.T @ x / len(x)).astype(np.float64)
     scale, zero = block_params(w, np.diag(h), 32)
     ours = dequantized(gptq_codes(w, h, scale, zero, 32, lazy=48), scale, zero.astype(np.float32), 160)
-    ref = reference_gptq(w, h, scale, zero, 32)
+    ref = reference_gptq(w, h, scale, zero, 32, DAMP)
     err = lambda q: float(np.square(x @ (w - q)).mean())  # noqa: E731
     assert np.mean(np.isclose(ours, ref, atol=1e-5)) > 0.98  # float32 updates may flip a rare tie
     assert abs(err(ours) - err(ref)) < 0.02 * err(ref), (err(ours), err(ref))
