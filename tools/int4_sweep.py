@@ -14,6 +14,7 @@ names separated by '+'). Accuracy only: no timings here (use `edgelm bench`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -63,6 +64,30 @@ def graph_scores(path: Path, tokenizer, text: str, windows: dict, reference_logi
     return scores, logits
 
 
+@contextlib.contextmanager
+def one_calibration_pass():
+    """Every calibrated candidate reads the same float graph and calibration texts, so within this block one
+    calibration pass (the input moments of every MatMul) serves them all; each gets its own copy (AWQ rescales
+    them). The module's own function is back on exit."""
+    import copy
+
+    from edgelm.techniques.quantize import calibrated
+
+    measure, cache = calibrated.input_moments, {}
+
+    def reused(model, reader, exclude=()):
+        key = tuple(sorted(exclude))
+        if key not in cache:
+            cache[key] = measure(model, reader, exclude)
+        return copy.deepcopy(cache[key])
+
+    calibrated.input_moments = reused
+    try:
+        yield
+    finally:
+        calibrated.input_moments = measure
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("float_dir", type=Path, help="float export folder (model.onnx + tokenizer)")
@@ -88,26 +113,27 @@ def main(argv=None) -> int:
     reference, reference_logits = graph_scores(src, tokenizer, text, windows, None)
     print(json.dumps({"name": "float", **reference, "size_mb": size_mb(src)}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    for spec in args.candidates:
-        name, settings = parse_candidate(spec)
-        options = QuantOptions(method="int4", **settings)
-        reader = None
-        if needs_calibration(options):  # as the stage: built-in prose
-            reader = TextCalibrationReader(src, tokenizer, texts_for(None, 64), max_length=CALIBRATION_MAX_LENGTH)
-        dst = args.out / name / "model.onnx"
-        start = time.perf_counter()
-        info = quantize_onnx(src, dst, options, reader)
-        seconds = round(time.perf_counter() - start, 1)
-        scored, _ = graph_scores(dst, tokenizer, text, windows, reference_logits)
-        prose = parity_figures("causal-lm", src, dst, tokenizer, texts_for(None, 32, seed=1),
-                               SimpleNamespace(method="int4", tolerance=[]))["figures"]
-        row = {"name": name, "options": options.params(), "exclude": options.exclude, **scored,
-               "ratio": round(scored["perplexity"] / reference["perplexity"], 4), "size_mb": size_mb(dst),
-               "quantize_seconds": seconds, "prose_perplexity_ratio": prose["perplexity_ratio"],
-               "prose_top1_agreement": prose["top1_agreement"], "op_counts": info["op_counts"]}
-        print(json.dumps(row), flush=True)
-        with open(args.out / "results.jsonl", "a") as results:
-            results.write(json.dumps(row) + "\n")
+    with one_calibration_pass():
+        for spec in args.candidates:
+            name, settings = parse_candidate(spec)
+            options = QuantOptions(method="int4", **settings)
+            reader = None
+            if needs_calibration(options):  # as the stage: built-in prose
+                reader = TextCalibrationReader(src, tokenizer, texts_for(None, 64), max_length=CALIBRATION_MAX_LENGTH)
+            dst = args.out / name / "model.onnx"
+            start = time.perf_counter()
+            info = quantize_onnx(src, dst, options, reader)
+            seconds = round(time.perf_counter() - start, 1)
+            scored, _ = graph_scores(dst, tokenizer, text, windows, reference_logits)
+            prose = parity_figures("causal-lm", src, dst, tokenizer, texts_for(None, 32, seed=1),
+                                   SimpleNamespace(method="int4", tolerance=[]))["figures"]
+            row = {"name": name, "options": options.params(), "exclude": options.exclude, **scored,
+                   "ratio": round(scored["perplexity"] / reference["perplexity"], 4), "size_mb": size_mb(dst),
+                   "quantize_seconds": seconds, "prose_perplexity_ratio": prose["perplexity_ratio"],
+                   "prose_top1_agreement": prose["top1_agreement"], "op_counts": info["op_counts"]}
+            print(json.dumps(row), flush=True)
+            with open(args.out / "results.jsonl", "a") as results:
+                results.write(json.dumps(row) + "\n")
     return 0
 
 

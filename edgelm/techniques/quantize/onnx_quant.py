@@ -31,7 +31,7 @@ class QuantOptions:
     per_channel: bool = True
     calibration: str = "minmax"  # int8-static: minmax | entropy | percentile
     block_size: int = 32  # int4
-    table_block_size: int | None = None  # int4 affine: the tied table / LM head's block size (None: block_size)
+    table_block_size: int | None = None  # int4 affine, calibrated: the tied table / LM head's block size (None: block_size)
     finer_blocks_mb: float = 0.0  # int4 calibrated algorithms: MB the most error-prone MatMuls may add at block / 2
     symmetric: bool = True  # int4
     accuracy_level: int | None = 4  # int4: 4 = int8 activations in MatMulNBits (fast on CPU)

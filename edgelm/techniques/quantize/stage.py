@@ -24,7 +24,7 @@ class QuantizeConfig(StageConfig):
     calibration: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="int8-static: activation range calibration")
     calibration_samples: int = Field(64, gt=0, description="texts used for calibration (from --data, else built-in prose)")
     block_size: int = Field(32, description="int4: weights per quantization block (16, 32, 64, 128, ...)")
-    table_block_size: int | None = Field(None, description="int4 affine: block size of the tied embedding table / LM head (default: block_size; 16 halves its error for +3.4 MB on SmolLM2)")
+    table_block_size: int | None = Field(None, description="int4 affine and the calibrated algorithms (imatrix, awq, gptq, awq-gptq): block size of the tied embedding table / LM head (default: block_size; 16 halves its error for +3.4 MB on SmolLM2)")
     finer_blocks_mb: float = Field(0.0, ge=0, description="int4 gptq / awq-gptq / imatrix / awq: MB the MatMuls whose measured output error falls most may add by taking half-size blocks (mixed precision under a size budget)")
     symmetric: bool = Field(True, description="int4: symmetric blocks (no zero points)")
     accuracy_level: int | None = Field(4, ge=0, le=4, description="int4: MatMulNBits compute precision (4 = int8 activations, fastest on CPU; 0 = float)")

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from edgelm.data.readers import calibration_texts
-from edgelm.techniques.quantize.calibrated import (block_params, dequantized, gptq_codes, input_moments,
+from edgelm.techniques.quantize.calibrated import (DAMP, block_params, dequantized, gptq_codes, input_moments,
                                                    round_blocks)
 from edgelm.verify import fidelity
 from edgelm.verify.feeds import TextCalibrationReader
@@ -42,6 +42,35 @@ def test_gptq_and_weighted_blocks_beat_plain_rounding(k, block):
     weighted = lambda s, z: float((importance[:, None] * np.square(  # noqa: E731
         w - dequantized(round_blocks(w, s, z, block), s, z.astype(np.float32), k))).sum())
     assert weighted(ws, wz) < weighted(scale, zero)
+
+
+def reference_gptq(w, h, scale, zero, block, damp):
+    """GPTQ as the paper writes it (one column at a time, the whole rest updated each step, act-order, static
+    groups), on W [N, K] as torch.nn.Linear stores it: the oracle for the lazy-batched [K, N] implementation."""
+    wt, k = w.T.astype(np.float64).copy(), w.shape[0]
+    perm = np.argsort(-np.diag(h), kind="stable")
+    hp = h[perm][:, perm] + damp * np.mean(np.diag(h)) * np.eye(k)
+    u = np.linalg.cholesky(np.linalg.inv(hp)).T
+    wt = wt[:, perm]
+    q = np.zeros_like(wt)
+    for j in range(k):
+        s, z = scale[:, perm[j] // block], zero[:, perm[j] // block].astype(np.float64)
+        q[:, j] = (np.clip(np.round(wt[:, j] / s) + z, 0, 15) - z) * s
+        wt[:, j + 1:] -= np.outer((wt[:, j] - q[:, j]) / u[j, j], u[j, j + 1:])
+    out = np.empty_like(q)
+    out[:, perm] = q
+    return out.T
+
+
+def test_gptq_matches_the_reference_algorithm():
+    w, x = correlated(160, 40, seed=1)
+    h = (x.T @ x / len(x)).astype(np.float64)
+    scale, zero = block_params(w, np.diag(h), 32)
+    ours = dequantized(gptq_codes(w, h, scale, zero, 32, lazy=48), scale, zero.astype(np.float32), 160)
+    ref = reference_gptq(w, h, scale, zero, 32, DAMP)
+    err = lambda q: float(np.square(x @ (w - q)).mean())  # noqa: E731
+    assert np.mean(np.isclose(ours, ref, atol=1e-5)) > 0.98  # float32 updates may flip a rare tie
+    assert abs(err(ours) - err(ref)) < 0.02 * err(ref), (err(ours), err(ref))
 
 
 def test_awq_fold_keeps_the_float_function_and_adds_no_op(export_fused_onnx, tiny_onnx, tiny_tokenizer):
@@ -106,3 +135,24 @@ def test_finer_blocks_spend_the_budget_on_the_most_error_prone_matmuls(tied_onnx
     assert {name for name, size in blocks.items() if size == 16} == one
     with pytest.raises(EdgelmError, match="finer_blocks_mb"):
         quantize_onnx(src, dst, QuantOptions(method="int4", algorithm="rtn", finer_blocks_mb=1.0))
+
+
+def test_calibrated_tied_table_takes_its_own_block_size(tied_onnx, tiny_tokenizer, tmp_path):
+    from onnx import helper
+
+    from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx
+
+    folder, src = tied_onnx
+    tok = tiny_tokenizer(folder)
+    dst = tmp_path / "model.onnx"
+    quantize_onnx(src, dst, QuantOptions(method="int4", algorithm="gptq", block_size=32, table_block_size=16),
+                  TextCalibrationReader(src, tok, TEXTS))
+    model = onnx.load(str(dst))
+    block = lambda n: next(helper.get_attribute_value(a) for a in n.attribute if a.name == "block_size")  # noqa: E731
+    sizes = {n.name: block(n) for n in model.graph.node if n.op_type in ("MatMulNBits", "GatherBlockQuantized")}
+    lookup = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+    head = next(n for n in model.graph.node if n.op_type == "MatMulNBits" and n.input[1] == model.graph.node[
+        [m.name for m in model.graph.node].index(lookup.input[0].replace("_tied_data", "_tied_reshape"))].input[0])
+    assert sizes[lookup.name] == sizes[head.name] == 16
+    assert {size for name, size in sizes.items() if name not in (lookup.name, head.name)} == {32}
+    assert {p.key: p.value for p in model.metadata_props}["edgelm.tied_embedding"] == "True"

@@ -37,3 +37,27 @@ def test_sweep_rows(tiny_onnx, tmp_path):
         assert row["tokens"] == 199 and 0.5 < row["ratio"] < 1.5 and row["size_mb"] > 0
         assert row["prose_perplexity_ratio"] > 0 and (tmp_path / "out" / row["name"] / "model.onnx").is_file()
     assert rows[1]["options"]["algorithm"] == "kquant"
+
+
+def test_one_calibration_pass_serves_every_candidate_with_its_own_copy():
+    import numpy as np
+
+    from edgelm.techniques.quantize import calibrated
+
+    original, calls = calibrated.input_moments, []
+
+    def measure(model, reader, exclude=()):
+        calls.append(exclude)
+        return {"x": calibrated.Moments(np.eye(2), 3)}
+
+    calibrated.input_moments = measure
+    try:
+        with int4_sweep.one_calibration_pass():
+            first = calibrated.input_moments(None, None)
+            first["x"].h *= 5  # AWQ rescales its copy in place
+            second = calibrated.input_moments(None, None)
+            calibrated.input_moments(None, None, ["n1"])
+        assert len(calls) == 2 and np.array_equal(second["x"].h, np.eye(2))
+        assert calibrated.input_moments is measure
+    finally:
+        calibrated.input_moments = original

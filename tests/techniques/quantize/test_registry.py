@@ -45,7 +45,7 @@ def test_builtin_algorithms_declare_their_needs():
     assert {name for name, needed in needs.items() if needed} == {"gptq", "awq-gptq", "imatrix", "awq"}
     assert INT4_ALGORITHMS.get("rtn").quantizes_lone_table and not INT4_ALGORITHMS.get("kquant").quantizes_lone_table
     assert INT4_ALGORITHMS.get("affine").tie is not INT4_ALGORITHMS.get("rtn").tie  # affine shares its offsets too
-    assert [name for name, entry in INT4_ALGORITHMS.items() if entry.table_block_size] == ["affine"]
+    assert {name for name, entry in INT4_ALGORITHMS.items() if entry.table_block_size} == {"affine", "imatrix", "awq", "gptq", "awq-gptq"}
 
 
 def test_fake_algorithm_is_a_choice_everywhere(fake_algorithm):

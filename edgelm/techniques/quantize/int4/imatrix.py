@@ -7,14 +7,16 @@ from __future__ import annotations
 from edgelm.techniques.quantize.int4 import int4_algorithm
 
 
-@int4_algorithm("imatrix", "importance-weighted block scales and zero points on calibration data", needs_calibration=True)
+@int4_algorithm("imatrix", "importance-weighted block scales and zero points on calibration data", needs_calibration=True,
+                table_block_size=True)
 def quantize(job):
     from edgelm.techniques.quantize.int4._calibrated import calibrated_pass
 
     return calibrated_pass(job, "weighted", fold=False)
 
 
-@int4_algorithm("awq", "AWQ channel scaling folded into the norms, then importance-weighted blocks", needs_calibration=True)
+@int4_algorithm("awq", "AWQ channel scaling folded into the norms, then importance-weighted blocks", needs_calibration=True,
+                table_block_size=True)
 def quantize_scaled(job):
     from edgelm.techniques.quantize.int4._calibrated import calibrated_pass
 
