@@ -13,10 +13,11 @@ NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(flo
 
 
 def make_session(path: str | Path, threads: int = 2):
-    """A session for checks that run a graph a few times (parity, sensitivity): without pre-packed weight copies."""
+    """A session for checks that run a graph a few times (parity, sensitivity): a float graph without pre-packed
+    weight copies (edgelm.export.checked.check_session_options)."""
     from edgelm.export.checked import check_session_options
 
-    options = check_session_options()
+    options = check_session_options(path)
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     import onnxruntime as ort

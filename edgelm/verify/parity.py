@@ -232,7 +232,7 @@ def causal_runner(path: Path, fmt: str):
         from edgelm.export.checked import check_session_options
         from edgelm.models.generate import OnnxCausalLM
 
-        return OnnxCausalLM(path, session_options=check_session_options())
+        return OnnxCausalLM(path, session_options=check_session_options(path))
     if _engine(fmt) == "llama.cpp":
         from edgelm.runtimes.llama_cpp import LlamaCppLM
 
