@@ -162,9 +162,13 @@ def read_bandwidth_gb_s(threads: int = 2, mb: int = 512, repeats: int = 5) -> fl
     return sum(p.nbytes for p in parts) / best / 1e9
 
 
+SUB_STEPS = ("export_seconds", "optimize_seconds")  # the export stage's own split: trace + save, checked fusions
+
+
 def stage_rows(run: Path) -> list[dict]:
     record = json.loads((run / "run.json").read_text())
-    return [{"stage": s["name"], "seconds": s.get("seconds"), "peak_rss_mb": s.get("peak_rss_mb")}
+    return [{"stage": s["name"], "seconds": s.get("seconds"), "peak_rss_mb": s.get("peak_rss_mb"),
+             "split": {k: s["metrics"][k] for k in SUB_STEPS if isinstance(s.get("metrics", {}).get(k), (int, float))}}
             for s in record.get("stages", [])]
 
 
@@ -187,7 +191,9 @@ def report(name: str, params: int, run: Path, wall: float, peaks: dict, rc: int,
     print(f"{'stage':<28}{'wall s':>10}{'peak RSS MB':>14}")
     rows = stage_rows(run) if (run / "run.json").is_file() else []
     for row in rows:
-        print(f"{row['stage']:<28}{row['seconds'] or 0:>10.1f}{row['peak_rss_mb'] or float('nan'):>14.0f}")
+        split = ", ".join(f"{k.removesuffix('_seconds')} {v:.0f} s" for k, v in row["split"].items())
+        print(f"{row['stage']:<28}{row['seconds'] or 0:>10.1f}{row['peak_rss_mb'] or float('nan'):>14.0f}"
+              + (f"   ({split})" if split else ""))
     peak = peaks["main"]
     print(f"{'total (whole run)':<28}{wall:>10.1f}{peak:>14.0f}   peak / fp32 weights = {peak / fp32_mb:.2f}x "
           f"(with its worker processes: {peaks['tree']:.0f} MB, {peaks['tree'] / fp32_mb:.2f}x)")
