@@ -1,16 +1,19 @@
 """Scale check: real decoder configs (random init, no download) through `edgelm compress --target mobile`.
 
-    python tools/scale_check.py smollm2-360m qwen2.5-0.5b [llama-3.2-1b] [--out /tmp/edgelm-scale]
+    python tools/scale_check.py smollm2-360m qwen2.5-0.5b [llama-3.2-1b] [--out /tmp/edgelm-scale] [--layers N]
 
 Per model: build the published config (values copied from each model's config.json) with random weights in
 its published dtype (bf16) as safetensors under --out, in a child process that exits before the run; run
-`edgelm compress FOLDER --target mobile --on-parity-fail warn` under /usr/bin/time -v; print one table per
-model: each stage's wall time and peak RSS (run.json's per-stage `peak_rss_mb`), the whole run's wall time and peak
-RSS, and the fp32 weight size (the 3x budget). Then int4 decode tok/s on ort-cpu at 2 threads (the run's
-bench) against a read-bandwidth roofline measured in this run (bytes of the int4 artifact per token).
+`edgelm compress FOLDER --target mobile --on-parity-fail warn` while sampling the resident memory of its process
+tree; print one table per model: each stage's wall time and peak RSS (run.json's per-stage `peak_rss_mb`), the whole
+run's wall time and peak RSS (sampled every 0.2 s: the run resets the kernel's high-water mark per stage, so
+`/usr/bin/time`'s figure would be the last stage's), and the fp32 weight size (the 3x budget). Then int4 decode
+tok/s on ort-cpu at 2 threads (the run's bench) against a read-bandwidth roofline measured in this run (bytes of
+the int4 artifact per token). `--layers N` keeps the first N layers at full width and vocabulary (profiling).
 
 Random weights give near-flat logits, so int4-vs-float parity says little here (hence --on-parity-fail warn);
-what counts is time, memory and that every stage completes. The tokenizer is the unit tests' word-level one.
+what counts is time, memory and that every stage completes. The tokenizer is the built-in SmolLM2's byte-level
+BPE (49,152 ids, fits every table here; real token counts for the eval texts), else the unit tests' word-level one.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -48,16 +50,23 @@ CONFIGS = {
 }
 
 
-def build(name: str, folder: Path) -> None:
+def spec_for(name: str, layers: int | None = None) -> dict:
+    """The published config, or its first `layers` layers at full width and vocabulary (a quick profiling cut)."""
+    spec = dict(CONFIGS[name])
+    if layers:
+        spec["num_hidden_layers"] = layers
+        if "max_window_layers" in spec:
+            spec["max_window_layers"] = layers
+    return spec
+
+
+def build(name: str, folder: Path, layers: int | None = None) -> None:
     """Write the random-init model (bf16 safetensors) and the word-level tokenizer into `folder`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    sys.path.insert(0, str(ROOT))
-    from tests.tiny import build_tokenizer
-
-    spec = dict(CONFIGS[name])
-    tokenizer = build_tokenizer(decoder=True)
+    spec = spec_for(name, layers)
+    tokenizer = bpe_tokenizer()
     config = AutoConfig.for_model(spec.pop("model_type"), **spec, bos_token_id=tokenizer.bos_token_id,
                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
@@ -68,27 +77,71 @@ def build(name: str, folder: Path) -> None:
     print(json.dumps({"params": sum(p.numel() for p in model.parameters())}))
 
 
-def built(name: str, out: Path) -> tuple[Path, int]:
-    folder = out / f"{name}-random"
+def bpe_tokenizer():
+    """The built-in SmolLM2's tokenizer (a real byte-level BPE), else the unit tests' word-level one."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from edgelm.models.loading import builtin_path, gguf_to_hf_folder, load_tokenizer
+
+        return load_tokenizer(gguf_to_hf_folder(builtin_path("smollm2-135m")))
+    except Exception as exc:  # the built-in is not installed
+        from tests.tiny import build_tokenizer
+
+        print(f"scale_check: word-level test tokenizer ({exc})", file=sys.stderr)
+        return build_tokenizer(decoder=True)
+
+
+def built(name: str, out: Path, layers: int | None = None) -> tuple[Path, int]:
+    folder = out / f"{name}{f'-{layers}l' if layers else ''}-random"
     params_file = folder / "params.json"
     if not params_file.is_file():
-        line = subprocess.run([sys.executable, __file__, "--build", name, str(folder)], check=True,
+        line = subprocess.run([sys.executable, __file__, "--build", name, str(folder), str(layers or 0)], check=True,
                               capture_output=True, text=True).stdout.strip().splitlines()[-1]
         params_file.write_text(line)
     return folder, json.loads(params_file.read_text())["params"]
 
 
-def compress(folder: Path, run: Path) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MB of the whole run, exit code) of `edgelm compress` under /usr/bin/time -v."""
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "edgelm", "compress", str(folder), "--target", "mobile",
-           "--on-parity-fail", "warn", "-o", str(run)]
+def compress(folder: Path, run: Path) -> tuple[float, dict, int]:
+    """(wall seconds, {"main": peak RSS MB of the run's process, "tree": of it and its children together}, exit code)."""
+    cmd = [sys.executable, "-m", "edgelm", "compress", str(folder), "--target", "mobile", "--on-parity-fail", "warn",
+           "-o", str(run)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = (run.parent / f"{run.name}.log").open("w")
     started = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    peaks = {"main": 0.0, "tree": 0.0}
+    sampler = threading.Thread(target=sample_rss, args=(proc, peaks), daemon=True)
+    sampler.start()
+    rc = proc.wait()
     wall = time.time() - started
-    (run.parent / f"{run.name}.log").write_text(proc.stdout + proc.stderr)
-    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return wall, (int(match.group(1)) * 1024 / 1e6 if match else float("nan")), proc.returncode
+    sampler.join()
+    log.close()
+    return wall, peaks, rc
+
+
+def sample_rss(proc, peaks: dict, every: float = 0.2) -> None:
+    """Max RSS (MB) of `proc` and of its process tree, polled until it exits."""
+    import psutil
+
+    try:
+        root = psutil.Process(proc.pid)
+    except psutil.NoSuchProcess:
+        return
+    while proc.poll() is None:
+        try:
+            main = root.memory_info().rss
+            tree = main + sum(_rss(c) for c in root.children(recursive=True))
+        except psutil.NoSuchProcess:
+            break
+        peaks["main"], peaks["tree"] = max(peaks["main"], main / 1e6), max(peaks["tree"], tree / 1e6)
+        time.sleep(every)
+
+
+def _rss(process) -> int:
+    try:
+        return process.memory_info().rss
+    except Exception:  # the child ended between listing and reading
+        return 0
 
 
 def read_bandwidth_gb_s(threads: int = 2, mb: int = 512, repeats: int = 5) -> float:
@@ -109,9 +162,13 @@ def read_bandwidth_gb_s(threads: int = 2, mb: int = 512, repeats: int = 5) -> fl
     return sum(p.nbytes for p in parts) / best / 1e9
 
 
+SUB_STEPS = ("export_seconds", "optimize_seconds")  # the export stage's own split: trace + save, checked fusions
+
+
 def stage_rows(run: Path) -> list[dict]:
     record = json.loads((run / "run.json").read_text())
-    return [{"stage": s["name"], "seconds": s.get("seconds"), "peak_rss_mb": s.get("peak_rss_mb")}
+    return [{"stage": s["name"], "seconds": s.get("seconds"), "peak_rss_mb": s.get("peak_rss_mb"),
+             "split": {k: s["metrics"][k] for k in SUB_STEPS if isinstance(s.get("metrics", {}).get(k), (int, float))}}
             for s in record.get("stages", [])]
 
 
@@ -127,15 +184,19 @@ def decode_figures(run: Path) -> tuple[float | None, float | None]:
     return tok_s, size
 
 
-def report(name: str, params: int, run: Path, wall: float, peak: float, rc: int, bandwidth: float) -> None:
+def report(name: str, params: int, run: Path, wall: float, peaks: dict, rc: int, bandwidth: float) -> None:
     fp32_mb = params * 4 / 1e6
     print(f"\n{name}: {params / 1e6:.0f}M params, fp32 weights {fp32_mb:.0f} MB; exit {rc}; `uptime`: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     print(f"{'stage':<28}{'wall s':>10}{'peak RSS MB':>14}")
     rows = stage_rows(run) if (run / "run.json").is_file() else []
     for row in rows:
-        print(f"{row['stage']:<28}{row['seconds'] or 0:>10.1f}{row['peak_rss_mb'] or float('nan'):>14.0f}")
-    print(f"{'total (whole process)':<28}{wall:>10.1f}{peak:>14.0f}   peak / fp32 weights = {peak / fp32_mb:.2f}x")
+        split = ", ".join(f"{k.removesuffix('_seconds')} {v:.0f} s" for k, v in row["split"].items())
+        print(f"{row['stage']:<28}{row['seconds'] or 0:>10.1f}{row['peak_rss_mb'] or float('nan'):>14.0f}"
+              + (f"   ({split})" if split else ""))
+    peak = peaks["main"]
+    print(f"{'total (whole run)':<28}{wall:>10.1f}{peak:>14.0f}   peak / fp32 weights = {peak / fp32_mb:.2f}x "
+          f"(with its worker processes: {peaks['tree']:.0f} MB, {peaks['tree'] / fp32_mb:.2f}x)")
     tok_s, size_mb = decode_figures(run) if rows else (None, None)
     if tok_s and size_mb:
         roof = bandwidth * 1e3 / size_mb
@@ -145,18 +206,22 @@ def report(name: str, params: int, run: Path, wall: float, peak: float, rc: int,
 
 def main() -> None:
     if sys.argv[1:2] == ["--build"]:  # the child process that writes one model
-        return build(sys.argv[2], Path(sys.argv[3]))
+        return build(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]) or None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=["smollm2-360m", "qwen2.5-0.5b"], choices=sorted(CONFIGS))
     parser.add_argument("--out", type=Path, default=Path("/tmp/edgelm-scale"))
+    parser.add_argument("--layers", type=int, default=None,
+                        help="keep only the first N layers (full width and vocabulary): a quick profiling cut")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
-        folder, params = built(name, args.out)
-        run = args.out / f"{name}-mobile"
+        folder, params = built(name, args.out, args.layers)
+        run = args.out / f"{folder.name.removesuffix('-random')}-mobile"
         shutil.rmtree(run, ignore_errors=True)  # a fresh run: resuming would skip the stages being measured
-        wall, peak, rc = compress(folder, run)
-        report(name, params, run, wall, peak, rc, read_bandwidth_gb_s())
+        load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        wall, peaks, rc = compress(folder, run)
+        print(f"\n`uptime` at the start: {load}")
+        report(name, params, run, wall, peaks, rc, read_bandwidth_gb_s())
 
 
 if __name__ == "__main__":

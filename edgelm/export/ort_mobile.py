@@ -63,6 +63,10 @@ def _convert_fixed(onnx_path: Path, ort_path: Path, cfg_path: Path, target_platf
     options.optimized_model_filepath = str(ort_path)
     options.add_session_config_entry("session.save_model_format", "ORT")
     options.add_session_config_entry("session.qdqisint8allowed", "1" if target_platform == "arm" else "0")
+    # the converting session never runs, so its pre-packed copies of the weights are pure overhead: without them
+    # a 2-layer Qwen2.5-0.5B cut (664 MB) converts at 1.3 GB peak RSS instead of 2.5 GB (7 s instead of 11 s),
+    # and the .ort's logits are bitwise the same (pre-packed buffers are not saved unless asked)
+    options.add_session_config_entry("session.disable_prepacking", "1")
     disabled = disabled + (["NchwcTransformer"] if target_platform != "amd64" else [])  # as the converter
     ort_path.parent.mkdir(parents=True, exist_ok=True)
     ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)

@@ -170,12 +170,30 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
+ROWS_PER_CHUNK = 64  # log-softmax rows at a time: a 512-token window over a 150k vocabulary is 0.6 GB in float64
+
+
+def row_chunks(*arrays: np.ndarray):
+    """The arrays' rows ROWS_PER_CHUNK at a time (same slice of each)."""
+    for start in range(0, len(arrays[0]), ROWS_PER_CHUNK):
+        yield tuple(a[start:start + ROWS_PER_CHUNK] for a in arrays)
+
+
+def target_nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Sum of -log p(target) over the rows of `logits` [n, V] (float64, chunk by chunk)."""
+    return -sum(float(log_softmax(rows)[np.arange(len(tgt)), tgt].sum()) for rows, tgt in row_chunks(logits, targets))
+
+
 def perplexity(model: EvalModel, text: str, *, window: int = 512, stride: int = 256, max_tokens: int = 4096) -> dict:
     """Sliding-window perplexity: each token is scored once, with up to `window` tokens of left context."""
     nll, count = 0.0, 0
     for logits, targets in scored_windows(model, text, window=window, stride=stride, max_tokens=max_tokens):
-        nll -= float(log_softmax(logits)[np.arange(len(targets)), targets].sum())
+        nll += target_nll(logits, targets)
         count += len(targets)
+    return perplexity_figures(nll, count, window, stride)
+
+
+def perplexity_figures(nll: float, count: int, window: int, stride: int) -> dict:
     return {"perplexity": round(float(np.exp(nll / count)), 4), "tokens": count, "window": window, "stride": stride}
 
 
@@ -209,9 +227,24 @@ def next_token_divergence(candidate_logits, reference_logits) -> dict:
     (as llama.cpp's --kl-divergence reports them)."""
     kl, same = [], []
     for cand, ref in zip(candidate_logits, reference_logits, strict=True):
-        ref_logp, cand_logp = log_softmax(np.asarray(ref)), log_softmax(np.asarray(cand))
-        kl.append((np.exp(ref_logp) * (ref_logp - cand_logp)).sum(-1))
-        same.append(ref_logp.argmax(-1) == cand_logp.argmax(-1))
+        for window_kl, window_same, _, _ in window_divergence(np.asarray(cand), np.asarray(ref)):
+            kl.append(window_kl)
+            same.append(window_same)
+    return divergence_figures(kl, same)
+
+
+def window_divergence(cand: np.ndarray, ref: np.ndarray, targets: np.ndarray | None = None):
+    """Per chunk of rows: (KL(ref || cand) per row, top-1 agreement per row, and with `targets` the candidate's and
+    the reference's summed -log p(target)), each row's log-softmax computed once for both figures."""
+    targets = np.zeros(len(ref), dtype=np.int64) if targets is None else targets
+    for c_rows, r_rows, tgt in row_chunks(cand, ref, targets):
+        ref_logp, cand_logp = log_softmax(r_rows), log_softmax(c_rows)
+        at = np.arange(len(tgt))
+        yield ((np.exp(ref_logp) * (ref_logp - cand_logp)).sum(-1), ref_logp.argmax(-1) == cand_logp.argmax(-1),
+               -float(cand_logp[at, tgt].sum()), -float(ref_logp[at, tgt].sum()))
+
+
+def divergence_figures(kl: list[np.ndarray], same: list[np.ndarray]) -> dict:
     if not kl:
         raise EdgelmError("KL divergence: no tokens to compare")
     kl_all, same_all = np.maximum(np.concatenate(kl), 0.0), np.concatenate(same)
@@ -225,6 +258,24 @@ def kl_divergence(model: EvalModel, reference: EvalModel, text: str, *, window: 
     windows = dict(window=window, stride=stride, max_tokens=max_tokens)
     logits = lambda m: (row for row, _ in scored_windows(m, text, **windows))  # noqa: E731
     return next_token_divergence(logits(model), logits(reference))
+
+
+def perplexity_and_divergence(model: EvalModel, reference: EvalModel, text: str, *, window: int = 512,
+                              stride: int = 256, max_tokens: int = 4096) -> tuple[dict, dict, dict]:
+    """(model's `perplexity`, reference's `perplexity`, `kl_divergence`) from one pass of each model over the text's
+    windows: the same figures as the three calls, for half the forward passes."""
+    windows = dict(window=window, stride=stride, max_tokens=max_tokens)
+    nll = nll_ref = 0.0
+    count, kl, same = 0, [], []
+    for (cand, targets), (ref, _) in zip(scored_windows(model, text, **windows),
+                                          scored_windows(reference, text, **windows), strict=True):
+        for window_kl, window_same, cand_nll, ref_nll in window_divergence(cand, ref, targets):
+            kl.append(window_kl)
+            same.append(window_same)
+            nll, nll_ref = nll + cand_nll, nll_ref + ref_nll
+        count += len(targets)
+    return (perplexity_figures(nll, count, window, stride), perplexity_figures(nll_ref, count, window, stride),
+            divergence_figures(kl, same))
 
 
 # --- in-context learning probe -------------------------------------------------------------------------------

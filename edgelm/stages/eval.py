@@ -83,7 +83,8 @@ class EvalStage(Stage):
         reference = torch_model(reference_bundle, f"reference:{reference_name}") if reference_bundle else None
         data = EvalData(ctx, config)
         data.model_labels = bundle.labels
-        ref_scores = {m: score(m, reference, None, data, config) for m in metrics if reference and m in COMPARABLE}
+        ref_scores = {m: score(m, reference, None, data, config) for m in metrics
+                      if reference and m in COMPARABLE and not (m == "perplexity" and joint_text_pass(metrics, reference))}
         by_runtime = {}
         for i, runtime in enumerate(config.runtime):
             if i and (why := optional_runtime_missing(runtime)):  # the first one feeds the gates: it must run
@@ -107,9 +108,26 @@ class EvalStage(Stage):
 COMPARABLE = ("accuracy", "perplexity", "icl", "icl-suite")
 
 
+def joint_text_pass(metrics, reference) -> bool:
+    """Perplexity and KL divergence both asked, against a reference: one pass of each model over the text gives the
+    candidate's and the reference's perplexity and the divergence (the reference's perplexity lands in ref_scores)."""
+    return reference is not None and "perplexity" in metrics and "kld" in metrics
+
+
 def compare(metrics, candidate, reference, data, config, ref_scores) -> dict:
     out = {"runtime": candidate.name}
+    joint = {}
     for metric in metrics:
+        if metric in ("perplexity", "kld") and joint_text_pass(metrics, reference):
+            if not joint:
+                from edgelm.measure.quality import perplexity_and_divergence
+
+                joint["perplexity"], ref_perplexity, joint["kld"] = perplexity_and_divergence(
+                    candidate, reference, data.text(), window=config.ppl_window, stride=config.ppl_stride,
+                    max_tokens=config.ppl_max_tokens)
+                ref_scores.setdefault("perplexity", ref_perplexity)
+            out.update(joint[metric])
+            continue
         out.update(score(metric, candidate, reference, data, config))
     ref = {k: v for scores in ref_scores.values() for k, v in scores.items()}
     if "accuracy" in ref_scores:

@@ -44,13 +44,14 @@ class ExportStage(Stage):
         out = Path(ctx.workdir)
         tol = Tolerances(greedy_steps=config.greedy_steps)
         texts = parity_texts(ctx, bundle.task)
+        torch_outputs: dict = {}  # torch's side of the parity checks, computed once for every artifact
         manifest = Manifest(task=bundle.task, source=bundle.source, preprocessing=preprocessing(bundle, config),
                             postprocessing=postprocessing(bundle))
         artifacts, metrics = {}, {}
         if "onnx" in config.formats or "ort" in config.formats:
             artifacts["onnx"] = self._onnx(bundle, config, out, manifest, metrics)
             with step("parity check model.onnx"):
-                manifest.parity["onnx"] = check_artifact(bundle, artifacts["onnx"], "onnx", texts, tol)
+                manifest.parity["onnx"] = check_artifact(bundle, artifacts["onnx"], "onnx", texts, tol, torch_outputs)
         if "ort" in config.formats:
             from edgelm.export.ort_mobile import convert_to_ort
 
@@ -59,7 +60,7 @@ class ExportStage(Stage):
             manifest.ort_mobile = ort_info.manifest_entry()
             artifacts["ort"] = ort_info.path
             with step("parity check model.ort"):
-                manifest.parity["ort"] = check_artifact(bundle, ort_info.path, "ort", texts, tol)
+                manifest.parity["ort"] = check_artifact(bundle, ort_info.path, "ort", texts, tol, torch_outputs)
         if "pte" in config.formats:
             from edgelm.export.executorch import export_pte
 
@@ -69,7 +70,7 @@ class ExportStage(Stage):
             manifest.inputs = manifest.inputs or pte_info.input_specs()
             artifacts["pte"] = pte_info.path
             with step("parity check model.pte"):
-                manifest.parity["pte"] = check_artifact(bundle, pte_info.path, "pte", texts, tol)
+                manifest.parity["pte"] = check_artifact(bundle, pte_info.path, "pte", texts, tol, torch_outputs)
         if "gguf" in config.formats:
             artifacts["gguf"] = self._gguf(bundle, config, ctx, out, manifest)
         if "onnx" not in config.formats and "onnx" in artifacts:  # only an intermediate for .ort

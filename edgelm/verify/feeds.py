@@ -13,11 +13,15 @@ NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(flo
 
 
 def make_session(path: str | Path, threads: int = 2):
-    import onnxruntime as ort
+    """A session for checks that run a graph a few times (parity, sensitivity): a float graph without pre-packed
+    weight copies (edgelm.export.checked.check_session_options)."""
+    from edgelm.export.checked import check_session_options
 
-    options = ort.SessionOptions()
+    options = check_session_options(path)
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    import onnxruntime as ort
+
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

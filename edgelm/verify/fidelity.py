@@ -34,31 +34,61 @@ def run_graph(path: Path, tokenizer, texts: list[str], batch_size: int = 8, max_
     return out
 
 
+def paired_batches(reference_path: Path, other_path: Path, tokenizer, texts: list[str], batch_size: int = 8,
+                   max_length: int = 64):
+    """(reference output, other output, attention mask, input ids) per batch of `texts`, both graphs run side by
+    side: what `compare_batches` reads, one batch of outputs at a time (a decoder's logits over a 150k vocabulary
+    are 0.3 GB per batch: kept for every batch of both graphs, they outweighed the quantized model)."""
+    reference, other = make_session(reference_path), make_session(other_path)
+    for enc in text_batches(tokenizer, texts, batch_size, max_length):
+        values = [s.run(None, graph_feeds(s.get_inputs(), enc))[0].astype(np.float32) for s in (reference, other)]
+        yield (*values, enc.get("attention_mask", np.ones_like(enc["input_ids"])), enc["input_ids"])
+
+
 def sqnr_db(reference: Outputs, other: Outputs) -> float:
     """Signal-to-quantization-noise ratio of the outputs (higher = closer to float)."""
     signal = sum(float((r.astype(np.float64) ** 2).sum()) for r in reference.values)
     noise = sum(float(((r.astype(np.float64) - o) ** 2).sum()) for r, o in zip(reference.values, other.values))
+    return _db(signal, noise)
+
+
+def _db(signal: float, noise: float) -> float:
     return float("inf") if noise == 0 else round(10 * np.log10(signal / noise), 3)
 
 
 def compare(task: str, reference: Outputs, quantized: Outputs) -> dict:
     """Task-appropriate figures for quantized vs float outputs."""
-    figures = {"sqnr_db": sqnr_db(reference, quantized),
-               "max_abs_diff": round(max(float(np.abs(r - q).max()) for r, q in zip(reference.values, quantized.values)), 6)}
+    return compare_batches(task, zip(reference.values, quantized.values, reference.masks, reference.ids))
+
+
+def compare_batches(task: str, batches) -> dict:
+    """`compare`'s figures from (reference, quantized, mask, ids) per batch, each batch read once and row by row
+    (a row's float64 copy of a decoder's logits is what is held at a time)."""
+    signal = noise = max_diff = 0.0
+    agree, cos, nll_ref, nll_q = [], [], [], []
+    for r_batch, q_batch, mask_batch, ids_batch in batches:
+        for r, q, mask, ids in zip(r_batch, q_batch, mask_batch, ids_batch):
+            r64 = r.astype(np.float64)
+            signal += float((r64 ** 2).sum())
+            noise += float(((r64 - q) ** 2).sum())
+            max_diff = max(max_diff, float(np.abs(r - q).max()))
+            del r64
+            if task == "sequence-classification":
+                agree.append(r.argmax(-1) == q.argmax(-1))
+            elif task == "feature-extraction":
+                cos.append(cosine_rows(r.reshape(1, -1), q.reshape(1, -1)))
+            else:
+                keep = mask[1:].astype(bool)  # positions that predict a real next token
+                agree.append((r[:-1].argmax(-1) == q[:-1].argmax(-1))[keep])
+                nll_ref.append(_nll(r[None], ids[None])[0][keep])
+                nll_q.append(_nll(q[None], ids[None])[0][keep])
+    figures = {"sqnr_db": _db(signal, noise), "max_abs_diff": round(max_diff, 6)}
     if task == "sequence-classification":
-        agree = np.concatenate([r.argmax(-1) == q.argmax(-1) for r, q in zip(reference.values, quantized.values)])
-        figures["label_agreement"] = round(float(agree.mean()), 4)
+        figures["label_agreement"] = round(float(np.asarray(agree).mean()), 4)
     elif task == "feature-extraction":
-        cos = np.concatenate([cosine_rows(r.reshape(len(r), -1), q.reshape(len(q), -1))
-                              for r, q in zip(reference.values, quantized.values)])
+        cos = np.concatenate(cos)
         figures.update(mean_cosine=round(float(cos.mean()), 6), min_cosine=round(float(cos.min()), 6))
     else:
-        agree, nll_ref, nll_q = [], [], []
-        for r, q, mask, ids in zip(reference.values, quantized.values, reference.masks, reference.ids):
-            keep = mask[:, 1:].astype(bool)  # positions that predict a real next token
-            agree.append((r[:, :-1].argmax(-1) == q[:, :-1].argmax(-1))[keep])
-            nll_ref.append(_nll(r, ids)[keep])
-            nll_q.append(_nll(q, ids)[keep])
         ppl_ref, ppl_q = float(np.exp(np.concatenate(nll_ref).mean())), float(np.exp(np.concatenate(nll_q).mean()))
         figures.update(top1_agreement=round(float(np.concatenate(agree).mean()), 4), perplexity_float=round(ppl_ref, 4),
                        perplexity_quantized=round(ppl_q, 4), perplexity_ratio=round(ppl_q / ppl_ref, 5))

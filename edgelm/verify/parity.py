@@ -51,25 +51,31 @@ def failures(figures: dict, tol: Tolerances) -> list[str]:
 
 # --- artifacts -----------------------------------------------------------------------------------------------
 def check_artifact(bundle, artifact_path, format: str, inputs: list[str] | None = None,
-                   tolerances: Tolerances | None = None) -> dict:
-    """Run the artifact and its torch source on `inputs` (texts); returns figures or raises EdgelmError."""
+                   tolerances: Tolerances | None = None, torch_outputs: dict | None = None) -> dict:
+    """Run the artifact and its torch source on `inputs` (texts); returns figures or raises EdgelmError.
+    `torch_outputs`: a dict shared by the checks of several artifacts of one model (the export stage's .onnx and
+    .ort), so torch computes its side once."""
     from edgelm.models.tasks import output_name
 
-    verdict = verify_artifact(bundle, artifact_path, format, inputs, tolerances)
+    verdict = verify_artifact(bundle, artifact_path, format, inputs, tolerances, torch_outputs)
     outputs = ", ".join(bundle.module.output_names) if bundle.module is not None else output_name(bundle.task)
     _raise_on(verdict, Path(artifact_path), outputs)
     return verdict.figures
 
 
 def verify_artifact(bundle, artifact_path, format: str, inputs: list[str] | None = None,
-                    tolerances: Tolerances | None = None) -> Verdict:
-    """The verdict of the artifact against its torch source on `inputs` (texts, default: built-in prose)."""
+                    tolerances: Tolerances | None = None, torch_outputs: dict | None = None) -> Verdict:
+    """The verdict of the artifact against its torch source on `inputs` (texts, default: built-in prose);
+    decoders keep torch's side in `torch_outputs` when given (see check_artifact)."""
     tol = tolerances or Tolerances()
     texts = inputs or default_texts(bundle.task)
     if bundle.model is None:
         raise EdgelmError("parity: the bundle holds no torch model to compare the artifact with")
-    judge = _module_parity if bundle.module is not None else _decoder_parity if bundle.task == "causal-lm" else _encoder_parity
-    verdict = judge(bundle, Path(artifact_path), format, texts, tol)
+    if bundle.module is None and bundle.task == "causal-lm":
+        verdict = _decoder_parity(bundle, Path(artifact_path), format, texts, tol, torch_outputs)
+    else:
+        judge = _module_parity if bundle.module is not None else _encoder_parity
+        verdict = judge(bundle, Path(artifact_path), format, texts, tol)
     verdict.figures["tolerances"] = {k: v for k, v in asdict(tol).items() if v is not None}
     return verdict
 
@@ -116,17 +122,22 @@ def _module_parity(bundle, path: Path, fmt: str, _texts, tol: Tolerances) -> Ver
     return Verdict.of(figures, failures(figures, tol))
 
 
-def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Tolerances) -> Verdict:
+def _decoder_parity(bundle, path: Path, fmt: str, texts: list[str], tol: Tolerances,
+                    torch_outputs: dict | None = None) -> Verdict:
     from edgelm.models.text_tasks import virtual_tokens
 
     lm, prompt = causal_runner(path, fmt), virtual_tokens(bundle)
+    torch_outputs = {} if torch_outputs is None else torch_outputs
     prompt_figs, step_figs, matches, first_mismatch, sample = [], [], 0, None, None
     for text in texts:
         ids = bundle.tokenizer(text, return_tensors="np", truncation=True, max_length=32)["input_ids"].astype(np.int64)
-        ref_logits = torch_prompt_logits(bundle.model, ids, prompt)
+        key = (text, tol.greedy_steps)
+        if key not in torch_outputs:
+            torch_outputs[key] = (torch_prompt_logits(bundle.model, ids, prompt),
+                                  *torch_greedy(bundle.model, ids, tol.greedy_steps, prompt))
+        ref_logits, ref_tokens, ref_steps = torch_outputs[key]
         logits, _ = lm.prefill(ids)
         prompt_figs.append(compare_outputs(ref_logits, logits, "causal-lm"))
-        ref_tokens, ref_steps = torch_greedy(bundle.model, ids, tol.greedy_steps, prompt)
         tokens, steps = lm.generate(ids, tol.greedy_steps, return_logits=True)
         n = min(len(ref_steps), len(steps))
         step_figs.append(compare_outputs(np.stack(ref_steps[:n]), np.stack(steps[:n]), "causal-lm"))
@@ -218,9 +229,10 @@ def artifact_runner(path: Path, fmt: str):
 def causal_runner(path: Path, fmt: str):
     """An object with prefill(ids) and generate(ids, n, return_logits=True), for a decoder artifact."""
     if _engine(fmt) == "onnxruntime":
+        from edgelm.export.checked import check_session_options
         from edgelm.models.generate import OnnxCausalLM
 
-        return OnnxCausalLM(path)
+        return OnnxCausalLM(path, session_options=check_session_options(path))
     if _engine(fmt) == "llama.cpp":
         from edgelm.runtimes.llama_cpp import LlamaCppLM
 

@@ -87,3 +87,29 @@ def test_rewrites_apply_to_an_export_with_external_data(tmp_path):
     assert record["fallbacks"] == [] and record["fusions"]["GroupQueryAttention"] == 2
     data = result.path.with_name("model.onnx.data")
     assert data.stat().st_mode & 0o044 == 0o044 and not (tmp_path / "onnx" / ".candidate").exists()
+
+
+def test_check_sessions_drop_prepacking_for_float_graphs_only(tmp_path):
+    """Pre-packed weight copies double a float session's memory and buy a check nothing; MatMulNBits needs its
+    pre-packing (without it an int4 decoder decodes ~30x slower), so a quantized graph keeps it."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from edgelm.export.checked import check_session_options
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])
+    weight = onnx.numpy_helper.from_array(np.ones((32, 32), "float32"), "w")
+    float_graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [weight])
+    onnx.save(helper.make_model(float_graph), str(tmp_path / "float.onnx"))
+    int4 = helper.make_node("MatMulNBits", ["x", "w"], ["y"], domain="com.microsoft", K=32, N=32, bits=4, block_size=32)
+    onnx.save(helper.make_model(helper.make_graph([int4], "g", [x], [y], [weight])), str(tmp_path / "int4.onnx"))
+
+    def prepacking(path):
+        try:
+            return check_session_options(path).get_session_config_entry("session.disable_prepacking") != "1"
+        except RuntimeError:  # the entry was never set: onnxruntime's default, pre-packing on
+            return True
+
+    assert not prepacking(tmp_path / "float.onnx") and not prepacking(tmp_path / "float.ort")  # .ort: its .onnx
+    assert prepacking(tmp_path / "int4.onnx") and prepacking(tmp_path / "int4.ort") and prepacking(tmp_path / "lone.ort")

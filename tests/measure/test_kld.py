@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from edgelm.core.errors import EdgelmError
-from edgelm.measure.quality import kl_divergence, next_token_divergence, perplexity, torch_model
+from edgelm.measure import quality
+from edgelm.measure.quality import (kl_divergence, next_token_divergence, perplexity, perplexity_and_divergence,
+                                    torch_model)
 from edgelm.models.loading import load_model
 
 TEXT = " ".join(["the movie was good and the acting was great . i love this film ."] * 12)
@@ -43,6 +45,24 @@ def test_kld_reads_the_perplexity_windows(tiny_model):
     assert same["kld_tokens"] == perplexity(torch_model(bundle), TEXT, **windows)["tokens"]
     apart = kl_divergence(torch_model(other), torch_model(bundle), TEXT, **windows)
     assert 0 < apart["kld_mean"] <= apart["kld_p99"]
+
+
+def test_one_pass_gives_both_perplexities_and_the_divergence(tiny_model, monkeypatch):
+    """The eval stage's joint pass (perplexity + kld against a reference) equals the three separate calls, also
+    when the log-softmax runs in chunks of rows smaller than a window."""
+    bundle = load_model(str(tiny_model("llama")))
+    other = load_model(str(tiny_model("llama")))
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    monkeypatch.setattr(quality, "ROWS_PER_CHUNK", 3)
+    windows = dict(window=16, stride=5, max_tokens=60)
+    cand, ref = torch_model(other), torch_model(bundle)
+    cand_ppl, ref_ppl, kld = perplexity_and_divergence(cand, ref, TEXT, **windows)
+    assert cand_ppl == pytest.approx(perplexity(cand, TEXT, **windows), rel=1e-6)
+    assert ref_ppl == pytest.approx(perplexity(ref, TEXT, **windows), rel=1e-6)
+    assert kld == pytest.approx(kl_divergence(cand, ref, TEXT, **windows), rel=1e-6)
+    assert cand_ppl["perplexity"] != ref_ppl["perplexity"] and kld["kld_mean"] > 0
 
 
 def test_eval_cli_kld_against_a_reference(tiny_model, tmp_path):

@@ -64,9 +64,23 @@ def block_ones(k: int, block_size: int) -> np.ndarray:
     return s
 
 
+COLUMNS_PER_CHUNK = 8192  # output columns quantized at a time: each is independent, so the result is the same
+
+
 def quantize_weight(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """[K, N] float weight -> MatMulNBits B uint8 [N, blocks, block/2] (low nibble first), scales float32
-    [N, blocks] and float offsets [blocks, N], with w ~= scale * (q - 8) + offset per block."""
+    [N, blocks] and float offsets [blocks, N], with w ~= scale * (q - 8) + offset per block. Done COLUMNS_PER_CHUNK
+    columns at a time: the float temporaries of a whole LM head (Llama-3.2-1B: 2048 x 128256, 1 GB each) would
+    be several copies of the table at once."""
+    parts = [_quantize_columns(w[:, start:start + COLUMNS_PER_CHUNK], block_size)
+             for start in range(0, w.shape[1], COLUMNS_PER_CHUNK)]
+    if len(parts) == 1:
+        return parts[0]
+    packed, scales, offsets = zip(*parts)
+    return np.concatenate(packed), np.concatenate(scales), np.concatenate(offsets, axis=1)
+
+
+def _quantize_columns(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k, n = w.shape
     blocks = -(-k // block_size)
     padded = np.pad(w.astype(np.float32), ((0, blocks * block_size - k), (0, 0)), mode="edge")  # min/max unchanged

@@ -128,9 +128,8 @@ def run_quantizer(source: Path, dst: Path, options: QuantOptions, tokenizer, cal
 
 
 def parity_figures(task: str, source: Path, dst: Path, tokenizer, texts: list[str], config) -> dict:
-    reference = fidelity.run_graph(source, tokenizer, texts, max_length=PARITY_MAX_LENGTH)
-    quantized = fidelity.run_graph(dst, tokenizer, texts, max_length=PARITY_MAX_LENGTH)
-    figures = fidelity.compare(task, reference, quantized)
+    figures = fidelity.compare_batches(task, fidelity.paired_batches(source, dst, tokenizer, texts,
+                                                                      max_length=PARITY_MAX_LENGTH))
     verdict = fidelity.check(figures, config.method, parse_tolerances(config.tolerance))
     return {"samples": len(texts), "figures": figures, "checks": verdict.checks, "ok": verdict.ok}
 
