@@ -79,6 +79,20 @@ class OnnxCausalLM:
         next_ids = np.asarray(next_ids).reshape(-1, 1)
         return self._run(next_ids, state)
 
+    def extend(self, ids, state: DecodeState) -> tuple[np.ndarray, DecodeState]:
+        """Several new tokens of one sequence at once on top of the cache (speculative verification); returns
+        logits [1, len(ids), vocab] (row i predicts the token after ids[i]) and the state."""
+        return self._run(np.asarray(ids).reshape(1, -1), state)
+
+    @staticmethod
+    def truncate(state: DecodeState, length: int) -> DecodeState:
+        """The state with the cache cut back to its first `length` positions (drops rejected draft tokens)."""
+        drop = state.attention_mask.shape[1] - length
+        if drop <= 0:
+            return state
+        past = {n: np.ascontiguousarray(v[:, :, :length]) for n, v in state.past.items()}
+        return DecodeState(past, state.attention_mask[:, :length], state.position - drop)
+
     # --- the loop --------------------------------------------------------------------------------------
     def generate(self, input_ids, max_new_tokens: int, eos_token_id: int | None = None,
                  return_logits: bool = False):
@@ -95,3 +109,18 @@ class OnnxCausalLM:
             logits, state = self.decode(np.array([token]), state)
             last = logits[0, -1]
         return (tokens, step_logits) if return_logits else tokens
+
+
+class OnnxGenerator:
+    """Greedy steps as the bench generator protocol: prefill(ids) -> (next_token, state), decode(token, state)."""
+
+    def __init__(self, lm):
+        self.lm = lm
+
+    def prefill(self, ids):
+        logits, state = self.lm.prefill(ids)
+        return int(np.argmax(logits[0, -1])), state
+
+    def decode(self, token, state):
+        logits, state = self.lm.decode(np.array([token]), state)
+        return int(np.argmax(logits[0, -1])), state
