@@ -22,11 +22,12 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from edgelm.measure.machine import read_bandwidth_gb_s  # noqa: E402
 
 _COMMON = dict(hidden_act="silu", attention_bias=False, tie_word_embeddings=True, torch_dtype="bfloat16")
 CONFIGS = {
@@ -89,24 +90,6 @@ def compress(folder: Path, run: Path) -> tuple[float, float, int]:
     (run.parent / f"{run.name}.log").write_text(proc.stdout + proc.stderr)
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     return wall, (int(match.group(1)) * 1024 / 1e6 if match else float("nan")), proc.returncode
-
-
-def read_bandwidth_gb_s(threads: int = 2, mb: int = 512, repeats: int = 5) -> float:
-    """Best-of-`repeats` read bandwidth (GB/s, 10^9) of `threads` threads summing their own share of a buffer
-    far larger than the caches (numpy releases the GIL in the sum)."""
-    import numpy as np
-
-    parts = [np.ones(mb * 2**20 // 8 // threads) for _ in range(threads)]
-    best = float("inf")
-    for _ in range(repeats):
-        workers = [threading.Thread(target=part.sum) for part in parts]
-        started = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        best = min(best, time.perf_counter() - started)
-    return sum(p.nbytes for p in parts) / best / 1e9
 
 
 def stage_rows(run: Path) -> list[dict]:
