@@ -56,9 +56,10 @@ PROMPTS = [[2, 9, 10, 11, 12, 9, 10, 11, 30, 31, 9, 10], [2, 40, 41, 42, 43, 44,
                                       LookupSettings(draft_tokens=16, ngram_max=4, ngram_min=2)], ids=str)
 def test_lookup_tokens_equal_plain_greedy(decoder_graphs, graph, settings):
     lm = OnnxCausalLM(decoder_graphs[graph])
+    plain_lm = OnnxCausalLM(decoder_graphs[graph], shared_kv=False)  # the reference: plain feeds, no shared buffer
     lookup, total = LookupDecoder(lm, settings), LookupStats()
     for prompt in PROMPTS:
-        plain = lm.generate(np.array([prompt]), 40)
+        plain = plain_lm.generate(np.array([prompt]), 40)
         assert lookup.generate(prompt, 40) == plain, f"prompt {prompt}: lookup tokens differ from greedy"
         assert lookup.stats.emitted == 40 and lookup.stats.steps < 40
         total.add(lookup.stats)
@@ -76,17 +77,45 @@ def test_eos_and_short_budgets_match_greedy(decoder_graphs):
         assert lookup.generate(prompt, n) == plain[:n]
 
 
-def test_truncated_cache_continues_like_the_plain_cache(decoder_graphs):
-    lm = OnnxCausalLM(decoder_graphs["fp32"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-buffer", "plain-feeds"])
+def test_truncated_cache_continues_like_the_plain_cache(decoder_graphs, shared):
+    from edgelm.models.generate import SharedCache
+
+    lm = OnnxCausalLM(decoder_graphs["fp32"], shared_kv=shared)
+    reference = OnnxCausalLM(decoder_graphs["fp32"], shared_kv=False)
     logits, state = lm.prefill(np.array([[2, 9, 10, 11]]))
+    assert isinstance(state.past, SharedCache) == shared  # the fused GQA graph takes the shared buffer
     _, longer = lm.extend([12, 13, 14], state)
     cut = lm.truncate(longer, 5)  # keep the prompt and token 12
     assert cut.position == 5 and cut.attention_mask.shape == (1, 5)
-    assert all(v.shape[2] == 5 for v in cut.past.values())
-    _, plain = lm.decode(np.array([12]), state)
+    cache = cut.past.view(5) if shared else cut.past
+    assert all(v.shape[2] == 5 for v in cache.values())
     a, _ = lm.decode(np.array([20]), cut)
-    b, _ = lm.decode(np.array([20]), plain)
+    _, plain = reference.decode(np.array([12]), reference.prefill(np.array([[2, 9, 10, 11]]))[1])
+    b, _ = reference.decode(np.array([20]), plain)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_shared_buffer_grows_and_matches_plain_feeds_bit_for_bit(decoder_graphs, monkeypatch):
+    import edgelm.models.generate as generate
+
+    monkeypatch.setattr(generate, "SHARED_CAPACITY", 8)  # forces several doublings within 40 tokens
+    prompt = np.array([PROMPTS[3][:12]])
+    lm, reference = OnnxCausalLM(decoder_graphs["int4"]), OnnxCausalLM(decoder_graphs["int4"], shared_kv=False)
+    (tokens, logits), (want, want_logits) = lm.generate(prompt, 40, return_logits=True), \
+        reference.generate(prompt, 40, return_logits=True)
+    assert tokens == want and lm._shared_proven
+    np.testing.assert_array_equal(np.stack(logits), np.stack(want_logits))
+
+
+def test_a_concat_cache_graph_falls_back_to_plain_feeds(tiny_model, tmp_path_factory):
+    from tests.export.shared import exported
+
+    _, result = exported(tiny_model, tmp_path_factory, "llama")  # unfused: the cache is a Concat
+    lm = OnnxCausalLM(result.path)
+    _, state = lm.prefill(np.array([[5, 6, 7]]))
+    assert not lm.shared_kv and isinstance(state.past, dict)
+    assert lm.generate(np.array([[5, 6, 7]]), 6) == OnnxCausalLM(result.path, shared_kv=False).generate(np.array([[5, 6, 7]]), 6)
 
 
 def test_decoder_for_reads_the_manifest_entry(decoder_graphs):
@@ -102,22 +131,23 @@ def test_decoder_for_reads_the_manifest_entry(decoder_graphs):
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_smollm2_lookup_tokens_equal_greedy_on_the_shipped_prompts(tmp_path_factory):
+    """The float graph: batched verification agrees with one-token decode to float rounding (~3e-5 in the logits),
+    and every token equals greedy's. (The int4 graph with int8 activations, accuracy_level 4, does not: see the
+    README's speculative-decoding notes; the bench reports tokens_identical and the recipe then keeps greedy.)"""
     from edgelm.export.onnx import export_onnx
     from edgelm.measure.lookup_prompts import load_prompt_set
     from edgelm.models.loading import load_model
-    from edgelm.techniques.quantize.onnx_quant import QuantOptions, quantize_onnx
     from tests.conftest import require_builtin
 
     require_builtin("smollm2-135m")
     bundle = load_model("smollm2-135m")
     result = export_onnx(bundle, tmp_path_factory.mktemp("smol-onnx"), fuse=True)
-    int4 = tmp_path_factory.mktemp("smol-int4") / "model.onnx"
-    quantize_onnx(result.path, int4, QuantOptions(method="int4", block_size=32, algorithm="affine"))
-    lm = OnnxCausalLM(int4)
+    lm, plain_lm = OnnxCausalLM(result.path), OnnxCausalLM(result.path, shared_kv=False)
     lookup, total = LookupDecoder(lm), LookupStats()
-    for prompt in load_prompt_set(bundle.tokenizer)[:4]:
-        plain = lm.generate(np.array([prompt]), 48)
+    for prompt in load_prompt_set(bundle.tokenizer)[:6]:
+        plain = plain_lm.generate(np.array([prompt]), 48)
         assert lookup.generate(prompt, 48) == plain
         total.add(lookup.stats)
     assert total.accepted > 0
