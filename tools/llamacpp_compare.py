@@ -9,7 +9,7 @@ drift hits all alike, and each figure is the median over rounds. Sides:
   the acceptance rate and whether every token equals greedy's;
 - `llama-bench` (--llama-bench, default $EDGELM_LLAMA_BENCH, /tmp/llamacpp-native/bin/llama-bench or PATH): the
   native llama.cpp benchmark binary: tg<new_tokens> from an empty context, pp<prompt_len>, and tg<new_tokens> at
-  depth = the matched prompt length (and at the prompt set's mean length with --lookup), `-r 3` each;
+  depth = the matched prompt length (and at the prompt set's mean length with --lookup), `-r 3` each (--native-reps);
 - `llama.cpp:<gguf>` (--python-llamacpp): llama.cpp through llama-cpp-python (its Python loop costs llama.cpp
   15-25%; the native binary is the reference).
 The read bandwidth of `threads` threads is measured in every round (roofline = GB/s / MB of the artifact).
@@ -120,7 +120,7 @@ def native_binary(given: str | None) -> tuple[str | None, str | None]:
 def run_native(binary: str, gguf: str, args, depths: list[int]) -> dict:
     """One llama-bench process: pp<prompt_len> and tg<new_tokens> at each depth; {test name: tok/s, ...}."""
     cmd = [binary, "-m", gguf, "-t", str(args.threads), "-p", str(args.prompt_len), "-n", str(args.new_tokens),
-           "-d", ",".join(str(d) for d in depths), "-r", "3", "-o", "json"]
+           "-d", ",".join(str(d) for d in depths), "-r", str(args.native_reps), "-o", "json"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["llama-bench failed"])[-1][:300]}
@@ -320,6 +320,7 @@ def parse_args(argv=None):
     parser.add_argument("--draft-tokens", type=int, default=8)
     parser.add_argument("--ngram-max", type=int, default=3)
     parser.add_argument("--llama-bench", default=None, help="the native llama-bench binary")
+    parser.add_argument("--native-reps", type=int, default=3, help="llama-bench -r (repetitions per test and round)")
     parser.add_argument("--python-llamacpp", action="store_true", help="also time llama.cpp through llama-cpp-python")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--worker", choices=["onnx", "llama.cpp", "lookup"], help=argparse.SUPPRESS)
