@@ -55,8 +55,8 @@ PROMPTS = [[2, 9, 10, 11, 12, 9, 10, 11, 30, 31, 9, 10], [2, 40, 41, 42, 43, 44,
 @pytest.mark.parametrize("settings", [LookupSettings(), LookupSettings(draft_tokens=3, ngram_max=1),
                                       LookupSettings(draft_tokens=16, ngram_max=4, ngram_min=2)], ids=str)
 def test_lookup_tokens_equal_plain_greedy(decoder_graphs, graph, settings):
-    lm = OnnxCausalLM(decoder_graphs[graph])
-    plain_lm = OnnxCausalLM(decoder_graphs[graph], shared_kv=False)  # the reference: plain feeds, no shared buffer
+    lm = OnnxCausalLM(decoder_graphs[graph], shared_kv=graph == "int4")  # both cache kinds verified
+    plain_lm = OnnxCausalLM(decoder_graphs[graph])  # the reference: plain feeds, no shared buffer
     lookup, total = LookupDecoder(lm, settings), LookupStats()
     for prompt in PROMPTS:
         plain = plain_lm.generate(np.array([prompt]), 40)
@@ -101,7 +101,7 @@ def test_shared_buffer_grows_and_matches_plain_feeds_bit_for_bit(decoder_graphs,
 
     monkeypatch.setattr(generate, "SHARED_CAPACITY", 8)  # forces several doublings within 40 tokens
     prompt = np.array([PROMPTS[3][:12]])
-    lm, reference = OnnxCausalLM(decoder_graphs["int4"]), OnnxCausalLM(decoder_graphs["int4"], shared_kv=False)
+    lm, reference = OnnxCausalLM(decoder_graphs["int4"], shared_kv=True), OnnxCausalLM(decoder_graphs["int4"])
     (tokens, logits), (want, want_logits) = lm.generate(prompt, 40, return_logits=True), \
         reference.generate(prompt, 40, return_logits=True)
     assert tokens == want and lm._shared_proven
@@ -112,7 +112,7 @@ def test_a_concat_cache_graph_falls_back_to_plain_feeds(tiny_model, tmp_path_fac
     from tests.export.shared import exported
 
     _, result = exported(tiny_model, tmp_path_factory, "llama")  # unfused: the cache is a Concat
-    lm = OnnxCausalLM(result.path)
+    lm = OnnxCausalLM(result.path, shared_kv=True)
     _, state = lm.prefill(np.array([[5, 6, 7]]))
     assert not lm.shared_kv and isinstance(state.past, dict)
     assert lm.generate(np.array([[5, 6, 7]]), 6) == OnnxCausalLM(result.path, shared_kv=False).generate(np.array([[5, 6, 7]]), 6)
