@@ -385,7 +385,8 @@ def bench(*outs: PathLike | StageOutput, baseline: PathLike | StageOutput | None
 
     `settings` are edgelm.measure.suite.BenchSettings: runtimes (default torch-cpu, ort-cpu), threads, shapes
     (BATCHxSEQ, default 1x128 for encoders), data, max_samples, pad, prompt_len, new_tokens, seconds (per case
-    and runtime), compare. A plain module's export is timed on its example inputs. `baseline`: the folder the
+    and runtime), compare, speculative ("lookup": greedy vs prompt-lookup rows on prompt_set, default edgelm's
+    lookup-prompts.jsonl; draft_tokens, ngram_max). A plain module's export is timed on its example inputs. `baseline`: the folder the
     speedups are against (default: the first OUT when several). `json` / `html` / `md`: also write those files."""
     from edgelm.measure.bench_report import bench_html_body, page
     from edgelm.measure.suite import BenchSettings, run_bench, write_bench_json

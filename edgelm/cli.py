@@ -345,17 +345,23 @@ def report(run_dirs, compare, out):
 @click.option("--seconds", type=float, default=5.0, help="time budget per case and runtime")
 @click.option("--baseline", type=click.Path(path_type=Path), help="folder the speedups are against [default: the first OUT when several]")
 @click.option("--no-compare", is_flag=True, help="skip the interleaved baseline comparison")
+@click.option("--speculative", type=click.Choice(["lookup"]), help="decoders: also time greedy vs prompt-lookup "
+              "speculative decoding on the prompt set (rows with acceptance rate and speedup)")
+@click.option("--prompt-set", type=click.Path(exists=True, dir_okay=False), help="JSONL prompts for --speculative "
+              "[default: edgelm's lookup-prompts.jsonl]")
+@click.option("--draft-tokens", type=click.IntRange(1, 64), default=8, help="--speculative: most tokens drafted per step")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the bench JSON here")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="write the HTML report here")
 @click.option("--md", "md_path", type=click.Path(path_type=Path), help="write the Markdown report here")
 def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, prompt_len, new_tokens, seconds, baseline,
-                  no_compare, json_path, html_path, md_path):
+                  no_compare, speculative, prompt_set, draft_tokens, json_path, html_path, md_path):
     """Time exported artifacts (OUT folders) on CPU, CUDA and mobile-class runtimes, each in a fresh process."""
     from edgelm import api
 
     result = api.bench(*outs, baseline=baseline, json=json_path, html=html_path, md=md_path, runtimes=list(runtimes) or None,
                        threads=list(threads) or None, shapes=list(shapes) or None, data=data, max_samples=max_samples,
-                       pad=pad, prompt_len=prompt_len, new_tokens=new_tokens, seconds=seconds, compare=not no_compare)
+                       pad=pad, prompt_len=prompt_len, new_tokens=new_tokens, seconds=seconds, compare=not no_compare,
+                       speculative=speculative, prompt_set=prompt_set, draft_tokens=draft_tokens)
     click.echo(result.markdown())
 
 

@@ -1,10 +1,13 @@
-"""Where an encoder artifact spends its time, by op type: onnxruntime's profiler over real sentences, one at a
-time at their own lengths (the bench's dataset case), on a fixed thread count.
+"""Where an artifact spends its time, by op type: onnxruntime's profiler over real sentences, one at a time at
+their own lengths (the bench's dataset case), or (--decode) over the decode steps of a KV-cache decoder, on a
+fixed thread count.
 
     python tools/profile_ops.py RUN/07-quantize/model.ort RUN/03-quantize/model.ort RUN/08-bench/stock-int8/model.ort \
         --data /work/shared/data/sst2/dev.tsv --threads 1 --samples 200
+    python tools/profile_ops.py OUT/int4/model.onnx --decode 32+128 --threads 2
 
-Prints one table per model: op type, ms per sentence, share of the node time, node count.
+Prints one table per model: op type, ms per sentence (per decode step), share of the node time, node count; for
+decode also the step's wall time outside the nodes (session overhead, feeds and fetches, the Python loop).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def sentence_feeds(tokenizer_dir: Path, data: str, samples: int, names: list[str
     return feeds
 
 
-def profile(model: Path, feeds_for, threads: int) -> tuple[dict, int]:
+def profiled_options(threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -40,7 +43,13 @@ def profile(model: Path, feeds_for, threads: int) -> tuple[dict, int]:
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.enable_profiling = True
     opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
-    session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    return opts
+
+
+def profile(model: Path, feeds_for, threads: int) -> tuple[dict, int]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), profiled_options(threads), providers=["CPUExecutionProvider"])
     feeds = feeds_for([i.name for i in session.get_inputs()])
     for feed in feeds[:5]:  # warm-up (also profiled: dropped below by counting only the later runs)
         session.run(None, feed)
@@ -62,13 +71,47 @@ def by_op(events: list[dict], warmup: int) -> dict:
     return {op: (ms, len(counts[op])) for op, ms in totals.items()}
 
 
+def profile_decode(model: Path, prompt_len: int, new_tokens: int, threads: int, warm_steps: int = 8):
+    """({op: (ms, nodes)} over the decode steps after `warm_steps`, steps counted, wall ms per counted step)."""
+    import time
+
+    from edgelm.measure.inputs import decode_case
+    from edgelm.models.generate import OnnxCausalLM
+    from edgelm.models.loading import load_tokenizer
+
+    ids = decode_case(load_tokenizer(model.parent), prompt_len, new_tokens).feeds[0]["input_ids"]
+    lm = OnnxCausalLM(model, session_options=profiled_options(threads))
+    logits, state = lm.prefill(ids)
+    walls = []
+    for _ in range(new_tokens - 1):
+        start = time.perf_counter()
+        logits, state = lm.decode(np.array([int(np.argmax(logits[0, -1]))]), state)
+        walls.append((time.perf_counter() - start) * 1e3)
+    events = json.loads(Path(lm.session.end_profiling()).read_text())
+    counted = walls[warm_steps:]
+    return by_op(events, warmup=1 + warm_steps), len(counted), sum(counted) / len(counted)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", help="sentences to time (encoders)")
+    parser.add_argument("--decode", help="PROMPT+NEW: profile the decode steps of a KV-cache decoder, e.g. 32+128")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
+    if args.decode:
+        prompt_len, new_tokens = (int(x) for x in args.decode.split("+"))
+        for model in args.models:
+            table, n, wall = profile_decode(model, prompt_len, new_tokens, args.threads)
+            total = sum(ms for ms, _ in table.values())
+            print(f"\n{model}  ({n} decode steps after a {prompt_len}-token prompt, {args.threads} thread(s)): "
+                  f"{wall:.3f} ms/step wall, {total / n:.3f} ms/step in nodes, {wall - total / n:.3f} ms/step outside")
+            for op, (ms, nodes) in sorted(table.items(), key=lambda kv: -kv[1][0]):
+                print(f"  {op:28s} {ms / n:8.3f} ms  {100 * ms / total:5.1f}%  {nodes:3d} nodes")
+        return
+    if not args.data:
+        parser.error("give --data (encoders) or --decode PROMPT+NEW (decoders)")
     for model in args.models:
         table, n = profile(model, lambda names: sentence_feeds(model.parent, args.data, args.samples, names), args.threads)
         total = sum(ms for ms, _ in table.values())

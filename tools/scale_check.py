@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from edgelm.measure.machine import read_bandwidth_gb_s  # noqa: E402
 
 _COMMON = dict(hidden_act="silu", attention_bias=False, tie_word_embeddings=True, torch_dtype="bfloat16")
 CONFIGS = {
@@ -142,24 +144,6 @@ def _rss(process) -> int:
         return process.memory_info().rss
     except Exception:  # the child ended between listing and reading
         return 0
-
-
-def read_bandwidth_gb_s(threads: int = 2, mb: int = 512, repeats: int = 5) -> float:
-    """Best-of-`repeats` read bandwidth (GB/s, 10^9) of `threads` threads summing their own share of a buffer
-    far larger than the caches (numpy releases the GIL in the sum)."""
-    import numpy as np
-
-    parts = [np.ones(mb * 2**20 // 8 // threads) for _ in range(threads)]
-    best = float("inf")
-    for _ in range(repeats):
-        workers = [threading.Thread(target=part.sum) for part in parts]
-        started = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        best = min(best, time.perf_counter() - started)
-    return sum(p.nbytes for p in parts) / best / 1e9
 
 
 SUB_STEPS = ("export_seconds", "optimize_seconds")  # the export stage's own split: trace + save, checked fusions

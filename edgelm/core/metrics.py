@@ -131,6 +131,28 @@ _ENTRIES = [
     Metric("ttft_ms", "ms", L, "time to the first generated token", "TTFT"),
     Metric("prefill_tok_s", "tok/s", H, "prompt tokens processed per second"),
     Metric("decode_tok_s", "tok/s", H, "tokens generated per second after the first"),
+    Metric("decoding", "text", None, "decoder bench rows: how the tokens were generated (greedy, or lookup: "
+           "prompt-lookup speculative decoding, greedy-exact)"),
+    Metric("generated_tokens", "count", None, "tokens generated over the bench prompt set (one pass, the first included)",
+           "tokens"),
+    Metric("decode_tok_s_per_pass", "table", None, "decode_tok_s of each timed pass over the bench prompt set"),
+    Metric("target_calls", "count", None, "speculative decoding: calls of the target model after the prefill"),
+    Metric("drafted_tokens", "count", None, "speculative decoding: draft tokens the target verified"),
+    Metric("accepted_tokens", "count", None, "speculative decoding: draft tokens the target agreed with"),
+    Metric("acceptance_rate", "ratio", H, "speculative decoding: accepted_tokens / drafted_tokens", "acceptance"),
+    Metric("tokens_per_call", "ratio", H, "speculative decoding: tokens generated per target call (1 = plain greedy)",
+           "tok/call"),
+    Metric("speculative_speedup", "x", H, "speculative decoding: greedy decode time / speculative decode time over "
+           "the same prompts (median of interleaved passes)", "spec speedup"),
+    Metric("tokens_identical", "text", None, "speculative decoding: whether every prompt's tokens equal plain "
+           "greedy's, token by token (true/false)", "identical"),
+    Metric("mismatched_prompts", "table", None, "speculative decoding: indices of prompts whose tokens differ from greedy"),
+    Metric("draft_tokens", "count", None, "speculative decoding: most tokens drafted per step"),
+    Metric("ngram_max", "count", None, "prompt-lookup drafting: longest n-gram looked up in the context"),
+    Metric("ngram_min", "count", None, "prompt-lookup drafting: shortest n-gram looked up in the context"),
+    Metric("speculative", "table", None, "decoder bench: {method, draft settings, runtime, acceptance_rate, "
+           "speculative_speedup, tokens_identical, helps, prompt_set}: prompt-lookup decoding measured on the prompt "
+           "set; helps = faster than greedy with identical tokens (the bundle then decodes with it)"),
     Metric("peak_rss_mb", "MB", L, "peak resident memory: of the timing process (bench rows), or of the edgelm "
            "process during one stage (run.json / metrics.json stage records, beside `seconds`)", "peak RSS"),
     Metric("recommended_runtime", "table", None, "decoder bench: {runtime, why}: the fastest decode among the runtimes "

@@ -82,7 +82,25 @@ def bundle_manifest(folder: Path, meta: dict, run: RunRecord, bundle_dir: Path, 
         "made_by": {"stage": folder.name, "recipe": run.recipe, "history": [h["kind"] for h in meta.get("history", [])]},
     }
     manifest.metrics = {**manifest.metrics, **headline(run)}
+    decoding = speculative_decoding(run)
+    if decoding:
+        manifest.postprocessing = {**manifest.postprocessing, "speculative": decoding}
     return manifest
+
+
+def speculative_decoding(run: RunRecord) -> dict | None:
+    """The speculative decoding the bundle's consumers use: the latest bench stage's measurement when it helped
+    (faster than greedy with identical tokens on its prompt set), else None (plain greedy)."""
+    for stage in reversed(run.stages):
+        measured = stage.metrics.get("speculative")
+        if isinstance(measured, dict):
+            if not measured.get("helps"):
+                return None
+            keep = ("method", "draft_tokens", "ngram_max", "ngram_min")
+            return {**{k: measured[k] for k in keep if k in measured},
+                    "measured": {k: measured.get(k) for k in ("runtime", "threads", "prompt_set", "acceptance_rate",
+                                                              "speculative_speedup", "decode_tok_s")}}
+    return None
 
 
 def self_test_entry(bundle_dir: Path) -> dict | None:

@@ -77,7 +77,7 @@ class BundleModel:
             self.tokenizer.enable_truncation(int(pre["max_length"]))
         self.session = ort.InferenceSession(str(bundle_file(self.folder, bundle["model"])), providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
-        self._lm = None
+        self._lm = self.decoder = None
 
     def token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=self.add_special).ids)
@@ -107,14 +107,27 @@ class BundleModel:
 
     def greedy(self, prompt: list[int], max_new_tokens: int, return_logits: bool = False):
         """Prefill on an empty KV cache, then one token per step (edgelm.models.generate: numpy + onnxruntime only);
-        with return_logits also each step's logits."""
+        with return_logits also each step's logits. Without them, the manifest's `postprocessing.speculative`
+        decoding when the bundle has one (prompt lookup: the same greedy tokens in fewer model calls)."""
         from edgelm.models.generate import OnnxCausalLM
+        from edgelm.models.speculative import decoder_for
 
+        post = self.manifest.get("postprocessing") or {}
         if self._lm is None:
             self._lm = OnnxCausalLM(bundle_file(self.folder, self.manifest["bundle"]["model"]))
-        eos = (self.manifest.get("postprocessing") or {}).get("eos_token_id")
-        out = self._lm.generate(np.asarray([prompt], np.int64), max_new_tokens, eos_token_id=eos, return_logits=return_logits)
-        return (list(out[0]), out[1]) if return_logits else list(out)
+        eos = post.get("eos_token_id")
+        if return_logits:
+            out = self._lm.generate(np.asarray([prompt], np.int64), max_new_tokens, eos_token_id=eos, return_logits=True)
+            return list(out[0]), out[1]
+        if max_new_tokens <= 0:
+            return []
+        if self.decoder is None:
+            try:
+                self.decoder = decoder_for(self._lm, post.get("speculative"))
+            except (ValueError, TypeError) as exc:
+                raise BundleError(f"{self.folder}/manifest.json: postprocessing.speculative: {exc}") from None
+        token, state = self.decoder.prefill(prompt)
+        return self.decoder.finish(token, state, max_new_tokens, eos)
 
     def __call__(self, text: str, max_new_tokens: int = 32) -> dict:
         if self.task == "sequence-classification":

@@ -20,6 +20,8 @@ LATENCY_COLS = ["artifact", "runtime", "threads", "p50_ms", "p90_ms", "p99_ms", 
 
 
 DECODER_COLS = ["ttft_ms", "prefill_tok_s", "decode_tok_s"]
+SPECULATIVE_COLS = ["decoding", "generated_tokens", "acceptance_rate", "tokens_per_call", "speculative_speedup",
+                    "tokens_identical"]
 
 
 
@@ -35,6 +37,8 @@ def fmt(value) -> str:
 def latency_table(bench: dict, case: str) -> tuple[list[str], list[list[str]]]:
     rows = [r for r in bench["rows"] if r.get("case") == case and "p50_ms" in r]
     cols = LATENCY_COLS + (DECODER_COLS if any("ttft_ms" in r for r in rows) else [])
+    if any("decoding" in r for r in rows):
+        cols = cols[:3] + SPECULATIVE_COLS[:1] + cols[3:] + SPECULATIVE_COLS[1:]
     if any(r.get("accuracy") is not None for r in rows):
         cols = cols + ["accuracy"]
     return [title(c) for c in cols], [[fmt(r.get(k)) for k in cols] for r in rows]
@@ -85,6 +89,12 @@ def case_title(case: dict) -> str:
                 + (", padded to the longest" if case.get("padded") else ""))
     if case["kind"] == "decode":
         return f"{case['label']} — greedy decoding: {case['prompt_len']}-token prompt, {case['new_tokens']} new tokens"
+    if case["kind"] == "lookup":
+        spec = case["speculative"]
+        return (f"{case['label']} — greedy vs {spec['method']} speculative decoding (up to {spec['draft_tokens']} draft "
+                f"tokens, n-grams {spec['ngram_min']}–{spec['ngram_max']}) of {case['prompts']} prompts from "
+                f"{case['source']} (mean {case['prompt_len_mean']} tokens), to EOS or {case['new_tokens']} new tokens; "
+                "decode tok/s = tokens after the first / decode time, summed over the prompts")
     return f"{case['label']} — fixed shape batch {case['batch']} × {case['seq_len']} tokens"
 
 

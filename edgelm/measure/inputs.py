@@ -90,6 +90,21 @@ def decode_case(tokenizer, prompt_len: int, new_tokens: int) -> Case:
                 {"batch": 1, "seq_len": prompt_len, "prompt_len": prompt_len, "new_tokens": new_tokens})
 
 
+def lookup_case(tokenizer, new_tokens: int, speculative: dict, prompt_set: str | None = None) -> Case:
+    """The speculative-decoding case: every prompt of the set (edgelm.measure.lookup_prompts), generated to EOS or
+    new_tokens, by plain greedy and by `speculative` ({"method": "lookup", draft settings}) side by side."""
+    from edgelm.measure.lookup_prompts import LOOKUP_PROMPTS, load_prompt_set, uses_chat_template
+
+    prompts = load_prompt_set(tokenizer, prompt_set)
+    lengths = [len(p) for p in prompts]
+    meta = {"batch": 1, "prompts": len(prompts), "source": str(prompt_set or LOOKUP_PROMPTS.name),
+            "chat_template": uses_chat_template(tokenizer), "prompt_len_mean": round(sum(lengths) / len(lengths), 1),
+            "prompt_len_max": max(lengths), "new_tokens": new_tokens, "eos_token_id": tokenizer.eos_token_id,
+            "speculative": speculative}
+    return Case("lookup", f"{speculative['method']}-prompts+g{new_tokens}",
+                [{"input_ids": np.asarray([p], dtype=np.int64)} for p in prompts], meta)
+
+
 def save_cases(cases: list[Case], path: Path) -> list[dict]:
     """Write every feed into one .npz (key "case/call/input"); returns the case descriptions for the worker."""
     arrays = {f"{c}/{i}/{name}": array for c, case in enumerate(cases)

@@ -82,3 +82,24 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak * (1 if sys.platform == "darwin" else 1024) / 1e6, 1)  # bytes on macOS, KiB elsewhere
+
+
+def read_bandwidth_gb_s(threads: int = 2, mb: int = 512, repeats: int = 5) -> float:
+    """Best-of-`repeats` read bandwidth (GB/s, 10^9) of `threads` threads summing their own share of a buffer
+    far larger than the caches (numpy releases the GIL in the sum): the decode roofline's numerator."""
+    import threading
+    import time
+
+    import numpy as np
+
+    parts = [np.ones(mb * 2**20 // 8 // threads) for _ in range(threads)]
+    best = float("inf")
+    for _ in range(repeats):
+        workers = [threading.Thread(target=part.sum) for part in parts]
+        started = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - started)
+    return sum(p.nbytes for p in parts) / best / 1e9

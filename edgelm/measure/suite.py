@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgelm.measure import timing
 from edgelm.models.plain import MODULE_TASK
-from edgelm.measure.inputs import Case, data_case, decode_case, fixed_case, parse_shape, save_cases
+from edgelm.measure.inputs import Case, data_case, decode_case, fixed_case, lookup_case, parse_shape, save_cases
 from edgelm.measure.machine import library_versions, machine_info
 from edgelm.measure.worker import packed
 from edgelm.runtimes.base import RUNTIMES, Target, artifact_size_mb, unavailable
@@ -44,6 +44,10 @@ class BenchSettings(BaseModel):
     rel_tol: float = 0.02
     worker_timeout_s: float = 900
     compare: bool = True  # interleave each artifact with the baseline for speedups
+    speculative: str | None = None  # decoders: "lookup" adds greedy vs prompt-lookup rows on the prompt set
+    prompt_set: str | None = None  # the speculative case's prompts (default: edgelm's lookup-prompts.jsonl)
+    draft_tokens: int = 8
+    ngram_max: int = 3
 
     def budget(self) -> timing.Budget:
         return timing.Budget(self.warmup, self.min_repeats, self.max_repeats, self.seconds, self.rel_tol)
@@ -66,9 +70,22 @@ def build_cases(target: Target, s: BenchSettings) -> list[Case]:
     cases += [fixed_case(tok, *parse_shape(shape)) for shape in shapes]
     if target.task == "causal-lm" and s.new_tokens > 0:
         cases.append(decode_case(tok, s.prompt_len, s.new_tokens))
+    if s.speculative:
+        if target.task != "causal-lm":
+            raise EdgelmError(f"speculative {s.speculative}: speculative decoding is for decoders; {target.path} is "
+                              f"a {target.task} model")
+        cases.append(lookup_case(tok, max(s.new_tokens, 2), speculative_spec(s), s.prompt_set))
     if not cases:
         raise EdgelmError("nothing to time: give --shapes, --data, or (decoders) --new-tokens > 0")
     return cases
+
+
+def speculative_spec(s: BenchSettings) -> dict:
+    from edgelm.models.speculative import METHODS, LookupSettings
+
+    if s.speculative not in METHODS:
+        raise EdgelmError(f"speculative {s.speculative!r}: unknown; use one of {', '.join(METHODS)}")
+    return LookupSettings(draft_tokens=s.draft_tokens, ngram_max=s.ngram_max).as_dict()
 
 
 def module_case(target: Target, s: BenchSettings) -> Case:
@@ -134,8 +151,15 @@ def _single(target, runtime, threads, s, cases, feeds, tmp) -> list[dict]:
     if "error" in result:
         return [{**base, "error": result["error"], "peak_rss_mb": result.get("peak_rss_mb")}]
     base.update({k: result.get(k) for k in ROW_KEYS}, threads=result.get("threads"))
-    return [{**base, **_case_fields(cases[r["case"]]), **{k: v for k, v in r.items() if k != "case"}}
-            for r in result["results"]]
+    return [{**base, **_case_fields(cases[r["case"]]), **{k: v for k, v in row.items() if k != "case"}}
+            for r in result["results"] for row in _decodings(r)]
+
+
+def _decodings(result: dict) -> list[dict]:
+    """A speculative case's result holds one row per decoding (greedy, lookup); any other case is one row."""
+    if "decodings" not in result:
+        return [result]
+    return [{"case": result["case"], **row} for row in result["decodings"]]
 
 
 def _case_fields(case: dict) -> dict:

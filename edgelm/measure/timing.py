@@ -177,3 +177,65 @@ def summarize_generation(ttft_ms: Sequence[float], steps_ms: Sequence[Sequence[f
                 "decode_tok_s": _r(tokens_per_run / median(decode_s)) if decode_s and median(decode_s) > 0 else None,
                 "generations": len(ttft_ms)})
     return out
+
+
+def time_decoders(decoders: dict, prompts: Sequence, new_tokens: int, budget: Budget, eos_token_id: int | None = None
+                  ) -> tuple[dict[str, dict], dict[str, list[list[int]]], str]:
+    """Whole generations of every prompt by each decoder (prefill(ids) -> (token, state), finish(token, state, n,
+    eos) -> tokens), interleaved per prompt (A B, then B A on the next) so drift hits all alike; repeated in passes
+    over the prompt set until the first-over-last decoder decode-time ratio is stable, the time budget ends (after one full
+    pass) or max_repeats passes. Returns ({name: {"ttft_ms", "decode_ms", "tokens" per prompt per pass}},
+    {name: tokens per prompt of the first pass}, why it stopped)."""
+    names = list(decoders)
+    runs = {n: {"ttft_ms": [], "decode_ms": [], "tokens": []} for n in names}
+    outputs: dict[str, list[list[int]]] = {n: [] for n in names}
+
+    def generate(name: str, prompt) -> tuple[float, float, list[int]]:
+        decoder = decoders[name]
+        start = time.perf_counter()
+        token, state = decoder.prefill(prompt)
+        first = time.perf_counter()
+        tokens = decoder.finish(token, state, new_tokens, eos_token_id)
+        return (first - start) * 1e3, (time.perf_counter() - first) * 1e3, tokens
+
+    for name in names:  # one warm generation each: caches and the allocator warm quickly
+        generate(name, prompts[0])
+    deadline, totals = time.perf_counter() + budget.seconds, []
+    while True:
+        passes = len(totals)
+        for n in names:
+            for key in runs[n]:
+                runs[n][key].append([])
+        for i, prompt in enumerate(prompts):
+            for name in (names if (passes + i) % 2 == 0 else names[::-1]):
+                ttft, decode, tokens = generate(name, prompt)
+                runs[name]["ttft_ms"][-1].append(ttft)
+                runs[name]["decode_ms"][-1].append(decode)
+                runs[name]["tokens"][-1].append(len(tokens))
+                if passes == 0:
+                    outputs[name].append(tokens)
+        totals.append(sum(runs[names[0]]["decode_ms"][-1]) / max(sum(runs[names[-1]]["decode_ms"][-1]), 1e-9))
+        if len(totals) >= 4 and is_stable(totals, 2, budget.rel_tol):
+            return runs, outputs, "stable"
+        if len(totals) >= budget.max_repeats:
+            return runs, outputs, "max_repeats"
+        if time.perf_counter() > deadline:
+            return runs, outputs, "time_budget"
+
+
+def summarize_decoder(runs: dict, prompt_lens: Sequence[int]) -> dict:
+    """One decoder's figures over a prompt set: decode tok/s of each pass (tokens after the first / decode time,
+    summed over the prompts) and its median, TTFT and per-token latency percentiles over all generations."""
+    per_pass = [sum(t - 1 for t in tokens) / (sum(ms) / 1e3) if sum(ms) > 0 else None
+                for tokens, ms in zip(runs["tokens"], runs["decode_ms"])]
+    per_token = [ms / (t - 1) for tokens, times in zip(runs["tokens"], runs["decode_ms"])
+                 for t, ms in zip(tokens, times) if t > 1]
+    ttfts = [t for run in runs["ttft_ms"] for t in run]
+    ttft = median(ttfts)
+    out = summarize(per_token) if per_token else {"n": 0}
+    rates = [r for r in per_pass if r]
+    out.update({"ttft_ms": _r(ttft), "decode_tok_s": _r(median(rates)) if rates else None,
+                "decode_tok_s_per_pass": [_r(r) if r else None for r in per_pass],
+                "prefill_tok_s": _r(sum(prompt_lens) / len(prompt_lens) / (ttft / 1e3)) if ttft else None,
+                "generated_tokens": sum(runs["tokens"][0]) if runs["tokens"] else 0, "generations": len(ttfts)})
+    return out

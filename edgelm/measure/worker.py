@@ -28,7 +28,7 @@ def _error(exc: BaseException) -> str:
 
 
 def _calls(runner, case: dict, feeds: list[dict]):
-    if case["kind"] == "decode":
+    if case["kind"] in ("decode", "lookup"):  # one greedy generation of the (first) prompt
         generator = runner.generator()
         prompt, steps = feeds[0]["input_ids"], case["new_tokens"]
 
@@ -42,6 +42,10 @@ def _calls(runner, case: dict, feeds: list[dict]):
 
 
 def measure_case(runner, case: dict, feeds: list[dict], budget: timing.Budget) -> dict:
+    if case["kind"] == "lookup":
+        from edgelm.measure.lookup_bench import measure_lookup
+
+        return measure_lookup(runner, case, feeds, budget)
     if case["kind"] == "decode":
         ttft, steps, why = timing.time_generation(runner.generator(), feeds[0]["input_ids"], case["new_tokens"], budget)
         return {"times_ms": [round(s, 4) for run in steps for s in run], "ttft_runs_ms": [round(t, 4) for t in ttft],
@@ -69,16 +73,18 @@ def registered(spec: dict) -> RuntimeSpec:
     return RUNTIMES.get(spec["runtime"])
 
 
-def _cannot(record: RuntimeSpec, case: dict) -> str | None:
-    if case["kind"] == "decode" and not record.generates:
+def _cannot(record: RuntimeSpec, case: dict, baseline: bool = False) -> str | None:
+    if case["kind"] in ("decode", "lookup") and not record.generates:
         return f"{record.name}: token generation is not supported on this runtime"
+    if case["kind"] == "lookup" and baseline:
+        return "the speculative case compares greedy and lookup decoding of one artifact in its own rows"
     return None
 
 
-def _each_case(record: RuntimeSpec, cases: list[dict], measure) -> list[dict]:
+def _each_case(record: RuntimeSpec, cases: list[dict], measure, baseline: bool = False) -> list[dict]:
     results = []
     for i, case in enumerate(cases):
-        reason = _cannot(record, case)
+        reason = _cannot(record, case, baseline)
         results.append({"case": i, "skipped": reason} if reason else _guarded(i, lambda: measure(i, case)))
     return results
 
@@ -97,7 +103,8 @@ def run_spec(spec: dict) -> dict:
               "threads": runner.threads, "results": []}
     if spec.get("baseline"):
         base = open_runner(spec["runtime"], Target.from_json(spec["baseline"]), spec.get("threads"))
-        result["results"] = _each_case(record, cases, lambda i, case: compare_case(base, runner, case, feeds[i], budget))
+        result["results"] = _each_case(record, cases, lambda i, case: compare_case(base, runner, case, feeds[i], budget),
+                                       baseline=True)
         return result
     result["first_ms"] = _first_ms(record, runner, cases[0], feeds[0])
     result["results"] = _each_case(record, cases, lambda i, case: measure_case(runner, case, feeds[i], budget))

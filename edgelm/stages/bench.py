@@ -4,6 +4,7 @@ torch model) and, interleaved, a named baseline, reporting `speedup: {runtime: x
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -31,6 +32,12 @@ class BenchConfig(StageConfig):
                                                 "stock_source), a stage folder name, a path, or 'none'")
     stock: bool = Field(False, description="also interleave with the stock toolchain's int8 model (torch export -> "
                                            "ORT transformers optimizer -> quantize_dynamic): speedup_vs_stock")
+    speculative: Literal["lookup"] | None = Field(None, description="decoders: also time greedy vs prompt-lookup "
+                                                  "speculative decoding on prompt_set; the bundle decodes with it only "
+                                                  "when it measured faster with identical tokens")
+    prompt_set: str | None = Field(None, description="JSONL prompts of the speculative case (default: edgelm's "
+                                                     "lookup-prompts.jsonl: extraction / rewriting / code-edit requests)")
+    draft_tokens: int = Field(8, ge=1, le=64, description="speculative: most tokens drafted per step")
     stock_source: str | None = Field(None, description="stage folder (or path) of the torch model the stock-int8 "
                                                        "reference is built from (default: the run's input model)")
 
@@ -56,7 +63,9 @@ class BenchStage(Stage):
         baseline, why_not = (stock[0], None) if config.baseline == STOCK_NAME else resolve_baseline(config, bundle, ctx)
         settings = BenchSettings(runtimes=list(config.runtimes), threads=config.threads, shapes=config.shapes,
                                  data=pick_data(config, ctx, bundle.task), max_samples=config.max_samples, pad=config.pad,
-                                 prompt_len=config.prompt_len, new_tokens=config.new_tokens, seconds=config.seconds)
+                                 prompt_len=config.prompt_len, new_tokens=config.new_tokens, seconds=config.seconds,
+                                 speculative=config.speculative if bundle.task == "causal-lm" else None,
+                                 prompt_set=config.prompt_set, draft_tokens=config.draft_tokens)
         bench = run_bench([target], settings, baseline=baseline, accuracy=known_accuracy(ctx, baseline),
                           extra_baselines=[stock[0]] if stock and baseline is not stock[0] else [])
         if why_not:
@@ -64,10 +73,31 @@ class BenchStage(Stage):
         if stock:
             bench["stock_recipe"], bench["stock_op_counts"] = STOCK_RECIPE, stock[1]
         files = [write_bench_json(bench, ctx.workdir / "bench.json"), *write_bench_reports(bench, ctx.workdir, "bench")]
-        metrics = {**headline_metrics(bench), "baseline": config.baseline, **recommendation(bench, ctx)}
+        metrics = {**headline_metrics(bench), "baseline": config.baseline, **recommendation(bench, ctx),
+                   **speculative_metrics(bench)}
         if metrics["speedup"] or metrics.get("speedup_vs_stock"):
             metrics["speed_verdict"] = speed_verdict(metrics, config.baseline)
         return StageResult(bundle.derive(), metrics, files)
+
+
+def speculative_metrics(bench: dict, candidate: str = "candidate") -> dict:
+    """{"speculative": ...} from the candidate's first measured lookup row: its settings and figures, and `helps`
+    (faster than greedy on the same prompts, every token identical) — what the bundle's decoding follows."""
+    from edgelm.core.ui import info
+
+    for row in bench["rows"]:
+        if row.get("artifact") == candidate and row.get("decoding") == "lookup" and "speculative_speedup" in row:
+            spec = row["speculative"]
+            helps = bool(row["tokens_identical"]) and row["speculative_speedup"] > 1.0
+            info(f"bench: {spec['method']} decoding {row['speculative_speedup']:.2f}x greedy on {row['runtime']} "
+                 f"(acceptance {row['acceptance_rate']}, tokens identical: {row['tokens_identical']}); "
+                 + ("the bundle uses it" if helps else "the bundle decodes plain greedy"))
+            return {"speculative": {**spec, "runtime": row["runtime"], "threads": row.get("threads"),
+                                    "prompt_set": row.get("source"), "acceptance_rate": row["acceptance_rate"],
+                                    "speculative_speedup": row["speculative_speedup"],
+                                    "decode_tok_s": row["decode_tok_s"], "tokens_identical": row["tokens_identical"],
+                                    "helps": helps}}
+    return {}
 
 
 def speed_verdict(metrics: dict, baseline: str) -> str:

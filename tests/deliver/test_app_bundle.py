@@ -73,3 +73,22 @@ def test_a_run_without_an_export_has_no_bundle(tmp_path):
     (tmp_path / "01-eval" / "edgelm.json").write_text(json.dumps({"artifacts": {}}))
     with pytest.raises(EdgelmError, match="no stage exported a model"):
         write_bundle(tmp_path)
+
+
+def test_the_bundle_decodes_with_lookup_only_when_the_bench_measured_it_helps():
+    from edgelm.core.records import RunRecord, StageRecord
+    from edgelm.deliver.app_bundle import speculative_decoding
+
+    def run(*measured):
+        stages = [StageRecord(name=f"0{i}-bench", kind="bench", hash="h", status="ran", seconds=1.0,
+                              metrics={"speculative": m} if m else {}) for i, m in enumerate(measured)]
+        return RunRecord(stages=stages)
+
+    helps = {"method": "lookup", "draft_tokens": 8, "ngram_max": 3, "ngram_min": 1, "helps": True,
+             "speculative_speedup": 1.9, "acceptance_rate": 0.6, "runtime": "ort-cpu"}
+    picked = speculative_decoding(run(helps))
+    assert picked["method"] == "lookup" and picked["draft_tokens"] == 8 and picked["measured"]["speculative_speedup"] == 1.9
+    assert speculative_decoding(run({**helps, "helps": False})) is None
+    assert speculative_decoding(run(helps, {**helps, "helps": False})) is None  # the latest measurement decides
+    assert speculative_decoding(run(helps, None)) == picked
+    assert speculative_decoding(run()) is None

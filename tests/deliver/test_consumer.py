@@ -86,3 +86,23 @@ def test_unlisted_model_is_refused(tiny_model, tmp_path_factory, tmp_path):
     with pytest.raises(BundleError, match="not listed with a hash"):
         verify(copy)
     assert main([]) == 2 and main([str(Path(copy).parent / "nope"), "x"]) == 2
+
+
+def test_consumer_uses_the_manifests_lookup_decoding_with_the_same_tokens(tiny_model, tmp_path_factory, tmp_path):
+    from edgelm.models.speculative import LookupDecoder
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_run("generator", tiny_model, tmp_path_factory)["bundle"], copy)
+    prompt = "the movie was good and the movie was good and the movie"
+    plain = BundleModel(copy)(prompt, max_new_tokens=12)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["postprocessing"]["speculative"] = {"method": "lookup", "draft_tokens": 4, "ngram_max": 2, "ngram_min": 1}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    model = BundleModel(copy)
+    got = model(prompt, max_new_tokens=12)
+    assert got["token_ids"] == plain["token_ids"]
+    assert isinstance(model.decoder, LookupDecoder) and model.decoder.settings.draft_tokens == 4
+    assert model.decoder.history[-1].emitted == len(got["token_ids"])
+    manifest["postprocessing"]["speculative"] = {"method": "medusa"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert main([str(copy), prompt]) == 2

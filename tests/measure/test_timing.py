@@ -91,3 +91,32 @@ def test_summarize_generation_arithmetic():
     assert out["ttft_ms"] == 20.0 and out["prefill_tok_s"] == 2000.0
     assert out["decode_tok_s"] == 200.0  # 2 tokens in a median 10 ms
     assert out["p50_ms"] == 5.0 and out["n"] == 6 and out["generations"] == 3
+
+
+class FakeDecoder:
+    """Emits `per_call` tokens per finish-loop step, taking `ms` per step (a fake clock)."""
+
+    def __init__(self, name, order, clock, ms):
+        self.name, self.order, self.clock, self.ms = name, order, clock, ms
+
+    def prefill(self, ids):
+        self.order.append(self.name)
+        self.clock[0] += 1.0
+        return 0, None
+
+    def finish(self, token, state, n, eos):
+        self.clock[0] += self.ms * (n - 1)
+        return list(range(n))
+
+
+def test_time_decoders_interleaves_per_prompt_and_sums_passes(monkeypatch):
+    clock, order = [0.0], []
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0] / 1e3)
+    decoders = {"greedy": FakeDecoder("greedy", order, clock, 4.0), "lookup": FakeDecoder("lookup", order, clock, 1.0)}
+    runs, outputs, why = timing.time_decoders(decoders, [[1], [2]], 5, timing.Budget(max_repeats=2, seconds=60, rel_tol=-1))
+    assert why == "max_repeats" and order[2:] == ["greedy", "lookup", "lookup", "greedy", "lookup", "greedy", "greedy", "lookup"]
+    assert outputs["greedy"] == outputs["lookup"] == [[0, 1, 2, 3, 4]] * 2
+    assert runs["greedy"]["decode_ms"] == [[16.0, 16.0]] * 2 and runs["lookup"]["tokens"] == [[5, 5]] * 2
+    out = timing.summarize_decoder(runs["lookup"], [10, 30])
+    assert out["decode_tok_s"] == 1000.0 and out["ttft_ms"] == 1.0 and out["prefill_tok_s"] == 20000.0
+    assert out["generated_tokens"] == 10 and out["generations"] == 4 and out["p50_ms"] == 1.0

@@ -51,3 +51,38 @@ def test_main_writes_error_json(tiny_model, tmp_path):
     assert worker.main([str(tmp_path / "spec.json"), str(tmp_path / "out.json")]) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert "no model.onnx" in out["error"] and out["peak_rss_mb"] > 0
+
+
+def lookup_prompts(tmp_path):
+    rows = ["the movie was good and the acting was good and the movie was", "one two three one two three one two",
+            "i love this film , i love this story , i love"]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"task": "repeat", "prompt": p}) + "\n" for p in rows))
+    return path
+
+
+def test_speculative_case_rows_greedy_and_lookup(tiny_model, tmp_path):
+    from edgelm.measure.inputs import lookup_case
+    from edgelm.models.speculative import LookupSettings
+    from tests.measure.exports import export_folder
+
+    folder = export_folder(tiny_model("llama", "causal-lm"), tmp_path / "export", ("onnx",))
+    case = lookup_case(load_tokenizer(folder), 12, LookupSettings(draft_tokens=4).as_dict(), str(lookup_prompts(tmp_path)))
+    result = worker.run_spec(spec_for(folder, [case], tmp_path, runtime="ort-cpu"))
+    greedy, lookup = result["results"][0]["decodings"]
+    assert greedy["decoding"] == "greedy" and lookup["decoding"] == "lookup"
+    assert lookup["tokens_identical"] is True and lookup["mismatched_prompts"] == []
+    assert greedy["generated_tokens"] == lookup["generated_tokens"] > 3
+    assert lookup["target_calls"] <= lookup["generated_tokens"] - 3  # one call per generated token at most
+    assert lookup["drafted_tokens"] >= lookup["accepted_tokens"] and 0 <= lookup["acceptance_rate"] <= 1
+    assert lookup["draft_tokens"] == 4 and lookup["speculative_speedup"] > 0 and greedy["decode_tok_s"] > 0
+
+
+def test_speculative_case_without_the_onnx_graph_is_a_skipped_lookup_row(tiny_model, tmp_path):
+    from edgelm.measure.inputs import lookup_case
+    from edgelm.models.speculative import LookupSettings
+
+    folder = tiny_model("llama", "causal-lm")
+    case = lookup_case(load_tokenizer(folder), 6, LookupSettings().as_dict(), str(lookup_prompts(tmp_path)))
+    greedy, lookup = worker.run_spec(spec_for(folder, [case], tmp_path))["results"][0]["decodings"]
+    assert greedy["decode_tok_s"] > 0 and "KV-cache graph" in lookup["skipped"]

@@ -36,6 +36,7 @@ def test_decoder_mobile_is_int4_with_perplexity_icl_and_decode_bench(tiny_model)
     steps = dict(recipe.steps())
     assert steps["quantize"].method == "int4" and set(steps["eval"].metrics) == {"perplexity", "kld", "icl", "icl-suite", "generation"}
     assert set(steps["bench"].runtimes) == {"ort-cpu", "ort-mobile"}
+    assert steps["bench"].speculative == "lookup"  # measured on the prompt set; the bundle uses it only if it helps
 
 
 def test_decoder_icl_probe_is_left_out_for_an_unlabelled_table_and_kept_for_a_labelled_one(tiny_model, tmp_path,

@@ -133,3 +133,34 @@ def test_speed_verdict_says_slower_than_the_baseline():
     line = speed_verdict({"speedup": {"ort-mobile": 0.89}, "speedup_vs_stock": {"ort-mobile": 1.13}}, "03-quantize")
     assert "1.13x the stock toolchain" in line and "SLOWER than 03-quantize" in line
     assert "SLOWER" not in speed_verdict({"speedup": {"ort-mobile": 1.4}}, "03-quantize")
+
+
+def test_speculative_lookup_is_measured_beside_greedy_on_a_decoder(tiny_model, tmp_path):
+    from tests.measure.exports import export_folder
+
+    folder = export_folder(tiny_model("llama", "causal-lm"), tmp_path / "export", ("onnx",))
+    bundle = load_bundle(folder, load_model=False)
+    config = BenchConfig(runtimes=["ort-cpu"], new_tokens=8, seconds=0.2, baseline="none", speculative="lookup",
+                         draft_tokens=4)
+    metrics = BenchStage().run(bundle, config, context(tmp_path)).metrics
+    spec = metrics["speculative"]
+    assert spec["method"] == "lookup" and spec["draft_tokens"] == 4 and spec["runtime"] == "ort-cpu"
+    assert spec["tokens_identical"] is True and spec["helps"] == (spec["speculative_speedup"] > 1.0)
+    assert spec["prompt_set"] == "lookup-prompts.jsonl" and 0 <= spec["acceptance_rate"] <= 1
+    rows = json.loads((tmp_path / "w" / "bench.json").read_text())["rows"]
+    assert [r["decoding"] for r in rows if "decoding" in r] == ["greedy", "lookup"]
+    assert "greedy vs lookup" in (tmp_path / "w" / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("speedup, identical, helps", [(1.8, True, True), (0.9, True, False), (1.8, False, False)])
+def test_lookup_helps_only_when_faster_with_identical_tokens(speedup, identical, helps):
+    from edgelm.stages.bench import speculative_metrics
+
+    spec = {"method": "lookup", "draft_tokens": 8, "ngram_max": 3, "ngram_min": 1}
+    rows = [{"artifact": "source", "runtime": "ort-cpu", "decoding": "lookup", "speculative_speedup": 5.0},
+            {"artifact": "candidate", "runtime": "ort-cpu", "decoding": "greedy", "decode_tok_s": 10.0},
+            {"artifact": "candidate", "runtime": "ort-cpu", "decoding": "lookup", "speculative": spec, "source": "p.jsonl",
+             "speculative_speedup": speedup, "tokens_identical": identical, "acceptance_rate": 0.5, "decode_tok_s": 18.0}]
+    out = speculative_metrics({"rows": rows})["speculative"]
+    assert out["helps"] is helps and out["speculative_speedup"] == speedup and out["draft_tokens"] == 8
+    assert speculative_metrics({"rows": rows[:2]}) == {}
