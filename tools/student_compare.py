@@ -4,7 +4,8 @@ MiniLM teacher and the stock toolchain's int8 MiniLM, side by side in one interl
     flock /tmp/edgelm-heavy.lock python tools/student_compare.py sst2 --out runs/students-sst2
     flock /tmp/edgelm-heavy.lock python tools/student_compare.py trec --out runs/students-trec
 
-(from the project root: the recipes read ../shared/data).
+(from the project root: the recipes read ../shared/data). `--train-only` first runs the training stages outside
+the lock (they time nothing); the full command then resumes after them.
 
 1. Runs the example recipes (resumable: a finished stage is not re-run): sst2 runs models/examples/bilstm-sst2.yaml
    (LoRA teacher -> int8 -> eval -> BiLSTM student -> int8 -> eval -> bench) and adapter-sst2.yaml (bottleneck
@@ -160,10 +161,15 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="recipe override for every run (edgelm run --set), e.g. bench.seconds=10")
     parser.add_argument("--max-samples", type=int, default=200, help="eval sentences timed (seeded sample)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="run the recipes without their bench (no timed figure: no need for the heavy lock); a "
+                             "later full run resumes after their last stage")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     args.out.mkdir(parents=True, exist_ok=True)
-    folders = run_recipes(args.task, args.out, args.overrides)
+    folders = run_recipes(args.task, args.out, args.overrides + (["bench="] if args.train_only else []))
+    if args.train_only:
+        return 0
     from edgelm.pipeline.recipe import load_recipe
 
     recipe = load_recipe(EXAMPLES / TASKS[args.task]["lora-bilstm"], args.overrides)
