@@ -41,11 +41,13 @@ BASELINE, STOCK = "lora-int8", "stock-int8"
 TARGETS = {"MiniLM + bottleneck adapters, int8": "adapter-int8", "BiLSTM student, int8": "bilstm-int8"}
 
 
-def run_recipes(task: str, out: Path, overrides: list[str]) -> dict[str, Path]:
+def run_recipes(task: str, out: Path, overrides: list[str], only: list[str] | None = None) -> dict[str, Path]:
     from edgelm.api import run
 
     folders = {}
     for name, recipe in TASKS[task].items():
+        if only and name not in only:
+            continue
         folders[name] = out / name
         print(f"[student_compare] edgelm run {recipe} -o {folders[name]}", file=sys.stderr)
         run(EXAMPLES / recipe, out=folders[name], overrides=overrides)
@@ -67,8 +69,8 @@ def interleaved_bench(folders: dict[str, Path], out: Path, settings: dict, eval_
 
     teacher = folders["lora-bilstm"]
     baseline = resolve_target(teacher / "03-quantize", name=BASELINE)
-    targets = [resolve_target(folders[run] / stage, name=TARGETS[label])
-               for label, run, stage, *_ in ROWS if label in TARGETS and run in folders]
+    targets = [baseline] + [resolve_target(folders[run] / stage, name=TARGETS[label])  # the LoRA int8 vs stock too
+                            for label, run, stage, *_ in ROWS if label in TARGETS and run in folders]
     formats = sorted({"onnx", "ort"} if "ort-mobile" in settings["runtimes"] else {"onnx"})
     stock, _ = stock_target(load_bundle(teacher / "01-finetune"), formats, out / STOCK)
     bench = run_bench(targets, BenchSettings(**settings, data=eval_data), baseline=baseline, extra_baselines=[stock])
@@ -164,10 +166,14 @@ def main(argv=None) -> int:
     parser.add_argument("--train-only", action="store_true",
                         help="run the recipes without their bench (no timed figure: no need for the heavy lock); a "
                              "later full run resumes after their last stage")
+    parser.add_argument("--only", action="append", choices=sorted({n for runs in TASKS.values() for n in runs}),
+                        help="run (and table) only this run folder (repeatable; default: all of the task's)")
     args = parser.parse_args(argv)
+    if args.only and "lora-bilstm" not in args.only:
+        parser.error("--only: lora-bilstm holds the LoRA teacher every other row is compared with; include it")
     sys.path.insert(0, str(REPO))
     args.out.mkdir(parents=True, exist_ok=True)
-    folders = run_recipes(args.task, args.out, args.overrides + (["bench="] if args.train_only else []))
+    folders = run_recipes(args.task, args.out, args.overrides + (["bench="] if args.train_only else []), args.only)
     if args.train_only:
         return 0
     from edgelm.pipeline.recipe import load_recipe
