@@ -101,6 +101,8 @@ def stage_setting(metrics: dict) -> str:
     quant = metrics.get("quantization")
     if isinstance(quant, dict) and quant.get("method"):
         return str(quant["method"])
+    if metrics.get("student") and metrics.get("teacher"):  # distill into a new architecture (a BiLSTM)
+        return f"{metrics['student']} student from {metrics['teacher']}"
     for key, words in (("method", ""), ("formats", ""), ("runtime", ""), ("importance", "by "), ("teacher", "from "),
                          ("baseline", "vs ")):
         value = metrics.get(key)

@@ -11,6 +11,7 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.metrics import VOCABULARY, metric, with_unit
 from edgelm.core.records import RunRecord
 from edgelm.core.ui import STAGE_FIGURES, is_figure, number, stage_setting
+from edgelm.stages.stock import STOCK_NAME
 from edgelm.deliver.card import SHIPPING_KINDS, is_number, card, last_of
 from edgelm.measure.bench_report import (bench_html_body, bench_markdown, fmt, html_table, md_table, page,
                                          write_bench_reports)
@@ -27,6 +28,9 @@ def run_markdown(run: dict, benches: dict[str, dict] | None = None) -> str:
         lines += ["## Gates", "", *md_table(*gate_table(run))]
     for name, (header, rows) in sensitivity_tables(run):
         lines += [f"## Sensitivity: {name}", "", *md_table(header, rows)]
+    table = candidates_table(run, benches)
+    if table:
+        lines += ["## Candidates", "", *md_table(*table)]
     for st in classified_stages(run):
         lines += [f"## Classification: {st['name']}", "", scores_line(st["metrics"]), "",
                   *md_table(*recall_table(st["metrics"])), *md_table(*confusion_table(st["metrics"]))]
@@ -145,7 +149,9 @@ def run_html(run: dict, benches: dict[str, dict]) -> str:
              "<h2>Stages</h2>", html_table(*stage_table(run))]
     if run.get("gates"):
         parts += ["<h2>Gates</h2>", html_table(*gate_table(run))]
-    pareto = candidates_plot(run, benches)
+    table, pareto = candidates_table(run, benches), candidates_plot(run, benches)
+    if table:
+        parts += ["<h2>Candidates</h2>", html_table(*table)]
     if pareto:
         parts += ["<h2>Candidates: accuracy vs latency</h2>", f"<figure>{pareto}</figure>"]
     for name, table in sensitivity_tables(run):
@@ -216,10 +222,70 @@ def stage_quality(stage: dict, run: dict) -> dict:
     parity = m.get("parity") if isinstance(m.get("parity"), dict) else {}
     if "accuracy" not in found and is_number(parity.get("accuracy")):
         found["accuracy"] = parity["accuracy"]
-    ev = last_of(run, ("eval",))
-    if ev is not None and stage is last_of(run, SHIPPING_KINDS):
+    ev = scoring_eval(run, stage)
+    if ev is None and stage is last_of(run, SHIPPING_KINDS):
+        ev = last_of(run, ("eval",))
+    if ev is not None:
         found.update({k: ev["metrics"][k] for k in CANDIDATE_QUALITY if is_number(ev["metrics"].get(k))})
     return found
+
+
+PASS_THROUGH = ("eval", "bench")  # stages that measure the model they get and hand it on unchanged
+
+
+def scoring_eval(run: dict, stage: dict) -> dict | None:
+    """The eval stage that scored `stage`'s model: the first eval after it before any stage changes the model."""
+    later = run["stages"][[st["name"] for st in run["stages"]].index(stage["name"]) + 1:]
+    for st in later:
+        if st["kind"] == "eval":
+            return st
+        if st["kind"] not in PASS_THROUGH:
+            return None
+    return None
+
+
+def candidate_label(run: dict, stage: dict) -> str:
+    """What a stage's artifact is: the stage that made the model (`lora`, `bilstm student from 01-finetune`),
+    then the export / quantize steps after it."""
+    names = [st["name"] for st in run["stages"]]
+    steps = []
+    for st in reversed(run["stages"][:names.index(stage["name"]) + 1]):
+        if st["kind"] in PASS_THROUGH:
+            continue
+        m = st["metrics"]
+        if st["kind"] not in SHIPPING_KINDS:
+            steps.append(f"{st['name']} {stage_setting(m)}".strip())
+            break
+        if st["kind"] == "quantize":
+            steps.append(stage_setting(m))
+    return " → ".join(reversed(steps)) or "the input model"
+
+
+REFERENCE_LABELS = {"source": "the input model", STOCK_NAME: "the stock toolchain's int8 (bench reference)"}
+
+
+def candidates_table(run: dict, benches: dict[str, dict]):
+    """(header, rows): every benched artifact (the run's stages and the bench references such as the stock int8)
+    with what it is, its quality, size and latency on each runtime, and its speed against each reference —
+    a BiLSTM student or an adapter beside the transformer it came from, in one table."""
+    by_name, rows = {st["name"]: st for st in run["stages"]}, []
+    for bench in benches.values():
+        case = bench["cases"][0]["label"] if bench.get("cases") else None
+        for artifact, folder in (bench.get("artifacts") or {}).items():
+            stage = by_name.get(Path(str(folder)).name)
+            what = candidate_label(run, stage) if stage else REFERENCE_LABELS.get(artifact, str(folder))
+            quality = stage_quality(stage, run) if stage else {}
+            for r in (r for r in bench["rows"] if r.get("artifact") == artifact and r.get("p50_ms")
+                      and r.get("case") == case):
+                ratios = {c["baseline"]: c["ratio"]["median"] for c in bench.get("comparisons", [])
+                          if c.get("artifact") == artifact and c.get("runtime") == r["runtime"]
+                          and c.get("case") == case and "ratio" in c}
+                runtime = r["runtime"] + (f" ×{r['threads']}t" if r.get("threads") else "")
+                rows.append([stage["name"] if stage else artifact, what, cell(quality.get("accuracy"), "accuracy"),
+                             cell(r.get("size_mb"), "size_mb"), runtime, cell(r["p50_ms"], "p50_ms"),
+                             ", ".join(f"{x:.2f}× {b}" for b, x in ratios.items()) or "–"])
+    header = ["artifact", "what", "accuracy pt", "size MB", "runtime", "p50 ms", "speed vs references"]
+    return (header, rows) if len(rows) > 1 else None
 
 
 # --- files ------------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ IGNORE = -100
 
 # --- features ---------------------------------------------------------------------------------------------------
 def classification_features(tokenizer, texts: Sequence[str], labels: Sequence[int], max_length: int) -> list[dict]:
+    if not texts:  # fast tokenizers fail on an empty batch (e.g. distill --augment-copies 0)
+        return []
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     return [{**{k: enc[k][i] for k in keys}, "labels": int(label)} for i, label in enumerate(labels)]

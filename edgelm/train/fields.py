@@ -6,6 +6,8 @@ declared once. Only pydantic is imported here: stage configs load with the CLI, 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
@@ -22,11 +24,18 @@ class TrainingFields(BaseModel):
     max_length: int = Field(128, gt=1, description="tokens per example (longer ones are truncated)")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share of --data when no --eval-data "
                                  "(0: no evaluation)")
+    select_on: Literal["eval-data", "held-out"] = Field(
+        "eval-data", description="what picks the best weights and early stopping: the run's --eval-data, or "
+        "held-out (an eval_fraction share of --data, so the eval data stays unseen until the eval stage)")
     eval_steps: int | None = Field(None, gt=0, description="evaluate every N steps (default: each epoch)")
     early_stopping_patience: int | None = Field(None, gt=0, description="stop after N evaluations without improvement")
     save_steps: int = Field(200, gt=0, description="resumable checkpoint every N steps")
     precision: Precision = Field("auto", description="auto: bf16 on CUDA (fp16 without "
                                                                "bf16) and on CPUs with native bf16, else fp32")
+
+    def selection_data(self, eval_data):
+        """The eval data training selects on: the run's, or None (a held-out share of --data) for held-out."""
+        return None if self.select_on == "held-out" else eval_data
 
     def train_config(self, **settings):
         """The trainer's TrainConfig: every field of this config that TrainConfig has, then `settings` on top."""

@@ -126,3 +126,40 @@ def test_a_compress_run_of_a_classifier_reports_its_confusion_matrix(tiny_model,
     assert matrix["labels"] == ["0", "1"] and sum(map(sum, matrix["counts"])) == 12
     page = (out / "report.html").read_text()
     assert "<h2>Classification: " in page and "recall pt" in page and page.count("<svg") >= 1
+
+
+def test_run_report_puts_a_bilstm_student_beside_its_transformer_teacher_and_the_stock_int8(tmp_path):
+    """Candidates table: each benched artifact with what made it, the eval that scored it, size, p50 and speed
+    against each reference (the run's LoRA int8 and the stock toolchain's int8)."""
+    def st(name, kind, **metrics):
+        return {"name": name, "kind": kind, "hash": "h", "status": "ran", "seconds": 1.0, "metrics": metrics}
+
+    q8 = {"quantization": {"method": "int8-dynamic"}}
+    stages = [st("01-finetune", "finetune", method="lora", eval_accuracy=89.0), st("02-export", "export", formats=["onnx"]),
+              st("03-quantize", "quantize", size_mb=23.0, **q8), st("04-eval", "eval", accuracy=88.5),
+              st("05-distill", "distill", student="bilstm", teacher="01-finetune"), st("06-export", "export"),
+              st("07-quantize", "quantize", size_mb=2.6, **q8), st("08-eval", "eval", accuracy=85.0),
+              st("09-bench", "bench", speedup={"ort-mobile": 12.0})]
+    run = {"schema_version": 1, "seed": 0, "input": {"model": "minilm-l6"}, "stages": stages, "total_seconds": 9.0,
+           "recipe": "bilstm", "environment": {"python": "3.11", "platform": "Linux", "cpu_count": 2, "versions": {}}}
+    case = "b1xs8"
+    bench = {**make_bench(), "baseline": "baseline:03-quantize",
+             "artifacts": {"stock-int8": str(tmp_path / "09-bench" / "stock-int8"), "baseline:03-quantize":
+                           str(tmp_path / "03-quantize"), "candidate": str(tmp_path / "07-quantize")},
+             "rows": [row("stock-int8", "ort-mobile", 6.0, 23.1, threads=1, case=case),
+                      row("baseline:03-quantize", "ort-mobile", 5.0, 23.0, threads=1, case=case),
+                      row("candidate", "ort-mobile", 0.4, 2.6, threads=1, case=case)],
+             "comparisons": [{"baseline": b, "artifact": "candidate", "runtime": "ort-mobile", "case": case,
+                              "threads": 1, "baseline_p50_ms": 5.0, "candidate_p50_ms": 0.4, "stop": "stable",
+                              "ratio": {"median": x, "p10": x, "p90": x, "n": 40}}
+                             for b, x in (("baseline:03-quantize", 12.0), ("stock-int8", 15.0))]}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "09-bench").mkdir()
+    (tmp_path / "09-bench" / "bench.json").write_text(json.dumps(bench))
+    md = render_run(tmp_path)[0].read_text()
+    assert "## Candidates" in md
+    assert ("| 07-quantize | 05-distill bilstm student from 01-finetune → int8-dynamic | 85.0 | 2.6 | ort-mobile ×1t "
+            "| 0.4000 | 12.00× baseline:03-quantize, 15.00× stock-int8 |") in md
+    assert "| 03-quantize | 01-finetune lora → int8-dynamic | 88.5 | 23.0 | ort-mobile ×1t | 5.000 | – |" in md
+    assert "| stock-int8 | the stock toolchain's int8 (bench reference) | – | 23.1 |" in md
+    assert "| 05-distill | distill | bilstm student from 01-finetune |" in md  # the stage table says what it made

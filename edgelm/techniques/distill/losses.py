@@ -19,7 +19,8 @@ def features(bundle, config, ctx):
             raise EdgelmError("distill: pass --data (texts, with labels for classifiers) to distill on")
         texts = calibration_texts(n=config.max_samples or 512, seed=ctx.seed)
         return lm_features(tok, texts, config.max_length), None
-    train_ex, eval_ex = load_splits(ctx.data, ctx.eval_data, config.max_samples, config.eval_fraction, ctx.seed)
+    train_ex, eval_ex = load_splits(ctx.data, config.selection_data(ctx.eval_data), config.max_samples,
+                                     config.eval_fraction, ctx.seed)
     if bundle.task == "sequence-classification":
         train_ex.require_labels()
         train_ds = classification_features(tok, train_ex.texts, train_ex.labels, config.max_length)

@@ -65,7 +65,8 @@ class FinetuneStage(Stage):
         from edgelm.train.trainer import PadCollator, accuracy_metric, train
 
         require_model(bundle, self.kind)
-        train_ex, eval_ex = load_splits(ctx.data, ctx.eval_data, config.max_samples, config.eval_fraction, ctx.seed)
+        train_ex, eval_ex = load_splits(ctx.data, config.selection_data(ctx.eval_data), config.max_samples,
+                                         config.eval_fraction, ctx.seed)
         task = output_task(bundle, train_ex)
         job = FinetuneJob(bundle, config, task, train_ex, eval_ex)
         baseline = job.score(bundle) if task == "causal-lm" and job.label_words else {}

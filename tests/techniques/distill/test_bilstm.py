@@ -67,3 +67,18 @@ def test_tiny_teacher_distils_into_a_bilstm_that_exports_with_parity_and_int8(ti
     assert parity["onnx"]["max_abs_diff"] <= 1e-4 and parity["ort"]["max_abs_diff"] <= 1e-4
     quantized = read("03-quantize")
     assert quantized["parity"]["ok"] and quantized["quantization"]["op_counts"].get("DynamicQuantizeLSTM") == 2
+
+
+def test_held_out_selection_keeps_the_eval_data_unseen(tiny_model, tmp_path):
+    """select_on: held-out picks the epoch on a share of --data even when the run has --eval-data."""
+    data, dev = tmp_path / "d.tsv", tmp_path / "dev.tsv"
+    data.write_text(LABELLED)
+    dev.write_text("\n".join(LABELLED.splitlines()[:11]) + "\n")  # header + 10 rows
+    stage = {"kind": "distill", "student": "bilstm", "epochs": 1, "batch_size": 8, "embedding_size": 8,
+             "lstm_hidden_size": 8, "augment_copies": 0, "precision": "fp32"}
+    for select_on, eval_rows in (("held-out", 4), ("eval-data", 10)):
+        recipe = parse_recipe({"model": str(tiny_model("bert", "sequence-classification")), "data": str(data),
+                               "eval_data": str(dev), "stages": [{**stage, "select_on": select_on}]})
+        run_recipe(recipe, tmp_path / select_on)
+        metrics = json.loads((tmp_path / select_on / "01-distill" / "metrics.json").read_text())["metrics"]
+        assert (metrics["eval_samples"], metrics["samples"]) == (eval_rows, 40 - 4 * (select_on == "held-out"))

@@ -64,7 +64,8 @@ def student_features(tokenizer, teacher, config, ctx):
 
     if ctx.data is None:
         raise EdgelmError("distill --student bilstm: pass --data (labelled texts) to distill on")
-    train_ex, eval_ex = load_splits(ctx.data, ctx.eval_data, config.max_samples, config.eval_fraction, ctx.seed)
+    train_ex, eval_ex = load_splits(ctx.data, config.selection_data(ctx.eval_data), config.max_samples,
+                                     config.eval_fraction, ctx.seed)
     train_ex.require_labels()
     order = teacher_order(teacher.labels or [], train_ex.label_names)
     mask = tokenizer.mask_token or tokenizer.unk_token or "_"
