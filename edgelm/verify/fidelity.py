@@ -57,8 +57,10 @@ def _db(signal: float, noise: float) -> float:
 
 
 def compare(task: str, reference: Outputs, quantized: Outputs) -> dict:
-    """Task-appropriate figures for quantized vs float outputs."""
-    return compare_batches(task, zip(reference.values, quantized.values, reference.masks, reference.ids))
+    """Task-appropriate figures for quantized vs float outputs (a plain module's outputs have no masks or ids)."""
+    n = len(reference.values)
+    masks, ids = reference.masks or [None] * n, reference.ids or [None] * n
+    return compare_batches(task, zip(reference.values, quantized.values, masks, ids, strict=True))
 
 
 def compare_batches(task: str, batches) -> dict:
@@ -67,7 +69,9 @@ def compare_batches(task: str, batches) -> dict:
     signal = noise = max_diff = 0.0
     agree, cos, nll_ref, nll_q = [], [], [], []
     for r_batch, q_batch, mask_batch, ids_batch in batches:
-        for r, q, mask, ids in zip(r_batch, q_batch, mask_batch, ids_batch):
+        no_rows = [None] * len(r_batch)
+        for r, q, mask, ids in zip(r_batch, q_batch, no_rows if mask_batch is None else mask_batch,
+                                   no_rows if ids_batch is None else ids_batch):
             r64 = r.astype(np.float64)
             signal += float((r64 ** 2).sum())
             noise += float(((r64 - q) ** 2).sum())
