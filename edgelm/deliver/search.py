@@ -53,6 +53,8 @@ def search(model: str | None, out: Path, *, target: str = "mobile", budget: str 
                       storage=storage, study=study, heartbeat=heartbeat)
     info(f"search: {len(config.space)} parameters, objectives {', '.join(config.objectives)} on {plan.runtime}, "
          f"budget {config.budget}" + (f", at most {config.trials} trials" if config.trials else ""))
+    info("search: a trial's quantize parity miss is recorded, not fatal: the trial is still measured and counts as "
+         "infeasible where the recipe as written would stop on it")
     return summarize(optimize(plan), plan)
 
 

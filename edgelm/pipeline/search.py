@@ -23,7 +23,7 @@ from edgelm.core.ui import info
 from edgelm.measure.pareto import pareto_front
 from edgelm.pipeline.gates import shipped_stage
 from edgelm.pipeline.recipe import apply_overrides, parse_recipe
-from edgelm.pipeline.run import locked
+from edgelm.pipeline.run import locked, stage_names
 from edgelm.pipeline.runner import run_recipe
 from edgelm.pipeline.search_space import SearchConfig, drop_disabled, overrides, suggest
 from edgelm.pipeline import stage_cache
@@ -63,7 +63,8 @@ def trial_recipe(plan: SearchPlan, params: dict):
 def strict_parity_stages(plan: SearchPlan, params: dict) -> list[str]:
     """Folder names (NN-quantize) of the trial's quantize stages whose parity miss fails the recipe as written."""
     stages = _trial_raw(plan, params).get("stages") or []
-    return [f"{i + 1:02d}-quantize" for i, s in enumerate(stages)
+    names = stage_names([(s.get("kind"), s) for s in stages])
+    return [name for name, s in zip(names, stages)
             if s.get("kind") == "quantize" and s.get("on_parity_fail", "error") != "warn"]
 
 
@@ -127,18 +128,10 @@ def violations(run: RunRecord, strict: list[str]) -> list[float]:
 
 def parity_misses(run: RunRecord, strict: list[str]) -> list[tuple[str, list[str]]]:
     """(stage name, what its parity check missed) for the strict quantize stages; an empty list when it passed."""
-    from edgelm.verify.fidelity import failures
+    from edgelm.techniques.quantize.workflow import parity_misses as missed_by
 
-    out = []
-    for stage in run.stages:
-        parity = stage.metrics.get("parity") if stage.name in strict else None
-        if isinstance(parity, dict):
-            missed = [] if parity.get("ok", True) else failures(parity.get("checks") or {}) or ["parity"]
-            torch_side = stage.metrics.get("parity_torch")
-            if isinstance(torch_side, dict) and torch_side.get("ok") is False:
-                missed.append(f"against torch: {torch_side.get('error', 'missed')}")
-            out.append((stage.name, missed))
-    return out
+    return [(stage.name, missed_by(stage.metrics)) for stage in run.stages
+            if stage.name in strict and isinstance(stage.metrics.get("parity"), dict)]
 
 
 def miss_reasons(run: RunRecord, strict: list[str]) -> list[str]:

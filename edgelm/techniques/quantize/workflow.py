@@ -229,16 +229,23 @@ def _encoder_torch_parity(bundle, path: Path, fmt: str, tol: dict, texts: list[s
 
 
 def _enforce(metrics: dict, config) -> None:
-    parity, torch_figures, pte = metrics["parity"], metrics["parity_torch"], metrics.get("pte", {}).get("parity", {})
-    if config.on_parity_fail == "warn" or (parity["ok"] and torch_figures["ok"] is not False and pte.get("ok") is not False):
+    missed = parity_misses(metrics)
+    if config.on_parity_fail == "warn" or not missed:
         return
-    missed = fidelity.failures(parity["checks"])
-    if torch_figures["ok"] is False:
-        missed.append(f"against torch: {torch_figures['error']}")
-    if pte.get("ok") is False:
-        missed.append(f"model.pte against torch: {pte['error']}")
     raise EdgelmError(f"quantize {config.method}: parity missed: {'; '.join(missed)}; exclude sensitive layers "
                       "(--sensitivity / --auto), loosen --tolerance or pass --on-parity-fail warn")
+
+
+def parity_misses(metrics: dict) -> list[str]:
+    """What a quantize stage's recorded parity missed (against the float graph, torch, and the .pte); [] if nothing."""
+    parity, torch_figures = metrics.get("parity") or {}, metrics.get("parity_torch") or {}
+    pte = (metrics.get("pte") or {}).get("parity") or {}
+    missed = [] if parity.get("ok", True) else fidelity.failures(parity.get("checks") or {}) or ["parity"]
+    if torch_figures.get("ok") is False:
+        missed.append(f"against torch: {torch_figures.get('error', 'missed')}")
+    if pte.get("ok") is False:
+        missed.append(f"model.pte against torch: {pte.get('error', 'missed')}")
+    return missed
 
 
 def texts_for(data, n: int, seed: int = 0) -> list[str]:
