@@ -158,6 +158,8 @@ _ENTRIES = [
     Metric("recommended_runtime", "table", None, "decoder bench: {runtime, why}: the fastest decode among the runtimes "
            "whose artifact's perplexity is within 2% of the best"),
     Metric("threads", "count", None, "intra-op threads (bench rows) or torch threads (training)"),
+    Metric("rounds", "count", None, "bench rows: interleaved rounds (a fresh worker each) whose median the row reports"),
+    Metric("by_round", "table", None, "bench rows: {p50_ms / decode_tok_s / ttft_ms: the figure of each round}"),
     Metric("baseline", "text", None, "what the bench compared against: source, a stage folder, a path or none"),
     Metric("skipped", "text", None, "{runtime: why it was not timed}"),
     Metric("speedup_skipped", "text", None, "why no speedup was measured"),

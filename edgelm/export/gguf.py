@@ -25,12 +25,16 @@ import numpy as np
 from edgelm.core.errors import EdgelmError
 from edgelm.core.ui import info
 
-NUMPY_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")  # gguf.quants writes these
+NUMPY_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")  # gguf.quants writes these
 TOOL_TYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q3_K_M", "Q2_K")  # llama-quantize's k-quants
 GGUF_TYPES = NUMPY_TYPES + TOOL_TYPES
 GGUF_TYPE_FOR_METHOD = {"int4": "Q4_K_M", "int8-dynamic": "Q8_0", "int8-static": "Q8_0", "fp16": "F16"}  # quantize stage
+# int4 grids llama.cpp has too (blocks of 32): the GGUF then holds the very grid the ONNX int4 artifact holds
+GGUF_TYPE_FOR_INT4_GRID = {("affine", 32): "Q4_1", ("rtn-asymmetric", 32): "Q4_1", ("rtn-symmetric", 32): "Q4_0"}
+FOUR_BIT_NUMPY_TYPES = ("Q4_0", "Q4_1")
 LLAMA_FAMILY = ("llama", "mistral")  # HF model_type whose decoder is llama.cpp's llama (or deci) graph
-FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0"}
+FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0",
+              "Q4_1": "MOSTLY_Q4_1"}
 
 
 @dataclass
@@ -54,6 +58,15 @@ class GgufInfo:
         if self.imatrix:
             entry["imatrix"] = self.imatrix
         return entry | ({"notes": self.notes} if self.notes else {})
+
+
+def gguf_type_for(method: str, algorithm: str = "rtn", block_size: int = 32, symmetric: bool = True) -> str:
+    """The llama.cpp type a quantize stage's GGUF gets: the same grid as its ONNX int4 artifact where llama.cpp has
+    it (affine / asymmetric blocks of 32 -> Q4_1, symmetric -> Q4_0), else Q4_K_M; int8 -> Q8_0, fp16 -> F16."""
+    if method != "int4":
+        return GGUF_TYPE_FOR_METHOD[method]
+    grid = algorithm if algorithm != "rtn" else f"rtn-{'symmetric' if symmetric else 'asymmetric'}"
+    return GGUF_TYPE_FOR_INT4_GRID.get((grid, block_size), GGUF_TYPE_FOR_METHOD["int4"])
 
 
 # --- what can be written -------------------------------------------------------------------------------------
@@ -185,12 +198,12 @@ def rotary_layout(key: str, array: np.ndarray, shapes: list[LayerShape]) -> np.n
 
 
 def encode_tensor(name: str, array: np.ndarray, gguf_type: str):
-    """(data, GGML type): 1-D tensors F32, the token table at least Q8_0 under Q4_0 (llama-quantize keeps the
+    """(data, GGML type): 1-D tensors F32, the token table at least Q8_0 under Q4_0/Q4_1 (llama-quantize keeps the
     output table high too), rows that do not split into blocks F16 (as convert_hf_to_gguf.py falls back)."""
     import gguf
 
     kind = "F32" if array.ndim == 1 else gguf_type
-    if kind == "Q4_0" and name in ("token_embd.weight", "output.weight"):
+    if kind in FOUR_BIT_NUMPY_TYPES and name in ("token_embd.weight", "output.weight"):
         kind = "Q8_0"
     qtype = getattr(gguf.GGMLQuantizationType, kind)
     try:

@@ -36,7 +36,8 @@ def fmt(value) -> str:
 
 def latency_table(bench: dict, case: str) -> tuple[list[str], list[list[str]]]:
     rows = [r for r in bench["rows"] if r.get("case") == case and "p50_ms" in r]
-    cols = LATENCY_COLS + (DECODER_COLS if any("ttft_ms" in r for r in rows) else [])
+    cols = LATENCY_COLS + (DECODER_COLS if any("ttft_ms" in r for r in rows) else []) + (
+        ["rounds"] if any("rounds" in r for r in rows) else [])
     if any("decoding" in r for r in rows):
         cols = cols[:3] + SPECULATIVE_COLS[:1] + cols[3:] + SPECULATIVE_COLS[1:]
     if any(r.get("accuracy") is not None for r in rows):

@@ -38,6 +38,7 @@ class BenchSettings(BaseModel):
     prompt_len: int = 32
     new_tokens: int = 128
     seconds: float = 5.0
+    rounds: int = 1  # every single-artifact worker once per round, in turn: rows are medians over rounds
     warmup: int = 3
     min_repeats: int = 30
     max_repeats: int = 2000
@@ -121,8 +122,10 @@ def run_bench(targets: list[Target], settings: BenchSettings, baseline: Target |
         cases = build_cases(targets[0] if targets else everything[0], settings)
         feeds = Path(tmp) / "feeds.npz"
         described = save_cases(cases, feeds)
-        rows = [row for target in everything for runtime in settings.runtimes for threads in thread_counts(runtime, settings)
-                for row in _single(target, runtime, threads, settings, described, feeds, Path(tmp))]
+        rows = merge_rounds([[row for target in everything for runtime in settings.runtimes
+                              for threads in thread_counts(runtime, settings)
+                              for row in _single(target, runtime, threads, settings, described, feeds, Path(tmp))]
+                             for _ in range(settings.rounds)])
         comparisons = []
         if settings.compare:
             comparisons = [c for ref in references for target in targets if target.name != ref.name
@@ -153,6 +156,41 @@ def _single(target, runtime, threads, s, cases, feeds, tmp) -> list[dict]:
     base.update({k: result.get(k) for k in ROW_KEYS}, threads=result.get("threads"))
     return [{**base, **_case_fields(cases[r["case"]]), **{k: v for k, v in row.items() if k != "case"}}
             for r in result["results"] for row in _decodings(r)]
+
+
+ROUND_SAMPLES = ("times_ms", "ttft_runs_ms")  # raw samples: pooled over rounds
+ROUND_HEADLINES = ("p50_ms", "decode_tok_s", "ttft_ms")  # also kept per round, to show the spread between rounds
+
+
+def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One row per (artifact, runtime, threads, case, decoding): numeric figures the median over the rounds that
+    measured it, raw samples pooled, `rounds` and the per-round headlines; a row no round measured stays as it came."""
+    if len(rounds) == 1:
+        return rounds[0]
+    groups: dict[tuple, list[dict]] = {}
+    for row in (r for one in rounds for r in one):
+        key = tuple(row.get(k) for k in ("artifact", "runtime", "threads", "case", "decoding"))
+        groups.setdefault(key, []).append(row)
+    return [_merged(rows) for rows in groups.values()]
+
+
+def _merged(rows: list[dict]) -> dict:
+    measured = [r for r in rows if "error" not in r and "skipped" not in r]
+    if not measured:
+        return rows[0]
+    merged = dict(measured[0])
+    for key, value in measured[0].items():
+        values = [r.get(key) for r in measured]
+        if key in ROUND_SAMPLES:
+            merged[key] = [x for v in values if v for x in v]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and all(
+                isinstance(v, (int, float)) for v in values):
+            merged[key] = timing.median(values)
+    if "times_ms" in merged:
+        merged["n"] = len(merged["times_ms"])
+    merged["rounds"] = len(measured)
+    merged["by_round"] = {k: [r.get(k) for r in measured] for k in ROUND_HEADLINES if measured[0].get(k) is not None}
+    return merged
 
 
 def _decodings(result: dict) -> list[dict]:

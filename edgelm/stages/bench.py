@@ -27,6 +27,8 @@ class BenchConfig(StageConfig):
     prompt_len: int = Field(32, gt=0, description="decoder prompt length in tokens")
     new_tokens: int = Field(128, ge=0, description="decoder tokens to generate per timed generation")
     seconds: float = Field(5.0, gt=0, description="time budget per case (stops earlier once the median is stable)")
+    rounds: int = Field(1, ge=1, le=20, description="interleaved rounds: every (artifact, runtime, threads) worker runs "
+                                                   "once per round, each in a fresh process; rows report the median over rounds")
     baseline: str = Field("source", description="speedup baseline: 'source' (the run's input model, exported like "
                                                 "this one when needed), 'stock-int8' (the stock toolchain's int8 of "
                                                 "stock_source), a stage folder name, a path, or 'none'")
@@ -64,6 +66,7 @@ class BenchStage(Stage):
         settings = BenchSettings(runtimes=list(config.runtimes), threads=config.threads, shapes=config.shapes,
                                  data=pick_data(config, ctx, bundle.task), max_samples=config.max_samples, pad=config.pad,
                                  prompt_len=config.prompt_len, new_tokens=config.new_tokens, seconds=config.seconds,
+                                 rounds=config.rounds,
                                  speculative=config.speculative if bundle.task == "causal-lm" else None,
                                  prompt_set=config.prompt_set, draft_tokens=config.draft_tokens)
         bench = run_bench([target], settings, baseline=baseline, accuracy=known_accuracy(ctx, baseline),

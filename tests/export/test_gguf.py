@@ -193,13 +193,36 @@ def test_export_stage_writes_model_gguf_with_its_manifest_entry_and_parity(bpe_l
     assert (parity.get("llama_cpp") == f"skipped: {reason}") if reason else parity["argmax_agreement"] >= 0.9
 
 
-def test_quantize_stage_writes_the_gguf_at_the_methods_type_beside_the_int4_onnx(bpe_llama, tmp_path):
+@pytest.mark.parametrize("options, expected", [({"algorithm": "affine"}, "Q4_1"), ({}, "Q4_0")])
+def test_quantize_stage_writes_the_gguf_on_the_int4_grid_beside_the_int4_onnx(bpe_llama, tmp_path, options, expected):
     from edgelm.core.records import Manifest
     from tests.techniques.prune.helpers import run
 
     exported = run("export", bpe_llama, tmp_path / "e", formats=["onnx", "gguf"], greedy_steps=2).bundle
-    result = run("quantize", exported, tmp_path / "q", method="int4", block_size=32, parity_samples=2)
+    result = run("quantize", exported, tmp_path / "q", method="int4", block_size=32, parity_samples=2, **options)
     assert {"onnx", "gguf"} <= set(result.bundle.artifacts)
     manifest = Manifest.load(tmp_path / "q")
-    assert manifest.gguf["type"] in ("Q4_K_M", "Q4_0") and "gguf" in manifest.parity
+    assert manifest.gguf["type"] == expected and "gguf" in manifest.parity
     assert manifest.metrics["size_mb_by_format"]["gguf"] < Manifest.load(tmp_path / "e").metrics["size_mb_by_format"]["gguf"]
+
+
+def test_gguf_type_follows_the_int4_grid_where_llama_cpp_has_it():
+    from edgelm.export.gguf import gguf_type_for
+
+    assert gguf_type_for("int4", "affine", 32) == "Q4_1" and gguf_type_for("int4", "rtn", 32, symmetric=False) == "Q4_1"
+    assert gguf_type_for("int4", "rtn", 32) == "Q4_0" and gguf_type_for("int4", "affine", 64) == "Q4_K_M"
+    assert gguf_type_for("int4", "gptq", 32) == "Q4_K_M" and gguf_type_for("int8-dynamic") == "Q8_0"
+
+
+def test_a_gguf_that_misses_its_gate_is_left_out_and_the_onnx_published(bpe_llama, tmp_path, monkeypatch):
+    import edgelm.verify.gguf as verify_gguf
+    from tests.techniques.prune.helpers import run
+
+    miss = {"ok": False, "error": "model.gguf (Q4_0) on llama.cpp: parity failed: argmax_agreement 0.5 < 0.75"}
+    monkeypatch.setattr(verify_gguf, "check_gguf", lambda *a, **k: miss)
+    exported = run("export", bpe_llama, tmp_path / "e", formats=["onnx", "gguf"], greedy_steps=2).bundle
+    strict = run("quantize", exported, tmp_path / "q", method="int4", block_size=32, parity_samples=2)
+    assert "gguf" not in strict.bundle.artifacts and "onnx" in strict.bundle.artifacts
+    assert "not published" in strict.metrics["gguf"]["skipped"] and not (tmp_path / "q" / "model.gguf").exists()
+    warned = run("quantize", exported, tmp_path / "w", method="int4", block_size=32, parity_samples=2, on_parity_fail="warn")
+    assert "gguf" in warned.bundle.artifacts and warned.metrics["gguf"]["parity"]["ok"] is False

@@ -71,6 +71,30 @@ def test_interleaved_comparison_and_speedup(bench):
     assert bench["speedup"]["ort-cpu"] == next(c for c in comps if c["runtime"] == "ort-cpu")["ratio"]["median"]
 
 
+def test_rounds_interleave_fresh_workers_and_report_the_median(tiny_export):
+    from edgelm.measure.timing import median
+
+    settings = BenchSettings(runtimes=["ort-cpu", "ort-mobile"], threads=[1], shapes=["1x8"], rounds=2, **FAST)
+    rows = run_bench([resolve_target(tiny_export, name="cand")], settings)["rows"]
+    assert [(r["runtime"], r["rounds"]) for r in rows] == [("ort-cpu", 2), ("ort-mobile", 2)]
+    for row in rows:
+        assert row["p50_ms"] == median(row["by_round"]["p50_ms"]) and len(row["by_round"]["p50_ms"]) == 2
+        assert row["n"] == len(row["times_ms"]) >= 6
+
+
+def test_merge_rounds_keeps_measured_rounds_and_unmeasured_rows():
+    from edgelm.measure.suite import merge_rounds
+
+    one = [{"artifact": "a", "runtime": "ort-cpu", "case": "c", "p50_ms": 1.0, "times_ms": [1.0], "stop": "stable"},
+           {"artifact": "a", "runtime": "llama-cpp", "skipped": "llama-cpp-python is not installed"}]
+    two = [{"artifact": "a", "runtime": "ort-cpu", "case": "c", "error": "worker died"}, one[1]]
+    three = [{**one[0], "p50_ms": 3.0, "times_ms": [3.0, 3.1]}, one[1]]
+    timed, skipped = merge_rounds([one, two, three])
+    assert timed["p50_ms"] == 2.0 and timed["rounds"] == 2 and timed["times_ms"] == [1.0, 3.0, 3.1] and timed["n"] == 3
+    assert timed["by_round"] == {"p50_ms": [1.0, 3.0]} and timed["stop"] == "stable"
+    assert skipped == one[1] and "rounds" not in skipped
+
+
 def test_cli_bench_writes_json_html_and_report_rerenders(tiny_export, tmp_path):
     out = tmp_path / "b.json"
     result = CliRunner().invoke(main, ["bench", str(tiny_export), "--runtime", "ort-cpu", "executorch", "--shapes", "1x8",

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from edgelm.core.errors import EdgelmError
 from edgelm.core.registry import Name
+from edgelm.export.gguf import GGUF_TYPES
 from edgelm.core.stage import Stage, StageConfig, StageContext, StageResult, register_stage
 from edgelm.techniques.quantize.int4 import INT4_ALGORITHMS, summaries
 
@@ -38,6 +39,7 @@ class QuantizeConfig(StageConfig):
     parity_samples: int = Field(32, gt=0, description="texts compared between the float and quantized graphs")
     tolerance: list[str] = Field([], description="parity tolerance overrides NAME=VALUE (label_agreement, min_cosine, top1_agreement, perplexity_ratio)")
     pte: bool | None = Field(None, description="also write a torch-side quantized model.pte (XNNPACK; 8da8w, or 8da4w for int4); default: when the input has a .pte")
+    gguf_type: Literal[GGUF_TYPES] | None = Field(None, description="llama.cpp type of the GGUF written when the input has one (default: the ONNX int4 grid where llama.cpp has it: affine / asymmetric block 32 -> Q4_1, symmetric block 32 -> Q4_0, other int4 -> Q4_K_M; int8 -> Q8_0)")
     on_parity_fail: Literal["error", "warn"] = Field("error", description="what a parity miss does: fail the stage or only record it")
 
 
