@@ -31,6 +31,9 @@ def run_markdown(run: dict, benches: dict[str, dict] | None = None) -> str:
     table = candidates_table(run, benches)
     if table:
         lines += ["## Candidates", "", *md_table(*table)]
+    table = runtimes_table(run, benches)
+    if table:
+        lines += ["## Runtimes", "", *md_table(*table[:2]), table[2], ""]
     for st in classified_stages(run):
         lines += [f"## Classification: {st['name']}", "", scores_line(st["metrics"]), "",
                   *md_table(*recall_table(st["metrics"])), *md_table(*confusion_table(st["metrics"]))]
@@ -154,6 +157,9 @@ def run_html(run: dict, benches: dict[str, dict]) -> str:
         parts += ["<h2>Candidates</h2>", html_table(*table)]
     if pareto:
         parts += ["<h2>Candidates: accuracy vs latency</h2>", f"<figure>{pareto}</figure>"]
+    table = runtimes_table(run, benches)
+    if table:
+        parts += ["<h2>Runtimes</h2>", html_table(*table[:2]), f"<p>{html.escape(table[2])}</p>"]
     for name, table in sensitivity_tables(run):
         parts += [f"<h2>Sensitivity: {html.escape(name)}</h2>", html_table(*table)]
     for st in classified_stages(run):
@@ -286,6 +292,33 @@ def candidates_table(run: dict, benches: dict[str, dict]):
                              ", ".join(f"{x:.2f}× {b}" for b, x in ratios.items()) or "–"])
     header = ["artifact", "what", "accuracy pt", "size MB", "runtime", "p50 ms", "speed vs references"]
     return (header, rows) if len(rows) > 1 else None
+
+
+RUNTIME_QUALITY = ("perplexity", "perplexity_ratio", "kld_mean", "top1_agreement")
+RUNTIME_SPEED = ("decode_tok_s", "ttft_ms", "peak_rss_mb", "size_mb", "rounds")
+
+
+def runtimes_table(run: dict, benches: dict[str, dict]):
+    """(header, rows, recommendation line) for a decoder: the candidate on each runtime it was benched on, its
+    decode speed beside its artifact's quality from the eval on that engine (.onnx and .ort share a graph), so
+    the fastest runtime at equal quality can be read off; None when fewer than two runtimes decoded."""
+    from edgelm.measure.recommend import engine
+
+    evals = [st["metrics"] for st in run["stages"] if st["kind"] == "eval"]
+    quality = {engine(name): figures for m in evals for name, figures in (m.get("by_runtime") or {}).items()
+               if "skipped" not in figures}
+    picks = [st["metrics"]["recommended_runtime"] for st in run["stages"] if st["metrics"].get("recommended_runtime")]
+    rows = [r for bench in benches.values() for r in bench["rows"] if r.get("artifact") == "candidate"
+            and r.get("decode_tok_s") and r.get("inputs") == "decode"]
+    if len({r["runtime"] for r in rows}) < 2:
+        return None
+    header = ["runtime", "threads", *(column_title(k) for k in RUNTIME_SPEED + RUNTIME_QUALITY), "recommended"]
+    table = [[r["runtime"], fmt(r.get("threads")), *(cell(r.get(k), k) for k in RUNTIME_SPEED),
+              *(cell(quality.get(engine(r["runtime"]), {}).get(k), k) for k in RUNTIME_QUALITY),
+              "yes" if picks and picks[-1]["runtime"] == r["runtime"] and picks[-1].get("threads") == r.get("threads") else ""]
+             for r in rows]
+    line = f"Recommended: {picks[-1]['runtime']}: {picks[-1]['why']}" if picks else "No recommendation: no eval figures."
+    return header, table, line
 
 
 # --- files ------------------------------------------------------------------------------------------------

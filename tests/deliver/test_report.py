@@ -163,3 +163,33 @@ def test_run_report_puts_a_bilstm_student_beside_its_transformer_teacher_and_the
     assert "| 03-quantize | 01-finetune lora → int8-dynamic | 88.5 | 23.0 | ort-mobile ×1t | 5.000 | – |" in md
     assert "| stock-int8 | the stock toolchain's int8 (bench reference) | – | 23.1 |" in md
     assert "| 05-distill | distill | bilstm student from 01-finetune |" in md  # the stage table says what it made
+
+
+def test_decoder_run_report_puts_each_runtime_beside_its_artifacts_quality_and_names_the_pick(tmp_path):
+    """Runtimes table: the candidate's decode speed on ort-cpu, ort-mobile and llama-cpp beside the perplexity and
+    KLD of the artifact that engine ran (.onnx and .ort share the ONNX figures), with the bench's recommendation."""
+    def st(name, kind, **metrics):
+        return {"name": name, "kind": kind, "hash": "h", "status": "ran", "seconds": 1.0, "metrics": metrics}
+
+    by_runtime = {"ort-cpu": {"perplexity": 16.1, "perplexity_ratio": 1.06, "kld_mean": 0.064},
+                  "llama-cpp": {"perplexity": 16.2, "perplexity_ratio": 1.066, "kld_mean": 0.07}}
+    pick = {"runtime": "ort-cpu", "threads": 2, "decode_tok_s": 120.0, "why": "fastest decode at equal quality"}
+    stages = [st("01-export", "export"), st("02-quantize", "quantize"), st("03-eval", "eval", by_runtime=by_runtime),
+              st("04-bench", "bench", recommended_runtime=pick)]
+    run = {"schema_version": 1, "seed": 0, "input": {"model": "smollm2-135m"}, "stages": stages, "total_seconds": 9.0,
+           "recipe": "compress-decoder-cpu", "environment": {"python": "3.11", "platform": "Linux", "cpu_count": 2, "versions": {}}}
+    decode = dict(case="p32+g32", inputs="decode", ttft_ms=30.0, rounds=3, peak_rss_mb=300.0)
+    rows = [{"artifact": "candidate", "runtime": rt, "threads": 2, "p50_ms": 1000 / tok_s, "decode_tok_s": tok_s,
+             "size_mb": size, **decode} for rt, tok_s, size in (("ort-cpu", 120.0, 92.5), ("ort-mobile", 110.0, 92.4),
+                                                               ("llama-cpp", 100.0, 95.0))]
+    bench = {**make_bench(), "cases": [{"kind": "decode", "label": "p32+g32", "batch": 1, "seq_len": 32, "prompt_len": 32, "new_tokens": 32}], "rows": rows, "comparisons": [],
+             "artifacts": {"candidate": str(tmp_path / "02-quantize")}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "04-bench").mkdir()
+    (tmp_path / "04-bench" / "bench.json").write_text(json.dumps(bench))
+    md = render_run(tmp_path)[0].read_text()
+    table = md.split("## Runtimes")[1].split("\n\n")[1].splitlines()
+    assert table[2].startswith("| ort-cpu | 2 | 120.0") and table[2].endswith("| 1.060 | 0.0640 | – | yes |")
+    assert "| ort-mobile | 2 | 110.0" in table[3] and "| 1.060 | 0.0640 |" in table[3] and not table[3].endswith("yes |")
+    assert "| llama-cpp | 2 | 100.0" in table[4] and "| 1.066 | 0.0700 |" in table[4]
+    assert "Recommended: ort-cpu: fastest decode at equal quality" in md
