@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,10 @@ GGUF_TYPE_FOR_METHOD = {"int4": "Q4_K_M", "int8-dynamic": "Q8_0", "int8-static":
 # int4 grids llama.cpp has too (blocks of 32): the GGUF then holds the very grid the ONNX int4 artifact holds
 GGUF_TYPE_FOR_INT4_GRID = {("affine", 32): "Q4_1", ("rtn-asymmetric", 32): "Q4_1", ("rtn-symmetric", 32): "Q4_0"}
 FOUR_BIT_NUMPY_TYPES = ("Q4_0", "Q4_1")
-LLAMA_FAMILY = ("llama", "mistral")  # HF model_type whose decoder is llama.cpp's llama (or deci) graph
+# HF model_type -> llama.cpp graph. llama's graph rotates adjacent pairs (q/k rows are permuted on export, as
+# convert_hf_to_gguf.py's LlamaModel does); qwen2/qwen3 rotate halves as HF does (NEOX), so their rows stay
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+PAIR_ROTARY = ("llama", "deci")
 FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0",
               "Q4_1": "MOSTLY_Q4_1"}
 
@@ -75,15 +78,20 @@ def check_exportable(model) -> list[LayerShape]:
     from edgelm.models.structure import LowRankLinear
 
     cfg = model.config.get_text_config()
-    if cfg.model_type not in LLAMA_FAMILY:
-        raise EdgelmError(f"gguf export: {cfg.model_type} is not supported yet (llama-family decoders: {', '.join(LLAMA_FAMILY)})")
+    if cfg.model_type not in GGUF_ARCH:
+        raise EdgelmError(f"gguf export: {cfg.model_type} is not supported yet (decoders: {', '.join(GGUF_ARCH)}); "
+                          "use --format onnx")
     if any(isinstance(m, LowRankLinear) for m in model.modules()):
         raise EdgelmError("gguf export: the model has factorized (low-rank) linears, which llama.cpp cannot load; "
                           "export the model before `lowrank`, or use --format onnx")
     rope = rope_parameters(cfg)
     if rope.get("rope_type", "default") not in ("default", None):
         raise EdgelmError(f"gguf export: rope scaling {rope['rope_type']!r} is not supported yet")
-    return [layer_shape(layer, head_dim(cfg)) for layer in model.model.layers]
+    shapes = [layer_shape(layer, head_dim(cfg)) for layer in model.model.layers]
+    if GGUF_ARCH[cfg.model_type] != "llama" and len(set(map(astuple, shapes))) > 1:
+        raise EdgelmError(f"gguf export: layers of different sizes (pruned) need llama.cpp's deci graph, which only "
+                          f"llama-family models have; prune {cfg.model_type} with --scope uniform or use --format onnx")
+    return shapes
 
 
 def head_dim(cfg) -> int:
@@ -101,9 +109,10 @@ def rope_parameters(cfg) -> dict:
     return params
 
 
-def arch_for(shapes: list[LayerShape]) -> str:
-    """llama when every layer has the same sizes; deci (per-layer head/FFN counts) otherwise."""
-    return "llama" if len({(s.n_head, s.n_head_kv, s.n_ff) for s in shapes}) == 1 else "deci"
+def arch_for(cfg, shapes: list[LayerShape]) -> str:
+    """The model's llama.cpp graph; for llama, deci (per-layer head/FFN counts) when the layers differ in size."""
+    arch = GGUF_ARCH[cfg.model_type]
+    return "deci" if arch == "llama" and len(set(map(astuple, shapes))) > 1 else arch
 
 
 # --- the export ------------------------------------------------------------------------------------------------
@@ -138,7 +147,7 @@ def write_gguf(bundle, path: Path, gguf_type: str, shapes: list[LayerShape]) -> 
     import gguf
 
     cfg = bundle.model.config.get_text_config()
-    arch = arch_for(shapes)
+    arch = arch_for(cfg, shapes)
     writer = gguf.GGUFWriter(str(path), arch)
     add_hparams(writer, cfg, shapes, arch, gguf_type)
     notes = add_tokenizer(writer, bundle.tokenizer, cfg.vocab_size)
@@ -155,7 +164,7 @@ def write_gguf(bundle, path: Path, gguf_type: str, shapes: list[LayerShape]) -> 
 def add_hparams(writer, cfg, shapes: list[LayerShape], arch: str, gguf_type: str) -> None:
     import gguf
 
-    uniform = arch == "llama"
+    uniform = arch != "deci"
     writer.add_name(getattr(cfg, "_name_or_path", "") or cfg.model_type)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
@@ -185,7 +194,8 @@ def gguf_tensors(model, shapes: list[LayerShape], arch: str):
         name = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise EdgelmError(f"gguf export: no llama.cpp tensor name for {key!r}")
-        yield name, rotary_layout(key, tensor.detach().float().numpy(), shapes)
+        array = tensor.detach().float().numpy()
+        yield name, rotary_layout(key, array, shapes) if arch in PAIR_ROTARY else array
 
 
 def rotary_layout(key: str, array: np.ndarray, shapes: list[LayerShape]) -> np.ndarray:

@@ -49,6 +49,23 @@ def build_bpe_llama(folder: Path, seed: int = 0, **overrides) -> Path:
     return folder
 
 
+def build_bpe_decoder(folder: Path, family: str, **overrides) -> Path:
+    """Tiny qwen2 / qwen3 with the BPE tokenizer: head size 64, 4 query heads on 2 KV heads, qwen2's q/k/v biases,
+    qwen3's q/k norms."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = bpe_tokenizer()
+    config = AutoConfig.for_model(family, **{**dict(
+        hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+        intermediate_size=384, vocab_size=len(tokenizer), max_position_embeddings=256, bos_token_id=2, eos_token_id=3,
+        pad_token_id=0, tie_word_embeddings=True), **overrides})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def bpe_llama(tmp_path_factory):
     from edgelm.models.loading import load_model
@@ -156,6 +173,38 @@ def test_uniformly_pruned_ffn_stays_llama(bpe_llama, tmp_path):
                  calib_samples=2, calib_seq_len=16).bundle
     _, fields, _ = read(export(pruned, tmp_path).path)
     assert fields["general.architecture"] == "llama" and fields["llama.feed_forward_length"] == 192
+
+
+@pytest.mark.parametrize("family, extra", [("qwen2", "attn_q.bias"), ("qwen3", "attn_q_norm.weight")])
+def test_qwen_families_write_their_own_graph_with_halves_rotated_as_in_hf(tmp_path, family, extra):
+    from edgelm.models.loading import load_model
+    from edgelm.runtimes.base import unavailable
+    from tests.techniques.prune.helpers import run
+
+    bundle = load_model(str(build_bpe_decoder(tmp_path / "m", family)))
+    written = export(bundle, tmp_path / "raw")
+    _, fields, tensors = read(written.path)
+    assert fields["general.architecture"] == family and fields[f"{family}.attention.head_count_kv"] == 2
+    assert f"blk.0.{extra}" in tensors and fields[f"{family}.attention.key_length"] == 64
+    q = bundle.model.model.layers[0].self_attn.q_proj.weight.detach().numpy()
+    assert np.array_equal(np.asarray(tensors["blk.0.attn_q.weight"].data).reshape(q.shape), q)  # no pair permutation
+    from edgelm.core.records import Manifest
+
+    run("export", bundle, tmp_path / "e", formats=["gguf"], greedy_steps=4)  # raises if llama.cpp disagrees
+    parity = Manifest.load(tmp_path / "e").parity["gguf"]
+    reason = unavailable("llama-cpp")
+    assert (parity.get("llama_cpp") == f"skipped: {reason}") if reason else parity["greedy_match"] == 1.0
+
+
+def test_a_pruned_qwen_with_layers_of_different_sizes_is_refused_in_one_line(tmp_path):
+    from edgelm.models.loading import load_model
+
+    pruned = load_model(str(build_bpe_decoder(tmp_path / "m", "qwen2", hidden_size=128, num_attention_heads=2,
+                                              num_key_value_heads=1, num_hidden_layers=3)))
+    shrink_ffn(pruned.model, 0, keep=96)
+    with pytest.raises(EdgelmError, match="deci graph.*--scope uniform") as err:
+        export(pruned, tmp_path / "out")
+    assert "\n" not in str(err.value)
 
 
 def test_factorized_linears_are_refused_in_one_line(tmp_path):
