@@ -343,6 +343,8 @@ def report(run_dirs, compare, out):
 @click.option("--prompt-len", type=int, default=32, help="decoder prompt tokens")
 @click.option("--new-tokens", type=int, default=128, help="decoder tokens generated per timed run")
 @click.option("--seconds", type=float, default=5.0, help="time budget per case and runtime")
+@click.option("--rounds", type=click.IntRange(1, 20), default=1, help="interleaved rounds: each (artifact, runtime, "
+              "threads) worker once per round, a fresh process each; rows report the median over rounds")
 @click.option("--baseline", type=click.Path(path_type=Path), help="folder the speedups are against [default: the first OUT when several]")
 @click.option("--no-compare", is_flag=True, help="skip the interleaved baseline comparison")
 @click.option("--speculative", type=click.Choice(["lookup"]), help="decoders: also time greedy vs prompt-lookup "
@@ -353,15 +355,15 @@ def report(run_dirs, compare, out):
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the bench JSON here")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="write the HTML report here")
 @click.option("--md", "md_path", type=click.Path(path_type=Path), help="write the Markdown report here")
-def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, prompt_len, new_tokens, seconds, baseline,
-                  no_compare, speculative, prompt_set, draft_tokens, json_path, html_path, md_path):
+def bench_command(outs, runtimes, threads, shapes, data, max_samples, pad, prompt_len, new_tokens, seconds, rounds,
+                  baseline, no_compare, speculative, prompt_set, draft_tokens, json_path, html_path, md_path):
     """Time exported artifacts (OUT folders) on CPU, CUDA and mobile-class runtimes, each in a fresh process."""
     from edgelm import api
 
     result = api.bench(*outs, baseline=baseline, json=json_path, html=html_path, md=md_path, runtimes=list(runtimes) or None,
                        threads=list(threads) or None, shapes=list(shapes) or None, data=data, max_samples=max_samples,
-                       pad=pad, prompt_len=prompt_len, new_tokens=new_tokens, seconds=seconds, compare=not no_compare,
-                       speculative=speculative, prompt_set=prompt_set, draft_tokens=draft_tokens)
+                       pad=pad, prompt_len=prompt_len, new_tokens=new_tokens, seconds=seconds, rounds=rounds,
+                       compare=not no_compare, speculative=speculative, prompt_set=prompt_set, draft_tokens=draft_tokens)
     click.echo(result.markdown())
 
 
