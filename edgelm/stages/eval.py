@@ -80,6 +80,7 @@ class EvalStage(Stage):
 
         metrics = config.metrics or DEFAULT_METRICS[bundle.task]
         reference_bundle, reference_name = find_reference(bundle, config.reference, ctx)
+        require_reference(metrics, reference_bundle)
         reference = torch_model(reference_bundle, f"reference:{reference_name}") if reference_bundle else None
         data = EvalData(ctx, config)
         data.model_labels = bundle.labels
@@ -106,6 +107,16 @@ class EvalStage(Stage):
 
 
 COMPARABLE = ("accuracy", "perplexity", "icl", "icl-suite")
+AGAINST_REFERENCE = ("kld", "fidelity", "generation")  # metrics that only exist against a reference model
+
+
+def require_reference(metrics, reference_bundle) -> None:
+    """Before any scoring: a metric measured against a reference needs one."""
+    needing = [m for m in metrics if m in AGAINST_REFERENCE]
+    if needing and reference_bundle is None:
+        raise EdgelmError(f"eval metric {needing[0]!r} compares with a reference model and this one has none: pass "
+                          "--reference MODEL (e.g. the export folder it was quantized from), or in a recipe set "
+                          "eval reference to auto or input")
 
 
 def joint_text_pass(metrics, reference) -> bool:
@@ -167,8 +178,6 @@ def score(metric: str, model, reference, data: "EvalData", config: EvalConfig) -
         from edgelm.measure.icl_suite import icl_suite
 
         return icl_suite(model, k=config.k_shot, seed=data.seed)
-    if reference is None:
-        raise EdgelmError(f"eval metric {metric!r} compares with a reference model; set reference to auto or input, not none")
     if metric == "kld":
         return ev.kl_divergence(model, reference, data.text(), window=config.ppl_window, stride=config.ppl_stride,
                                 max_tokens=config.ppl_max_tokens)

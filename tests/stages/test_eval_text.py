@@ -27,3 +27,16 @@ def test_perplexity_and_kld_share_one_pass_per_model(tmp_path, monkeypatch):
     assert {k: joint[k] for k in ("kld_mean", "kld_p99", "top1_agreement", "kld_tokens")} == \
         {k: kld[k] for k in ("kld_mean", "kld_p99", "top1_agreement", "kld_tokens")}
     assert joint["kld_mean"] > 0
+
+
+def test_kld_without_a_reference_is_refused_in_one_line_before_any_scoring(tmp_path, monkeypatch):
+    import pytest
+
+    from edgelm.core.errors import EdgelmError
+
+    candidate = str(build_tiny(tmp_path / "candidate", "llama", seed=0))
+    scored = []
+    monkeypatch.setattr(quality, "scored_windows", lambda *a, **k: scored.append(1))
+    with pytest.raises(EdgelmError, match=r"'kld' compares with a reference model.*--reference MODEL") as err:
+        evaluate_standalone(candidate, EvalConfig(metrics=["perplexity", "kld"], **WINDOWS))
+    assert not scored and "\n" not in str(err.value)
