@@ -23,7 +23,7 @@ class BiLSTMConfig(PretrainedConfig):
     model_type = MODEL_TYPE
 
     def __init__(self, vocab_size: int = 30522, table_size: int | None = None, embedding_size: int = 128,
-                 hidden_size: int = 256, classifier_size: int = 256, dropout: float = 0.1, **kwargs):
+                 hidden_size: int = 128, classifier_size: int = 128, dropout: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.table_size = vocab_size, table_size or vocab_size
         self.embedding_size, self.hidden_size, self.classifier_size = embedding_size, hidden_size, classifier_size
