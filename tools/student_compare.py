@@ -83,10 +83,13 @@ def bench_figures(bench: dict, artifact: str) -> dict:
     """p50 / size of `artifact` on the bench's first runtime and case, and its ratios against each reference."""
     case = bench["cases"][0]["label"]
     row = next((r for r in bench["rows"] if r["artifact"] == artifact and r.get("case") == case and "p50_ms" in r), {})
-    ratios = {c["baseline"]: c["ratio"]["median"] for c in bench["comparisons"]
+    ratios = {c["baseline"]: c["ratio"] for c in bench["comparisons"]
               if c["artifact"] == artifact and c.get("case") == case and "ratio" in c}
-    return {"p50_ms": row.get("p50_ms"), "size_mb": row.get("size_mb"), "runtime": row.get("runtime"),
-            "threads": row.get("threads"), "vs_lora_int8": ratios.get(BASELINE), "vs_stock_int8": ratios.get(STOCK)}
+    spread = ratios.get(STOCK) or {}
+    return {"p50_ms": row.get("p50_ms"), "p90_ms": row.get("p90_ms"), "size_mb": row.get("size_mb"),
+            "runtime": row.get("runtime"), "threads": row.get("threads"),
+            "vs_lora_int8": (ratios.get(BASELINE) or {}).get("median"), "vs_stock_int8": spread.get("median"),
+            "vs_stock_p10_p90": f"{spread['p10']:.3g}–{spread['p90']:.3g}" if "p10" in spread else None}
 
 
 def parity(folder: Path) -> str:
@@ -128,7 +131,8 @@ def collect(task: str, folders: dict[str, Path], bench: dict) -> list[dict]:
 COLUMNS = [("model", "model"), ("trainable_params", "trainable params"), ("params", "params"),
            ("float_accuracy", "float acc %"), ("int8_accuracy", "int8 acc %"), ("accuracy_drop_pt", "vs teacher pt"),
            ("export_parity", "export parity"), ("quantize_parity", "int8 parity"), ("int8_size_mb", "int8 MB"),
-           ("p50_ms", "p50 ms"), ("vs_lora_int8", "× LoRA int8"), ("vs_stock_int8", "× stock int8")]
+           ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("vs_lora_int8", "× LoRA int8"),
+           ("vs_stock_int8", "× stock int8"), ("vs_stock_p10_p90", "× stock p10–p90")]
 
 
 def cell(value) -> str:
@@ -145,7 +149,8 @@ def markdown(task: str, rows: list[dict], bench: dict) -> str:
     lines = [f"# Issue 25 figures: {task}", "",
              f"Bench: {runtime}, threads {s.get('threads')}, {bench['cases'][0]['label']} ({s.get('max_samples')} "
              f"sentences of {s.get('data')}), each candidate interleaved with the LoRA int8 and the stock int8 in "
-             f"a fresh process per pair; ×: median per-pair speed ratio (baseline time / candidate time).",
+             f"a fresh process per pair; ×: median per-pair speed ratio (baseline time / candidate time), p10–p90 of "
+             f"those ratios.",
              f"Machine: {bench['machine'].get('cpu_model', '?')}, {bench['machine'].get('usable_cores')} usable cores, "
              f"1-min load {bench['machine'].get('load_avg_1m', '?')} at the end.", "",
              "| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]

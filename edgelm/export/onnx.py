@@ -74,6 +74,9 @@ def export_onnx(bundle, out_dir: Path, *, external_data: bool | None = None, fus
         stale.unlink(missing_ok=True)
     program.save(str(path), external_data=external_data)
     del program
+    from edgelm.export.lstm import fold_lstm_file
+
+    fold_lstm_file(path)  # LSTM gate reorders of the weights, computed once instead of on every run
     fixed = fixed_dims(path, bundle.module) if bundle.module is not None else None
     if fixed:
         return _torchscript_module(bundle, path, started, f"it fixed the dynamic dims {', '.join(fixed)}")

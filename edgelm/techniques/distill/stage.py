@@ -40,7 +40,8 @@ class DistillConfig(StageConfig, TrainingFields):
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate (default: input 5e-5, bilstm 2e-3)")
     embedding_size: int = Field(128, gt=0, description="bilstm: embedding width (initialised from the teacher's "
                                 "embeddings by PCA)")
-    lstm_hidden_size: int = Field(256, gt=0, description="bilstm: LSTM state size per direction")
+    lstm_hidden_size: int = Field(128, gt=0, description="bilstm: LSTM state size per direction (and the MLP "
+                                  "width); 128: as accurate as 256 on SST-2 and TREC-6, ~2x faster")
     prune_vocab: bool = Field(True, description="bilstm: keep embedding rows only for tokens in the training data "
                               "(+ specials); other tokens read the UNK row")
     augment_copies: int = Field(4, ge=0, description="bilstm: augmented copies per training text, labelled by the "

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from edgelm.core.errors import EdgelmError
+from edgelm.export.lstm import fold_lstm_weights
 from edgelm.export.onnx_io import TWO_GB, is_large, save_model, strip_node_metadata
 
 METHODS = ("int8-dynamic", "int8-static", "int4", "fp16")
@@ -95,57 +96,6 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
 def _split_names(exclude: list[str]) -> list[str]:
     """An excluded fused Attention keeps its QKV projection float: exclude the MatMul the split gives it too."""
     return [*exclude, *(f"{name}_qkv" for name in exclude)]
-
-
-def fold_lstm_weights(model: onnx.ModelProto) -> int:
-    """The exporter reorders LSTM gates with Slice/Concat/Unsqueeze of the weights, which its optimizer leaves
-    unfolded above a size limit; onnxruntime quantizes an LSTM (DynamicQuantizeLSTM) only when W and R are
-    initializers, so compute those constant inputs once and drop the ops that made them. Returns LSTMs folded."""
-    lstms = [n for n in model.graph.node if n.op_type == "LSTM"]
-    wanted = [name for n in lstms for name in n.input[1:4] if name and not _is_initializer(model, name)]
-    if not wanted:
-        return 0
-    from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
-
-    nodes = _producers(model, wanted)
-    sub = onnx.helper.make_graph(nodes, "fold", [], [onnx.helper.make_tensor_value_info(w, 0, None) for w in wanted],
-                                 initializer=list(model.graph.initializer))
-    values = ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=model.opset_import)).run(None, {})
-    for node in [n for n in model.graph.node if set(n.output) & set(wanted)]:
-        model.graph.node.remove(node)
-    model.graph.initializer.extend(numpy_helper.from_array(v, w) for w, v in zip(wanted, values))
-    _drop_dead_nodes(model)
-    return len(lstms)
-
-
-def _is_initializer(model: onnx.ModelProto, name: str) -> bool:
-    return any(i.name == name for i in model.graph.initializer)
-
-
-def _producers(model: onnx.ModelProto, names: list[str]) -> list:
-    """The nodes computing `names`, in graph order (they must depend on initializers only)."""
-    made = {o: n for n in model.graph.node for o in n.output}
-    needed, todo = set(), list(names)
-    while todo:
-        node = made.get(todo.pop())
-        if node is not None and id(node) not in needed:
-            needed.add(id(node))
-            todo.extend(node.input)
-    return [n for n in model.graph.node if id(n) in needed]
-
-
-def _drop_dead_nodes(model: onnx.ModelProto) -> None:
-    while True:
-        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        dead = [n for n in model.graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            model.graph.node.remove(n)
-    used = {i for n in model.graph.node for i in n.input}
-    for init in [i for i in model.graph.initializer if i.name not in used]:
-        model.graph.initializer.remove(init)
 
 
 def split_attention_projection(model: onnx.ModelProto) -> int:

@@ -22,15 +22,15 @@ def bench_json() -> dict:
     case = "sst2/dev.tsv x200"
     row = lambda name, p50, mb: {"artifact": name, "runtime": "ort-mobile", "threads": 1, "case": case,  # noqa: E731
                                  "p50_ms": p50, "size_mb": mb}
-    ratio = lambda name, ref, x: {"artifact": name, "baseline": ref, "runtime": "ort-mobile", "case": case,  # noqa: E731
-                                  "ratio": {"median": x}}
+    ratio = lambda name, ref, x, *spread: {"artifact": name, "baseline": ref, "runtime": "ort-mobile",  # noqa: E731
+                                           "case": case, "ratio": {"median": x, **dict(zip(("p10", "p90"), spread))}}
     return {"cases": [{"label": case}], "settings": {"runtimes": ["ort-mobile"], "threads": [1], "max_samples": 200,
                                                      "data": "dev.tsv"},
             "machine": {"cpu_model": "cpu", "usable_cores": 2, "load_avg_1m": 1.5},
             "rows": [row(sc.STOCK, 8.0, 23.0), row(sc.BASELINE, 6.0, 22.9), row("adapter-int8", 6.5, 23.6),
                      row("bilstm-int8", 0.4, 2.6)],
             "comparisons": [ratio(sc.BASELINE, sc.STOCK, 1.1), ratio("adapter-int8", sc.BASELINE, 0.92), ratio("adapter-int8", sc.STOCK, 1.2),
-                            ratio("bilstm-int8", sc.BASELINE, 15.0), ratio("bilstm-int8", sc.STOCK, 20.0)]}
+                            ratio("bilstm-int8", sc.BASELINE, 15.0), ratio("bilstm-int8", sc.STOCK, 20.0, 17.0, 23.5)]}
 
 
 def test_table_reads_each_figure_from_its_stage(tmp_path):
@@ -51,6 +51,7 @@ def test_table_reads_each_figure_from_its_stage(tmp_path):
     assert (student["trainable_params"], student["int8_accuracy"], student["accuracy_drop_pt"]) == (2_500_000, 85.1, 3.4)
     assert student["float_accuracy"] is None  # the student's epoch is picked on held-out rows: no eval-data figure
     assert (student["vs_lora_int8"], student["vs_stock_int8"], student["int8_size_mb"]) == (15.0, 20.0, 2.6)
+    assert student["vs_stock_p10_p90"] == "17–23.5" and by["MiniLM + LoRA (merged), int8"]["vs_stock_p10_p90"] is None
     assert student["quantize_parity"] == "FAIL (top1_agreement 0.9)" and "onnx max|diff| 1e-06" == student["export_parity"]
     lora_row, adapter_row = by["MiniLM + LoRA (merged), int8"], by["MiniLM + bottleneck adapters, int8"]
     assert (lora_row["vs_lora_int8"], lora_row["vs_stock_int8"], lora_row["p50_ms"]) == (None, 1.1, 6.0)
