@@ -29,6 +29,14 @@ def cpu_info() -> dict:
     return {"cpu_model": model, "flags": [f for f in INTERESTING_FLAGS if f in flags]}
 
 
+def int8_matmul_saturates() -> bool:
+    """True on x86 CPUs without VNNI: onnxruntime's u8s8 MatMulInteger then uses VPMADDUBSW, whose int16 pair sums
+    can saturate (onnxruntime's quantization docs; seen as 12.8 vs 36.8 dB on one tiny classifier). 7-bit weights
+    (reduce_range) keep every pair sum inside int16."""
+    flags = set(cpu_info()["flags"])
+    return "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
 def machine_info() -> dict:
     info = cpu_info()
     try:

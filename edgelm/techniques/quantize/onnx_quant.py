@@ -30,6 +30,7 @@ WEIGHT_OPS = ("MatMul", "Gemm")
 class QuantOptions:
     method: str = "int8-dynamic"
     per_channel: bool = True
+    reduce_range: bool = False  # int8: 7-bit weights, for x86 CPUs without VNNI (measure.machine.int8_matmul_saturates)
     calibration: str = "minmax"  # int8-static: minmax | entropy | percentile
     block_size: int = 32  # int4
     table_block_size: int | None = None  # int4 affine, calibrated: the tied table / LM head's block size (None: block_size)
@@ -43,9 +44,9 @@ class QuantOptions:
     exclude: list[str] = field(default_factory=list)  # node names kept float
 
     def params(self) -> dict:
-        keys = {"int8-dynamic": ("per_channel", "quantize_embedding", "quantize_attention_weights")
+        keys = {"int8-dynamic": ("per_channel", "reduce_range", "quantize_embedding", "quantize_attention_weights")
                                 + (("table_bits", "block_size", "table_block_size") if self.table_bits == 4 else ()),
-                "int8-static": ("per_channel", "calibration", "quantize_embedding", "quantize_attention_weights"),
+                "int8-static": ("per_channel", "reduce_range", "calibration", "quantize_embedding", "quantize_attention_weights"),
                 "int4": ("block_size", "table_block_size", "finer_blocks_mb", "symmetric", "accuracy_level", "algorithm",
                          "quantize_embedding", "quantize_attention_weights"),
                 "fp16": ()}[self.method]
@@ -81,7 +82,8 @@ def _int8_dynamic(src: Path, dst: Path, options: QuantOptions, _reader) -> None:
 
     later = token_tables(onnx.load(str(src), load_external_data=False), options.exclude) if table4 else []
     with _preprocessed(src, split_attention_projection, fold_lstm_weights) as model_path:
-        quantize_dynamic(model_path, dst, per_channel=options.per_channel, weight_type=QuantType.QInt8,
+        quantize_dynamic(model_path, dst, per_channel=options.per_channel, reduce_range=options.reduce_range,
+                         weight_type=QuantType.QInt8,
                          op_types_to_quantize=ops, nodes_to_exclude=_split_names(options.exclude) + later,
                          use_external_data_format=is_large(src),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
@@ -199,7 +201,7 @@ def _int8_static(src: Path, dst: Path, options: QuantOptions, reader) -> None:
         # Gather too: the embedding table is half of an encoder like MiniLM; left float it keeps the file > 2.5x int8
         ops = list(WEIGHT_OPS) + (["Gather"] if options.quantize_embedding else [])
         quantize_static(model_path, dst, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
-                        per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=options.per_channel, reduce_range=options.reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=_split_names(options.exclude), calibrate_method=method, use_external_data_format=is_large(src),
                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True,
                                        "ActivationSymmetric": False, "WeightSymmetric": True})

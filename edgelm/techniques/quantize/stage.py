@@ -22,6 +22,7 @@ from edgelm.techniques.quantize.int4 import INT4_ALGORITHMS, summaries
 class QuantizeConfig(StageConfig):
     method: Literal["int8-dynamic", "int8-static", "int4", "fp16"] = Field("int8-dynamic", description="quantization method")
     per_channel: bool = Field(True, description="int8: per-channel weight scales")
+    reduce_range: bool = Field(False, description="int8: 7-bit weights, so onnxruntime's int8 MatMul cannot saturate on x86 CPUs without VNNI (AVX2-only); costs some accuracy elsewhere")
     calibration: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="int8-static: activation range calibration")
     calibration_samples: int = Field(64, gt=0, description="texts used for calibration (from --data, else built-in prose)")
     block_size: int = Field(32, description="int4: weights per quantization block (16, 32, 64, 128, ...)")

@@ -27,12 +27,21 @@ PARITY_MAX_LENGTH = 64
 
 
 def options_from(config, exclude: list[str] | None = None) -> QuantOptions:
-    return QuantOptions(method=config.method, per_channel=config.per_channel, calibration=config.calibration,
+    return QuantOptions(method=config.method, per_channel=config.per_channel, reduce_range=config.reduce_range,
+                        calibration=config.calibration,
                         block_size=config.block_size, symmetric=config.symmetric, accuracy_level=config.accuracy_level,
                         algorithm=config.algorithm, quantize_embedding=config.quantize_embedding,
                         table_block_size=config.table_block_size, finer_blocks_mb=config.finer_blocks_mb,
                         table_bits=config.table_bits,
                         exclude=list(config.exclude if exclude is None else exclude))
+
+
+def _note_saturating_cpu(config) -> None:
+    from edgelm.measure.machine import int8_matmul_saturates
+
+    if config.method.startswith("int8") and not config.reduce_range and int8_matmul_saturates():
+        ui.info("quantize: this CPU is x86 without VNNI, where onnxruntime's int8 MatMul can saturate: parity here may "
+                "read lower than on the target; --reduce-range (7-bit weights) avoids it")
 
 
 def quantize_bundle(bundle, source: Path, config, ctx):
@@ -51,6 +60,7 @@ def quantize_bundle(bundle, source: Path, config, ctx):
     if config.sensitivity or config.auto:
         metrics.update(_sensitivity(bundle, source, tokenizer, config, parity_texts, labelled, calib_texts, exclude))
         exclude = metrics.pop("_exclude")
+    _note_saturating_cpu(config)
     with step(f"quantize: {config.method}"):
         info = run_quantizer(source, dst, options_from(config, exclude), tokenizer, calib_texts)
     with step("quantize: parity against the float graph and torch"):
