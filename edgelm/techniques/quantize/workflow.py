@@ -73,14 +73,18 @@ def quantize_bundle(bundle, source: Path, config, ctx):
     if parity.get("accuracy_drop_pt") is not None:
         metrics["accuracy_drop_pt"] = parity["accuracy_drop_pt"]
 
-    artifacts, files = publish_folder(bundle, source, dst, config, metrics)
+    gguf_calibration = (calib_texts or texts_for(ctx.data, config.calibration_samples, seed=ctx.seed)
+                        if "gguf" in bundle.artifacts else None)
+    artifacts, files = publish_folder(bundle, source, dst, config, metrics, gguf_calibration)
     metrics.update(size_figures(artifacts, {**bundle.artifacts, "onnx": source}))
     _enforce(metrics, config)
     return bundle.derive(artifacts=artifacts), metrics, files
 
 
-def publish_folder(bundle, source: Path, dst: Path, config, metrics: dict) -> tuple[dict, list[Path]]:
-    """Companions, .ort (when the input had one), quantized .pte (when asked / the input had one), manifest."""
+def publish_folder(bundle, source: Path, dst: Path, config, metrics: dict,
+                   gguf_calibration: list[str] | None = None) -> tuple[dict, list[Path]]:
+    """Companions, .ort (when the input had one), quantized .pte / .gguf (when asked / the input had one), manifest.
+    `gguf_calibration`: the texts of the GGUF's importance matrix (None: the built-in prose)."""
     workdir = dst.parent
     files = artifact.copy_companions(source.parent, workdir) + model_files(dst)
     artifacts, sections = {"onnx": dst}, {}
@@ -93,7 +97,7 @@ def publish_folder(bundle, source: Path, dst: Path, config, metrics: dict) -> tu
             artifacts["pte"] = Path(metrics["pte"].pop("path"))
             sections["executorch"] = metrics["pte"]["executorch"]
     if "gguf" in bundle.artifacts:
-        metrics["gguf"] = quantized_gguf(bundle, workdir, config)
+        metrics["gguf"] = quantized_gguf(bundle, workdir, config, gguf_calibration)
         if metrics["gguf"].get("path"):
             artifacts["gguf"], sections["gguf"] = Path(metrics["gguf"].pop("path")), metrics["gguf"]["gguf"]
     parity = {"onnx": metrics["parity_torch"], "quantized_vs_float": metrics["parity"]}
@@ -191,8 +195,9 @@ def torch_parity(bundle, dst: Path, method: str, texts: list[str] | None = None)
     return _encoder_torch_parity(bundle, dst, "onnx", QUANTIZED_VS_TORCH[method], texts)
 
 
-def quantized_gguf(bundle, out_dir: Path, config) -> dict:
-    """The GGUF at the llama.cpp type matching the int4 grid (`gguf_type_for`), checked against torch on llama.cpp.
+def quantized_gguf(bundle, out_dir: Path, config, calibration: list[str] | None = None) -> dict:
+    """The GGUF at the llama.cpp type matching the int4 grid (`gguf_type_for`), checked against torch on llama.cpp;
+    its importance matrix (Q4_K_M) comes from the same calibration texts as the ONNX int4 (None: built-in prose).
     A GGUF that misses its gate is recorded, and under --on-parity-fail error left out of the artifacts: the ONNX
     artifacts do not depend on it."""
     from edgelm.data.readers import calibration_texts
@@ -201,7 +206,7 @@ def quantized_gguf(bundle, out_dir: Path, config) -> dict:
 
     gguf_type = config.gguf_type or gguf_type_for(config.method, config.algorithm, config.block_size, config.symmetric)
     with step(f"quantize: GGUF {gguf_type} for llama.cpp"):
-        written = export_gguf(bundle, out_dir, gguf_type, calibration=calibration_texts(64))
+        written = export_gguf(bundle, out_dir, gguf_type, calibration=calibration or calibration_texts(64))
     with step("quantize: parity of model.gguf against torch"):
         parity = check_gguf(bundle, written, None, GREEDY_STEPS, strict=False)
     figures = {"path": str(written.path), "gguf": written.manifest_entry(), "parity": parity,
