@@ -17,13 +17,26 @@ EVAL_CONTEXT = 1024  # tokens: eval's perplexity windows (512) and the parity pr
 BENCH_CONTEXT = 2048
 
 
+AMX_OVERRIDE = "EDGELM_LLAMA_CPP_ALLOW_AMX"
+
+
 def unavailable() -> str | None:
     try:
-        import llama_cpp  # noqa: F401
+        import llama_cpp
     except Exception as exc:  # ImportError, or a shared library that does not load
         return (f"llama-cpp-python not importable ({type(exc).__name__}: {str(exc).splitlines()[0][:100]}); "
                 "pip install 'edgelm[llamacpp]' (builds llama.cpp from source)")
-    return None
+    return amx_refusal(llama_cpp.llama_print_system_info().decode(errors="replace"))
+
+
+def amx_refusal(system_info: str) -> str | None:
+    """llama.cpp built with its AMX backend segfaults in ggml_backend_amx_mul_mat on quantized GGUFs (seen here on a
+    Sapphire-Rapids-class CPU with Q8_0; llama.cpp#20824, unfixed): a crash would take the whole run with it."""
+    if "AMX_INT8 = 1" not in system_info or os.environ.get(AMX_OVERRIDE) == "1":
+        return None
+    return ("this llama.cpp was built with AMX_INT8, whose backend segfaults on quantized GGUFs (llama.cpp#20824); "
+            "rebuild it with -DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AMX_INT8=OFF (keep the other ISA flags), "
+            f"or set {AMX_OVERRIDE}=1 to use it anyway")
 
 
 class LlamaCppLM:

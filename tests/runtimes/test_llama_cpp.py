@@ -20,7 +20,19 @@ def test_llama_cpp_is_registered_for_gguf_and_says_why_when_absent():
     spec = RUNTIMES.get("llama-cpp")
     assert (spec.artifact, spec.device, spec.generates, spec.evaluates) == ("gguf", "cpu", True, ("gguf",))
     reason = spec.unavailable()
-    assert reason is None or ("llama-cpp-python" in reason and "\n" not in reason)
+    assert reason is None or (("llama-cpp-python" in reason or "AMX" in reason) and "\n" not in reason)
+
+
+def test_an_amx_build_is_refused_unless_allowed(monkeypatch):
+    from edgelm.runtimes.llama_cpp import AMX_OVERRIDE, amx_refusal
+
+    amx, plain = "CPU : AVX2 = 1 | AMX_INT8 = 1 | OPENMP = 1", "CPU : AVX2 = 1 | AVX512 = 1 | OPENMP = 1"
+    monkeypatch.delenv(AMX_OVERRIDE, raising=False)
+    assert amx_refusal(plain) is None
+    reason = amx_refusal(amx)
+    assert "GGML_AMX_INT8=OFF" in reason and AMX_OVERRIDE in reason and "\n" not in reason
+    monkeypatch.setenv(AMX_OVERRIDE, "1")
+    assert amx_refusal(amx) is None
 
 
 @pytest.fixture(scope="module")
