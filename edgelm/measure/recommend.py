@@ -28,6 +28,8 @@ def perplexity_by_engine(evals: list[dict]) -> dict[str, float]:
 def recommend(rows: list[dict], perplexity: dict[str, float], candidate: str = "candidate") -> dict | None:
     """{"runtime", "threads", "decode_tok_s", "why"} or None when no candidate row has a decode speed."""
     timed = [r for r in rows if r.get("artifact") == candidate and r.get("decode_tok_s")]
+    plain = [r for r in timed if r.get("decoding") is None]  # the main case: not the lookup prompt set's rows
+    timed = plain or timed
     if not timed:
         return None
     best = min(perplexity.values(), default=None)
@@ -36,7 +38,9 @@ def recommend(rows: list[dict], perplexity: dict[str, float], candidate: str = "
     others = ", ".join(f"{r['runtime']}@{r.get('threads')}t {r['decode_tok_s']:.1f}" for r in timed if r is not pick)
     quality = f"; perplexity {perplexity[engine(pick['runtime'])]:.3f} (best artifact {best:.3f})" \
         if engine(pick["runtime"]) in perplexity else "; no perplexity on its artifact"
-    dropped = [r["runtime"] for r in timed if r not in equal]
+    dropped = [f"{r['runtime']} ({r['decode_tok_s']:.1f} tok/s, perplexity {perplexity[engine(r['runtime'])]:.3f})"
+               for r in timed if r not in equal]
     why = (f"fastest decode at equal quality: {pick['decode_tok_s']:.1f} tok/s at {pick.get('threads')} threads"
-           f" (others: {others or 'none'}){quality}" + (f"; not equal quality: {', '.join(dropped)}" if dropped else ""))
+           f" (others: {others or 'none'}){quality}" + (f"; not equal quality (perplexity over {EQUAL_QUALITY:g}x the best): {', '.join(dropped)}"
+                                        if dropped else ""))
     return {"runtime": pick["runtime"], "threads": pick.get("threads"), "decode_tok_s": pick["decode_tok_s"], "why": why}

@@ -15,7 +15,14 @@ def test_fastest_candidate_row_at_equal_quality_wins_and_says_why():
 def test_a_faster_artifact_of_worse_quality_is_passed_over_and_named():
     evals = [{"by_runtime": {"ort-cpu": {"perplexity": 10.0}, "llama-cpp": {"perplexity": 11.0}}}]
     pick = recommend(ROWS, perplexity_by_engine(evals))
-    assert pick["runtime"] == "ort-cpu" and "not equal quality: llama-cpp" in pick["why"]
+    assert pick["runtime"] == "ort-cpu" and "llama-cpp (180.0 tok/s, perplexity 11.000)" in pick["why"]
+
+
+def test_only_the_plain_decode_rows_compete_when_the_lookup_set_was_benched_too():
+    lookup = [{"artifact": "candidate", "runtime": "ort-mobile", "threads": 2, "decode_tok_s": 500.0, "decoding": d}
+              for d in ("greedy", "lookup")]
+    pick = recommend(ROWS + lookup, {})
+    assert pick["runtime"] == "llama-cpp" and "500.0" not in pick["why"] and pick["why"].count("ort-mobile") == 1
 
 
 def test_no_decode_rows_no_recommendation():
