@@ -88,7 +88,7 @@ def check_exportable(model) -> list[LayerShape]:
     if rope.get("rope_type", "default") not in ("default", None):
         raise EdgelmError(f"gguf export: rope scaling {rope['rope_type']!r} is not supported yet")
     shapes = [layer_shape(layer, head_dim(cfg)) for layer in model.model.layers]
-    if GGUF_ARCH[cfg.model_type] != "llama" and len(set(map(astuple, shapes))) > 1:
+    if GGUF_ARCH[cfg.model_type] != "llama" and not layers_uniform(shapes):
         raise EdgelmError(f"gguf export: layers of different sizes (pruned) need llama.cpp's deci graph, which only "
                           f"llama-family models have; prune {cfg.model_type} with --scope uniform or use --format onnx")
     return shapes
@@ -109,10 +109,14 @@ def rope_parameters(cfg) -> dict:
     return params
 
 
+def layers_uniform(shapes: list[LayerShape]) -> bool:
+    return len(set(map(astuple, shapes))) == 1
+
+
 def arch_for(cfg, shapes: list[LayerShape]) -> str:
     """The model's llama.cpp graph; for llama, deci (per-layer head/FFN counts) when the layers differ in size."""
     arch = GGUF_ARCH[cfg.model_type]
-    return "deci" if arch == "llama" and len(set(map(astuple, shapes))) > 1 else arch
+    return "deci" if arch == "llama" and not layers_uniform(shapes) else arch
 
 
 # --- the export ------------------------------------------------------------------------------------------------

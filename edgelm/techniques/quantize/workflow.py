@@ -14,6 +14,7 @@ from edgelm.techniques.quantize import artifact
 from edgelm.verify import fidelity
 from edgelm.verify.feeds import TextCalibrationReader
 from edgelm.core.metrics import files_mb
+from edgelm.export.gguf import TOOL_TYPES, gguf_type_for
 from edgelm.export.manifest import artifact_sizes
 from edgelm.export.onnx_io import model_files
 from edgelm.techniques.quantize.onnx_quant import QuantOptions, needs_calibration, quantize_onnx
@@ -73,8 +74,9 @@ def quantize_bundle(bundle, source: Path, config, ctx):
     if parity.get("accuracy_drop_pt") is not None:
         metrics["accuracy_drop_pt"] = parity["accuracy_drop_pt"]
 
-    gguf_calibration = (calib_texts or texts_for(ctx.data, config.calibration_samples, seed=ctx.seed)
-                        if "gguf" in bundle.artifacts else None)
+    gguf_calibration = None  # only the k-quants (llama-quantize with an importance matrix) read calibration text
+    if "gguf" in bundle.artifacts and gguf_type_of(config) in TOOL_TYPES:
+        gguf_calibration = calib_texts or texts_for(ctx.data, config.calibration_samples, seed=ctx.seed)
     artifacts, files = publish_folder(bundle, source, dst, config, metrics, gguf_calibration)
     metrics.update(size_figures(artifacts, {**bundle.artifacts, "onnx": source}))
     _enforce(metrics, config)
@@ -195,16 +197,20 @@ def torch_parity(bundle, dst: Path, method: str, texts: list[str] | None = None)
     return _encoder_torch_parity(bundle, dst, "onnx", QUANTIZED_VS_TORCH[method], texts)
 
 
+def gguf_type_of(config) -> str:
+    return config.gguf_type or gguf_type_for(config.method, config.algorithm, config.block_size, config.symmetric)
+
+
 def quantized_gguf(bundle, out_dir: Path, config, calibration: list[str] | None = None) -> dict:
     """The GGUF at the llama.cpp type matching the int4 grid (`gguf_type_for`), checked against torch on llama.cpp;
     its importance matrix (Q4_K_M) comes from the same calibration texts as the ONNX int4 (None: built-in prose).
     A GGUF that misses its gate is recorded, and under --on-parity-fail error left out of the artifacts: the ONNX
     artifacts do not depend on it."""
     from edgelm.data.readers import calibration_texts
-    from edgelm.export.gguf import export_gguf, gguf_type_for
+    from edgelm.export.gguf import export_gguf
     from edgelm.verify.gguf import check_gguf
 
-    gguf_type = config.gguf_type or gguf_type_for(config.method, config.algorithm, config.block_size, config.symmetric)
+    gguf_type = gguf_type_of(config)
     with step(f"quantize: GGUF {gguf_type} for llama.cpp"):
         written = export_gguf(bundle, out_dir, gguf_type, calibration=calibration or calibration_texts(64))
     with step("quantize: parity of model.gguf against torch"):
