@@ -36,14 +36,30 @@ def placement_paths(layer, where: tuple[str, ...]) -> list[str]:
     return [found[w] for w in where if found[w]]
 
 
-def add_adapters(model, ops: list[dict], heads: list[str]):
-    """Insert the adapters and freeze everything but them and the classifier head."""
+def add_adapters(model, ops: list[dict], heads: list[str], train_norms: bool = True):
+    """Insert the adapters and freeze everything but them, the classifier head and (train_norms, as Houlsby et al.
+    do) the transformer blocks' normalization layers."""
     from edgelm.models.structure import apply_structure
 
+    norms = block_norm_params(model) if train_norms else set()
     apply_structure(model, ops)
     for name, param in model.named_parameters():
-        param.requires_grad_(is_adapter_param(name) or any(name.startswith(h + ".") for h in heads))
+        param.requires_grad_(is_adapter_param(name) or any(name.startswith(h + ".") for h in heads)
+                             or param in norms)
     return model
+
+
+def block_norm_params(model) -> set:
+    """The parameters of every LayerNorm / RMSNorm inside the transformer blocks (a few thousand on MiniLM)."""
+    from edgelm.models.anatomy import layer_stack
+
+    return {p for m in layer_stack(model)[1].modules() if is_norm(m) for p in m.parameters(recurse=False)}
+
+
+def is_norm(module) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.LayerNorm) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
 
 
 def is_adapter_param(name: str) -> bool:

@@ -25,14 +25,14 @@ from edgelm.core.errors import EdgelmError
 from edgelm.core.stage import Stage, StageConfig, StageResult, register_stage, require_model
 from edgelm.train.fields import TrainingFields
 
-DEFAULT_LR = {"lora": 1e-3, "ia3": 5e-3, "prompt": 3e-2, "adapter": 1e-3, "full": 5e-5}
+DEFAULT_LR = {"lora": 1e-3, "ia3": 5e-3, "prompt": 3e-2, "adapter": 2e-3, "full": 5e-5}
 
 
 class FinetuneConfig(StageConfig, TrainingFields):
     method: Literal["lora", "prompt", "ia3", "adapter", "full"] = Field("lora", description="adaptation method "
                                                                          "(adapter: bottleneck adapters)")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate (default per method: lora 1e-3, "
-                                        "ia3 5e-3, prompt 3e-2, adapter 1e-3, full 5e-5)")
+                                        "ia3 5e-3, prompt 3e-2, adapter 2e-3, full 5e-5)")
     head_learning_rate: float | None = Field(None, gt=0, description="learning rate of a new classifier head "
                                              "(default: max(learning rate, 2e-3))")
     lora_r: int = Field(8, gt=0, description="LoRA rank")
@@ -44,6 +44,8 @@ class FinetuneConfig(StageConfig, TrainingFields):
     adapter_placement: Literal["both", "attention", "ffn"] = Field(
         "both", description="adapter: after the attention output and the FFN (Houlsby), or only one (ffn: Pfeiffer)")
     adapter_activation: Literal["relu", "gelu", "tanh", "silu"] = Field("relu", description="adapter non-linearity")
+    adapter_train_norms: bool = Field(True, description="adapter: also train the blocks' LayerNorms, as Houlsby et "
+                                      "al. do (a few thousand parameters)")
     num_virtual_tokens: int = Field(16, gt=0, description="prompt tuning: learned virtual tokens")
     label_words: list[str] = Field(default_factory=list, description="causal LM on labelled data: the word answering "
                                    "each label, in label order (e.g. negative positive)")
@@ -278,7 +280,7 @@ def wrap_peft(model, config: FinetuneConfig, task: str):
         from edgelm.techniques.finetune.adapters import adapter_ops, add_adapters
 
         ops = adapter_ops(model, config.adapter_reduction, config.adapter_placement, config.adapter_activation)
-        return add_adapters(model, ops, heads), heads
+        return add_adapters(model, ops, heads, config.adapter_train_norms), heads
     task_type = "SEQ_CLS" if task == "sequence-classification" else "CAUSAL_LM"
     if config.method == "prompt":
         peft_config = peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=config.num_virtual_tokens,

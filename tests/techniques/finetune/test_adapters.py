@@ -24,19 +24,27 @@ def head_params(model) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if n.startswith(("classifier.", "bert.pooler.")))
 
 
-@pytest.mark.parametrize("placement, per_block", [("both", 2), ("ffn", 1)])
-def test_only_adapters_and_head_train_and_the_count_follows_the_formula(placement, per_block, tiny_model, tmp_path):
+NORM_PARAMS = BLOCKS * 2 * 2 * HIDDEN  # two LayerNorms per BERT block, weight and bias each
+
+
+@pytest.mark.parametrize("placement, per_block, train_norms", [("both", 2, True), ("ffn", 1, False)])
+def test_only_adapters_and_head_train_and_the_count_follows_the_formula(placement, per_block, train_norms,
+                                                                        tiny_model, tmp_path):
     source = load_model(str(tiny_model("bert")))
     metrics, out = finetune(tiny_model("bert"), tmp_path, {"method": "adapter", "adapter_reduction": 8,
                                                             "adapter_placement": placement, "epochs": 2,
+                                                            "adapter_train_norms": train_norms,
                                                             "learning_rate": 1e-2, "batch_size": 8}, LABELLED)
     ops = out.extra["structure"]
     assert len(ops) == per_block * BLOCKS and {op["bottleneck"] for op in ops} == {HIDDEN // 8}
     assert adapter_param_count(ops) == per_block * BLOCKS * (2 * HIDDEN * 4 + 4 + HIDDEN)
-    assert metrics["trainable_params"] == adapter_param_count(ops) + head_params(out.model)
+    assert metrics["trainable_params"] == (adapter_param_count(ops) + head_params(out.model)
+                                           + (NORM_PARAMS if train_norms else 0))
     base = {f"bert.{k}": v for k, v in source.model.state_dict().items() if not k.startswith("pooler.")}
     tuned = {k.replace(".base.", "."): v for k, v in out.model.state_dict().items()}
-    assert all(torch.equal(tuned[k], v) for k, v in base.items()), "the base model must stay frozen"
+    changed = {k for k, v in base.items() if not torch.equal(tuned[k], v)}
+    in_blocks = {k for k in base if k.startswith("bert.encoder.layer.") and "LayerNorm" in k}
+    assert changed == (in_blocks if train_norms else set()), "only the blocks' LayerNorms may train besides adapters"
     ups = [m.adapter.up.weight for m in out.model.modules() if isinstance(m, Adapted)]
     assert len(ups) == len(ops) and all(float(u.abs().sum()) > 0 for u in ups), "adapters start at zero and train"
     assert metrics["export_max_abs_diff"] < 1e-5
